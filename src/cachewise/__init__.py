@@ -1,0 +1,27 @@
+"""cachewise: application-level caching in front of a SQL database, done right.
+
+The cache manager (``Cache``) composes a store (where cached data lives), an
+authoritative data source, a read policy and a write policy, in the vocabulary of the
+workshop "Caching & Connection pooling".
+"""
+
+from __future__ import annotations
+
+from cachewise import errors
+from cachewise._types import MISSING
+from cachewise.sources import MappingSource, Source
+from cachewise.stats import Stats
+from cachewise.stores import MemoryStore, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "MappingSource",
+    "MemoryStore",
+    "Source",
+    "Stats",
+    "Store",
+    "__version__",
+    "errors",
+]

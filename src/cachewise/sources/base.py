@@ -1,0 +1,42 @@
+"""The Source contract: the authoritative data source a cache reads from and writes to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from cachewise._types import Key
+
+
+@runtime_checkable
+class Source(Protocol):
+    """The authoritative data source (in the workshop's words): the tables of record.
+
+    ``load`` returns ``MISSING`` for an absent key. ``save_many`` is an idempotent
+    upsert, so a write-back batch applied twice (at-least-once replay) leaves the
+    same state. ``remove`` of an absent key is not an error.
+    """
+
+    def load(self, key: Key) -> Any:
+        """Return the value for ``key`` or ``MISSING``."""
+        ...
+
+    def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """Return the keys found, with their values, in as few round trips as possible."""
+        ...
+
+    def save(self, key: Key, value: Any) -> None:
+        """Insert or replace the value for ``key``."""
+        ...
+
+    def save_many(self, items: Mapping[Key, Any]) -> None:
+        """Insert or replace every item, atomically where the source can."""
+        ...
+
+    def remove(self, key: Key) -> None:
+        """Delete ``key`` if present."""
+        ...
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        """Delete every key that is present."""
+        ...

@@ -1,0 +1,71 @@
+"""The Store contract: where cached values live (memory, Redis, both).
+
+A store only gets, sets and deletes; read and write policies, single flight and
+dirty tracking live in the ``Cache`` above it, so every store behaves the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from cachewise._types import Key
+
+EvictionListener = Callable[[list[Key]], None]
+"""Called with the keys a store evicted, after the store's lock is released."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where cached values live. Absent or expired keys read as ``MISSING``."""
+
+    def get(self, key: Key) -> Any:
+        """Return the value for ``key``, or ``MISSING`` when absent or expired."""
+        ...
+
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """Return the keys found, with their values; absent keys are left out."""
+        ...
+
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        """Store ``value``; ``ttl`` (seconds) overrides the store's default."""
+        ...
+
+    def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        """Store every item; ``ttl`` as for :meth:`set`."""
+        ...
+
+    def delete(self, key: Key) -> bool:
+        """Drop ``key``; return whether it was present."""
+        ...
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        """Drop every key; return how many were present."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every entry this store owns (a RedisStore: its namespace only)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and background work; idempotent."""
+        ...
+
+
+@runtime_checkable
+class EvictionAware(Protocol):
+    """A store that evicts and expires by itself and says so (e.g. MemoryStore)."""
+
+    @property
+    def evictions(self) -> int:
+        """How many entries the store evicted to stay within its bound."""
+        ...
+
+    @property
+    def expirations(self) -> int:
+        """How many entries the store dropped because their TTL ran out."""
+        ...
+
+    def add_eviction_listener(self, listener: EvictionListener) -> None:
+        """Call ``listener`` with the evicted keys after each eviction."""
+        ...
