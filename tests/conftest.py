@@ -68,5 +68,5 @@ def unique_name() -> str:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: os.PathLike[str]) -> Iterator[str]:
-    yield f"sqlite:///{os.fspath(tmp_path)}/cachewise-test.db"
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{os.fspath(tmp_path)}/cachewise-test.db"

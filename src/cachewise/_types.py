@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Final, TypeAlias, Union
+from typing import Final, TypeAlias
 
 from cachewise.errors import ConfigurationError, InvalidKeyError
 
-Key: TypeAlias = Union[str, int, bytes, tuple["Key", ...]]
+Key: TypeAlias = str | int | bytes | tuple["Key", ...]
 """A cache key: str, int, bytes or a tuple of keys. bool, float and None are refused:
 ``True == 1`` and ``1.0 == 1`` would silently share an entry."""
 

@@ -3,13 +3,13 @@
 ::
 
     CachewiseError
-     ├── ConfigurationError (ValueError)   a bad argument or setting, raised before any state changes
+     ├── ConfigurationError (ValueError)   a bad argument or setting, raised before any change
      │    └── InvalidKeyError (TypeError)   a key of an unsupported type
      ├── ClosedError                       the cache was used after close()
      ├── StoreError                        the cache's storage failed (Redis down, ...)
      ├── SourceError                       the authoritative data source failed
      │    └── FlushError                   write-back could not write dirty entries; they stay dirty
-     ├── CacheFullError                    write-back is at max_dirty and cannot accept a new dirty key
+     ├── CacheFullError                    write-back is at max_dirty: no room for a new dirty key
      ├── CodecError (ValueError)           a value could not be encoded or decoded
      │    └── SignatureError               a signed value failed verification
      ├── JournalError (OSError)            the write-back journal could not be written or read
@@ -78,7 +78,7 @@ class JournalCorruptError(JournalError):
         self.reason = reason
 
 
-class PoolTimeout(CachewiseError, TimeoutError):
+class PoolTimeout(CachewiseError, TimeoutError):  # noqa: N818 - the name issue 6 gives it
     """No connection became free within the pool's timeout."""
 
 

@@ -46,8 +46,9 @@ class Stats:
 
 
 COUNTER_NAMES = tuple(
-    f.name for f in fields(Stats) if f.name not in {"dirty", "evictions", "expirations",
-                                                    "oldest_dirty_age"}
+    f.name
+    for f in fields(Stats)
+    if f.name not in {"dirty", "evictions", "expirations", "oldest_dirty_age"}
 )
 """Counters a cache keeps itself; the rest are read from the store and the dirty set."""
 

@@ -7,9 +7,10 @@ dirty tracking live in the ``Cache`` above it, so every store behaves the same.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from cachewise._types import Key
+from cachewise._types import MISSING, Key
 
 EvictionListener = Callable[[list[Key]], None]
 """Called with the keys a store evicted, after the store's lock is released."""
@@ -68,4 +69,33 @@ class EvictionAware(Protocol):
 
     def add_eviction_listener(self, listener: EvictionListener) -> None:
         """Call ``listener`` with the evicted keys after each eviction."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoadTicket:
+    """What a guarded store hands a loader: a token, or the value another process loaded."""
+
+    token: Any
+    """Opaque to the cache: a version and/or lease token the store checks in ``end_load``."""
+    value: Any = MISSING
+    """Not MISSING when, while waiting for another process's lease, the key was filled."""
+
+
+@runtime_checkable
+class LoadGuarded(Protocol):
+    """A store that closes the cache-aside race and stampedes across processes.
+
+    Read-through and ``read(key, loader=...)`` call ``begin_load`` before asking the
+    source and ``end_load`` after. ``end_load`` stores the value only if nothing wrote,
+    deleted or invalidated the key since ``begin_load`` (so a slow reader never caches
+    an old value), releases any lease, and returns whether it stored.
+    """
+
+    def begin_load(self, key: Key) -> LoadTicket:
+        """Take a load ticket for ``key`` (may wait briefly for another loader's lease)."""
+        ...
+
+    def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` if ``key`` is unchanged since the ticket; release it."""
         ...

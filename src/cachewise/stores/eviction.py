@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
+from cachewise.errors import ConfigurationError
+
 
 class EvictionPolicy(Protocol):
     """The contract between a bounded store and the policy that picks its victims."""
@@ -142,8 +144,6 @@ DEFAULT_POLICY = "lru"
 
 def make_policy(name: str) -> EvictionPolicy:
     """Return a new policy by name, or raise ConfigurationError naming the choices."""
-    from cachewise.errors import ConfigurationError
-
     factory = POLICIES.get(name) if isinstance(name, str) else None
     if factory is None:
         choices = ", ".join(sorted(POLICIES))

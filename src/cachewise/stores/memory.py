@@ -40,8 +40,10 @@ class MemoryStore:
     ) -> None:
         check_positive(max_entries, "max_entries", integer=True)
         self._ttl = check_ttl(ttl)
-        if isinstance(ttl_jitter, bool) or not isinstance(ttl_jitter, (int, float)) or not (
-            0.0 <= ttl_jitter < 1.0
+        if (
+            isinstance(ttl_jitter, bool)
+            or not isinstance(ttl_jitter, (int, float))
+            or not (0.0 <= ttl_jitter < 1.0)
         ):
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self._policy_name = DEFAULT_POLICY if eviction == "auto" else eviction
@@ -106,7 +108,7 @@ class MemoryStore:
             self._expire(key, entry)
             return MISSING
         if self._atomic_hits:
-            try:
+            try:  # noqa: SIM105 - try/except is free on the hit path, suppress() is not
                 self._on_hit(key)
             except KeyError:  # evicted by another thread since the lookup
                 pass
