@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from cachewise import errors
 from cachewise._types import MISSING
+from cachewise.cache import Cache
+from cachewise.policies import CacheAside, ReadThrough, Retry, WriteAround, WriteBack, WriteThrough
 from cachewise.sources import MappingSource, Source
 from cachewise.stats import Stats
 from cachewise.stores import MemoryStore, Store
@@ -17,11 +19,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MISSING",
+    "Cache",
+    "CacheAside",
     "MappingSource",
     "MemoryStore",
+    "ReadThrough",
+    "Retry",
     "Source",
     "Stats",
     "Store",
+    "WriteAround",
+    "WriteBack",
+    "WriteThrough",
     "__version__",
     "errors",
 ]

@@ -97,5 +97,8 @@ class LoadGuarded(Protocol):
         ...
 
     def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
-        """Store ``value`` if ``key`` is unchanged since the ticket; release it."""
+        """Store ``value`` if ``key`` is unchanged since the ticket; release it.
+
+        ``value`` is ``MISSING`` when the load failed or found nothing: release only.
+        """
         ...

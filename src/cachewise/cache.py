@@ -1,0 +1,560 @@
+"""The cache manager: one store, an optional source, a read policy and a write policy.
+
+Concurrency design. Reads of a cached key take no lock: one store lookup and one
+atomic counter. A miss is loaded once per key however many threads miss at once
+(single flight: the first thread loads, the others wait for its result or error).
+Writes of one key are ordered by a per-key stripe lock, so the cache and the source
+see a key's writes in the same order. Every write, delete and invalidation marks a
+load of that key in flight as superseded, and the loader stores its result only if
+it was not: a slow read can never cache a value older than a write that finished
+while it loaded (the cache-aside race). Stores that implement ``LoadGuarded``
+(Redis) extend that guarantee, and single flight, across processes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from cachewise._types import MISSING, Key, check_key, check_ttl
+from cachewise.errors import ClosedError, ConfigurationError, StoreError
+from cachewise.policies import (
+    CacheAside,
+    ReadPolicy,
+    ReadThrough,
+    WriteAround,
+    WriteBack,
+    WritePolicy,
+    WriteThrough,
+)
+from cachewise.sources.base import Source
+from cachewise.stats import Counter, Stats
+from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store
+from cachewise.writeback.dirty import TOMBSTONE
+from cachewise.writeback.flusher import Flusher, Journal
+
+logger = logging.getLogger("cachewise")
+
+Loader = Callable[[Key], Any]
+_STRIPES = 64
+
+
+class _Load:
+    """One in-flight load of a key: its waiters, its outcome, whether a write overtook it."""
+
+    __slots__ = ("done", "error", "superseded", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = MISSING
+        self.error: BaseException | None = None
+        self.superseded = False
+
+
+class Cache:
+    """The cache manager: composes a store, a source, a read policy and a write policy.
+
+    With no source the strategy is cache-aside: ``read``/``write`` touch the cache only,
+    the application reads and writes the database and calls ``invalidate``. With a
+    source, ``read`` defaults to ``ReadThrough()`` and ``write`` to ``WriteThrough()``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        source: Source | None = None,
+        read: ReadPolicy | None = None,
+        write: WritePolicy | None = None,
+        *,
+        journal: Journal | None = None,
+        name: str = "cachewise",
+    ) -> None:
+        if not isinstance(store, Store):
+            raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
+        if source is not None and not isinstance(source, Source):
+            raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
+        if read is None:
+            read = ReadThrough() if source is not None else CacheAside()
+        if not isinstance(read, (CacheAside, ReadThrough)):
+            raise ConfigurationError(f"read must be CacheAside() or ReadThrough(), got {read!r}")
+        if source is None and isinstance(read, ReadThrough):
+            raise ConfigurationError("ReadThrough needs a source to read through to")
+        if write is None and source is not None:
+            write = WriteThrough()
+        if write is not None and not isinstance(write, (WriteThrough, WriteBack, WriteAround)):
+            raise ConfigurationError(
+                f"write must be WriteThrough(), WriteBack(...) or WriteAround(), got {write!r}"
+            )
+        if write is not None and source is None:
+            raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
+        self.store = store
+        self.source = source
+        self.read_policy: ReadPolicy = read
+        self.write_policy: WritePolicy | None = write
+        self.name = name
+        self._read_ttl = read.ttl
+        self._store_get = store.get
+        self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._inflight: dict[Key, _Load] = {}
+        self._inflight_lock = threading.Lock()
+        self._tags: dict[str, set[Key]] = {}
+        self._tags_lock = threading.Lock()
+        self._closed = False
+        self._hits = Counter()
+        self._misses = Counter()
+        self._loads = Counter()
+        self._source_reads = Counter()
+        self._source_writes = Counter()
+        self._invalidations = Counter()
+        self._count_hit = self._hits.add
+        self._flusher: Flusher | None = None
+        self._evicted_dirty: list[Key] = []
+        if isinstance(write, WriteBack):
+            assert source is not None
+            if journal is None and write.journal is not None:
+                journal = _open_journal(write, store)
+            self._flusher = Flusher(write, source, journal=journal, name=name)
+            if isinstance(store, EvictionAware):
+                store.add_eviction_listener(self._on_evicted)
+
+    def __repr__(self) -> str:
+        write = type(self.write_policy).__name__ if self.write_policy else "none"
+        return (
+            f"Cache({self.store!r}, source={self.source!r}, "
+            f"read={type(self.read_policy).__name__}, write={write})"
+        )
+
+    # -- reads -------------------------------------------------------------------
+
+    def read(self, key: Key, default: Any = None, *, loader: Loader | None = None) -> Any:
+        """Return the value of ``key`` by the read policy, or ``default`` if absent.
+
+        Read-through loads a miss from the source; cache-aside calls ``loader(key)`` on a
+        miss if given (the loader returns ``MISSING`` for "absent": nothing is cached).
+        """
+        value = self._store_get(key)
+        if value is not MISSING:
+            self._count_hit()
+            return value
+        return self._read_miss(key, default, loader)
+
+    def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
+        check_key(key)
+        self._misses.add()
+        if self._flusher is not None:
+            found, value = self._read_dirty(key)
+            if found:
+                return default if value is MISSING else value
+        if loader is None:
+            if self.source is None or isinstance(self.read_policy, CacheAside):
+                return default
+            loader = self.source.load
+        value = self._load(key, loader)
+        return default if value is MISSING else value
+
+    def _read_dirty(self, key: Key) -> tuple[bool, Any]:
+        """Read-your-writes: serve (and re-cache) a dirty value the store no longer has."""
+        assert self._flusher is not None
+        with self._stripe(key):
+            entry = self._flusher.dirty_entry(key)
+            if entry is None:
+                return False, MISSING
+            if entry.value is TOMBSTONE:
+                return True, MISSING
+            self.store.set(key, entry.value)
+            return True, entry.value
+
+    def _load(self, key: Key, loader: Loader) -> Any:
+        with self._inflight_lock:
+            load = self._inflight.get(key)
+            leader = load is None
+            if load is None:
+                load = self._inflight[key] = _Load()
+        if not leader:
+            load.done.wait()
+            if load.error is not None:
+                raise load.error
+            return load.value
+        try:
+            load.value = self._fetch(key, loader, load)
+        except BaseException as exc:
+            load.error = exc
+            raise
+        finally:
+            with self._inflight_lock:
+                del self._inflight[key]
+            load.done.set()
+        return load.value
+
+    def _fetch(self, key: Key, loader: Loader, load: _Load) -> Any:
+        guard = self._guard
+        ticket: LoadTicket | None = None
+        if guard is not None:
+            ticket = guard.begin_load(key)
+            if ticket.value is not MISSING:
+                return ticket.value
+        self._loads.add()
+        self._source_reads.add()
+        try:
+            value = loader(key)
+        except BaseException:
+            if guard is not None and ticket is not None:
+                guard.end_load(key, ticket, MISSING, self._read_ttl)
+            raise
+        with self._stripe(key):
+            keep = value is not MISSING and not load.superseded
+            if guard is not None and ticket is not None:
+                guard.end_load(key, ticket, value if keep else MISSING, self._read_ttl)
+            elif keep:
+                self.store.set(key, value, self._read_ttl)
+        return value
+
+    def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """Return the keys found; misses are loaded from the source in one batch."""
+        wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        found = self.store.get_many(wanted)
+        self._hits.add_many(len(found))
+        missing = [k for k in wanted if k not in found]
+        self._misses.add_many(len(missing))
+        if missing and self._flusher is not None:
+            still = []
+            for key in missing:
+                dirty, value = self._read_dirty(key)
+                if dirty:
+                    if value is not MISSING:
+                        found[key] = value
+                else:
+                    still.append(key)
+            missing = still
+        if not missing or self.source is None or isinstance(self.read_policy, CacheAside):
+            return found
+        found.update(self._load_many(missing))
+        return {k: found[k] for k in wanted if k in found}
+
+    def _load_many(self, keys: list[Key]) -> dict[Key, Any]:
+        assert self.source is not None
+        mine: dict[Key, _Load] = {}
+        theirs: dict[Key, _Load] = {}
+        with self._inflight_lock:
+            for key in keys:
+                load = self._inflight.get(key)
+                if load is None:
+                    mine[key] = self._inflight[key] = _Load()
+                else:
+                    theirs[key] = load
+        result = self._lead_loads(mine) if mine else {}
+        for key, load in theirs.items():
+            load.done.wait()
+            if load.error is not None:
+                raise load.error
+            if load.value is not MISSING:
+                result[key] = load.value
+        return result
+
+    def _lead_loads(self, mine: dict[Key, _Load]) -> dict[Key, Any]:
+        """Load the keys this thread leads in one ``load_many``; publish to waiters."""
+        assert self.source is not None
+        try:
+            self._loads.add_many(len(mine))
+            self._source_reads.add_many(len(mine))
+            loaded = self.source.load_many(list(mine))
+            for key, load in mine.items():
+                load.value = loaded.get(key, MISSING)
+            with self._stripes_for(loaded):
+                fresh = {k: v for k, v in loaded.items() if not mine[k].superseded}
+                if fresh:
+                    self.store.set_many(fresh, self._read_ttl)
+        except BaseException as exc:
+            for load in mine.values():
+                load.error = exc
+            raise
+        finally:
+            with self._inflight_lock:
+                for key in mine:
+                    del self._inflight[key]
+            for load in mine.values():
+                load.done.set()
+        return loaded
+
+    # -- writes ------------------------------------------------------------------
+
+    def write(
+        self, key: Key, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
+    ) -> None:
+        """Write ``value`` by the write policy (cache-aside: into the cache only)."""
+        check_key(key)
+        ttl = check_ttl(ttl)
+        tag_list = _check_tags(tags)
+        self._check_open()
+        if value is MISSING or value is TOMBSTONE:
+            raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
+        with self._stripe(key):
+            self._write_locked(key, value, ttl)
+        if tag_list:
+            self._tag(key, tag_list)
+        self._relieve_pressure()
+
+    def _write_locked(self, key: Key, value: Any, ttl: float | None) -> None:
+        policy = self.write_policy
+        self._supersede(key)
+        if policy is None:
+            self.store.set(key, value, ttl)
+        elif isinstance(policy, WriteBack):
+            assert self._flusher is not None
+            if self._flusher.accept({key: value}):
+                self.store.set(key, value, ttl)
+        else:
+            assert self.source is not None
+            self.source.save(key, value)
+            self._source_writes.add()
+            if isinstance(policy, WriteThrough):
+                self._store_after_source(key, value, ttl)
+            elif policy.invalidate:
+                self._drop_after_source(key)
+
+    def _store_after_source(self, key: Key, value: Any, ttl: float | None) -> None:
+        try:
+            self.store.set(key, value, ttl)
+        except Exception as exc:
+            self._drop_after_source(key)
+            raise StoreError(f"saved to the source but could not cache {key!r}") from exc
+
+    def _drop_after_source(self, key: Key) -> None:
+        try:
+            self.store.delete(key)
+        except Exception as exc:
+            raise StoreError(
+                f"saved to the source but could not drop the cached copy of {key!r}"
+            ) from exc
+
+    def write_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        """Write every item by the write policy, batched (one source call per batch)."""
+        items = {check_key(k): v for k, v in items.items()}
+        ttl = check_ttl(ttl)
+        self._check_open()
+        if not items:
+            return
+        policy = self.write_policy
+        with self._stripes_for(items):
+            for key in items:
+                self._supersede(key)
+            if policy is None:
+                self.store.set_many(items, ttl)
+            elif isinstance(policy, WriteBack):
+                assert self._flusher is not None
+                accepted = self._flusher.accept(items)
+                self.store.set_many({k: items[k] for k in accepted}, ttl)
+            else:
+                assert self.source is not None
+                self.source.save_many(items)
+                self._source_writes.add_many(len(items))
+                if isinstance(policy, WriteThrough):
+                    try:
+                        self.store.set_many(items, ttl)
+                    except Exception as exc:
+                        self.store.delete_many(items)
+                        raise StoreError("saved to the source but could not cache") from exc
+                elif policy.invalidate:
+                    self.store.delete_many(items)
+        self._relieve_pressure()
+
+    def delete(self, key: Key) -> None:
+        """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
+        check_key(key)
+        self._check_open()
+        policy = self.write_policy
+        with self._stripe(key):
+            self._supersede(key)
+            if policy is None:
+                self.store.delete(key)
+            elif isinstance(policy, WriteBack):
+                assert self._flusher is not None
+                self._flusher.accept({key: TOMBSTONE})
+                self.store.delete(key)
+            else:
+                assert self.source is not None
+                self.source.remove(key)
+                self._source_writes.add()
+                if isinstance(policy, WriteThrough) or policy.invalidate:
+                    self._drop_after_source(key)
+
+    # -- invalidation ----------------------------------------------------------------
+
+    def invalidate(self, key: Key) -> bool:
+        """Drop ``key`` from the cache only (never the source, never a dirty entry).
+
+        Returns whether a cached entry was dropped.
+        """
+        check_key(key)
+        with self._stripe(key):
+            self._supersede(key)
+            if self._flusher is not None and self._flusher.is_dirty(key):
+                return False
+            self._invalidations.add()
+            return self.store.delete(key)
+
+    def invalidate_many(self, keys: Iterable[Key]) -> int:
+        """Drop every key from the cache (not dirty ones); return how many were cached."""
+        wanted = [check_key(k) for k in keys]
+        if not wanted:
+            return 0
+        with self._stripes_for(wanted):
+            for key in wanted:
+                self._supersede(key)
+            flusher = self._flusher
+            clean = [k for k in wanted if flusher is None or not flusher.is_dirty(k)]
+            self._invalidations.add_many(len(clean))
+            return self.store.delete_many(clean)
+
+    def invalidate_tag(self, tag: str) -> int:
+        """Drop every key written with ``tags=[tag]``; return how many were cached."""
+        _check_tags([tag])
+        with self._tags_lock:
+            keys = self._tags.pop(tag, set())
+        return self.invalidate_many(keys)
+
+    def _tag(self, key: Key, tags: list[str]) -> None:
+        with self._tags_lock:
+            for tag in tags:
+                self._tags.setdefault(tag, set()).add(key)
+
+    # -- write-back ----------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every dirty entry to the source now; return how many keys were written.
+
+        If the source fails the entries stay dirty (the background flusher retries with
+        backoff) and FlushError is raised promptly. Without write-back: returns 0.
+        """
+        if self._flusher is None:
+            return 0
+        return self._flusher.flush()
+
+    def dirty_keys(self) -> list[Key]:
+        """Keys holding writes not yet in the source, oldest first."""
+        return [] if self._flusher is None else self._flusher.dirty_keys()
+
+    def _on_evicted(self, keys: list[Key]) -> None:
+        flusher = self._flusher
+        if flusher is not None:
+            dirty = [k for k in keys if flusher.is_dirty(k)]
+            if dirty:
+                self._evicted_dirty.extend(dirty)
+
+    def _relieve_pressure(self) -> None:
+        """Flush dirty keys the store just evicted, so ``max_entries`` bounds memory."""
+        if not self._evicted_dirty or self._flusher is None:
+            return
+        keys, self._evicted_dirty = self._evicted_dirty, []
+        try:
+            self._flusher.flush(keys, wait=False)
+        except Exception:
+            logger.warning(
+                "flush on eviction pressure failed; the background flusher retries", exc_info=True
+            )
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def _stripe(self, key: Key) -> threading.Lock:
+        return self._stripes[hash(key) % _STRIPES]
+
+    def _stripes_for(self, keys: Iterable[Key]) -> _MultiLock:
+        indexes = sorted({hash(k) % _STRIPES for k in keys})
+        return _MultiLock([self._stripes[i] for i in indexes])
+
+    def _supersede(self, key: Key) -> None:
+        load = self._inflight.get(key)
+        if load is not None:
+            load.superseded = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self.name} cache is closed")
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the counters."""
+        store = self.store
+        evictions = store.evictions if isinstance(store, EvictionAware) else 0
+        expirations = store.expirations if isinstance(store, EvictionAware) else 0
+        flusher = self._flusher
+        writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
+        return Stats(
+            hits=self._hits.value,
+            misses=self._misses.value,
+            loads=self._loads.value,
+            source_reads=self._source_reads.value,
+            source_writes=writes,
+            evictions=evictions,
+            expirations=expirations,
+            invalidations=self._invalidations.value,
+            dirty=flusher.dirty_count if flusher else 0,
+            flushes=flusher.flushes.value if flusher else 0,
+            flush_failures=flusher.flush_failures.value if flusher else 0,
+            coalesced=flusher.coalesced if flusher else 0,
+            oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
+        )
+
+    def close(self) -> None:
+        """Flush, stop background work and release the store's and source's connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._flusher is not None:
+                self._flusher.close()
+        finally:
+            for part in (self.store, self.source):
+                close = getattr(part, "close", None)
+                if callable(close):
+                    close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _MultiLock:
+    """Hold several stripe locks at once, always taken in index order (no deadlock)."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self, locks: list[threading.Lock]) -> None:
+        self._locks = locks
+
+    def __enter__(self) -> None:
+        for lock in self._locks:
+            lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
+def _check_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise ConfigurationError("tags must be a list of strings, not one string")
+    out = list(tags)
+    for tag in out:
+        if not isinstance(tag, str) or not tag:
+            raise ConfigurationError(f"a tag must be a non-empty string, got {tag!r}")
+    return out
+
+
+def _open_journal(policy: WriteBack, store: Store) -> Journal:
+    """Open the journal a WriteBack policy names (a local file, or 'redis')."""
+    module = importlib.import_module("cachewise.writeback.journal")
+    opener: Callable[[WriteBack, Store], Journal] = module.open_journal
+    return opener(policy, store)

@@ -1,0 +1,1 @@
+"""Write-back: the dirty set (pure), the journal (durability) and the flusher (I/O)."""

@@ -1,0 +1,309 @@
+"""The write-back runtime: accepts writes into the dirty set and flushes them in batches.
+
+Threads: writers mark keys dirty under ``_lock`` (held only for dict work, never I/O);
+one flush runs at a time under ``_flush_lock`` (taken by the background thread,
+``flush()``, eviction pressure and ``close()``). A flush takes a batch out under the
+lock, writes it to the source outside it, then settles the batch under the lock again
+(the shape of psycopg_pool and httpcore: state out under the lock, I/O outside). A
+failed batch stays dirty; the background thread retries it with backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from cachewise._types import Clock, Key
+from cachewise.errors import CacheFullError, ClosedError, FlushError
+from cachewise.policies import WriteBack
+from cachewise.sources.base import Source
+from cachewise.stats import Counter
+from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, DirtySet
+
+logger = logging.getLogger("cachewise.writeback")
+
+
+class Journal(Protocol):
+    """Where write-back makes a write durable before acknowledging it."""
+
+    def append(self, records: list[tuple[int, Key, Any]]) -> None:
+        """Durably record ``(seq, key, value-or-TOMBSTONE)`` records (per the fsync mode)."""
+        ...
+
+    def replay(self) -> Iterator[tuple[int, Key, Any]]:
+        """Yield the records not yet known to be flushed, oldest first."""
+        ...
+
+    def flushed(self, upto: int) -> None:
+        """Every record with ``seq <= upto`` is in the source or superseded: compact."""
+        ...
+
+    def close(self) -> None:
+        """Sync and release the journal."""
+        ...
+
+
+JournalFactory = Callable[[WriteBack], Journal]
+
+
+class Flusher:
+    """Dirty set + journal + background flush thread for one cache."""
+
+    def __init__(
+        self,
+        policy: WriteBack,
+        source: Source,
+        *,
+        journal: Journal | None = None,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        name: str = "cachewise",
+    ) -> None:
+        self.policy = policy
+        self._source = source
+        self._journal = journal
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._dirty = DirtySet()
+        self._pending: set[int] = set()
+        """Sequences handed out but not yet marked: they hold back journal compaction."""
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self.flushes = Counter()
+        self.flush_failures = Counter()
+        self.source_writes = Counter()
+        self._attempt = 0
+        if journal is not None:
+            self._replay(journal)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
+        self._thread.start()
+        _OPEN.add(self)
+
+    # -- state ---------------------------------------------------------------
+
+    def _replay(self, journal: Journal) -> None:
+        now = self._clock()
+        count = 0
+        for seq, key, value in journal.replay():
+            self._dirty.mark(key, value, seq, now)
+            count += 1
+        self._dirty.coalesced = 0
+        if count:
+            logger.info(
+                "write-back journal replayed %d records, %d dirty keys", count, len(self._dirty)
+            )
+
+    def dirty_entry(self, key: Key) -> DirtyEntry | None:
+        """The unflushed write of ``key``, if any (read-your-writes)."""
+        return self._dirty.get(key)
+
+    def is_dirty(self, key: Key) -> bool:
+        """Whether ``key`` holds a write not yet in the source."""
+        return key in self._dirty
+
+    @property
+    def dirty_count(self) -> int:
+        """Dirty keys now: the backlog."""
+        return len(self._dirty)
+
+    @property
+    def coalesced(self) -> int:
+        """Writes absorbed by a later write to the same key."""
+        return self._dirty.coalesced
+
+    def oldest_dirty_age(self) -> float:
+        """Seconds the oldest unflushed write has waited."""
+        since = self._dirty.oldest_since()
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    def dirty_keys(self) -> list[Key]:
+        """The dirty keys, oldest first."""
+        with self._lock:
+            return self._dirty.keys()
+
+    # -- writes ----------------------------------------------------------------
+
+    def accept(self, items: Mapping[Key, Any]) -> list[Key]:
+        """Make writes dirty (journaled first if there is a journal); return accepted keys.
+
+        A key whose write lost to a newer concurrent write is left out of the result so
+        the caller does not overwrite the newer cached value. Callers serialise writes
+        of one key (the cache's per-key lock), so sequence order is write order.
+        """
+        if self._closed:
+            raise ClosedError("write-back is closed")
+        self._wait_for_room(items)
+        with self._lock:
+            records = [(self._dirty.next_seq(), key, value) for key, value in items.items()]
+            self._pending.update(seq for seq, _, _ in records)
+        try:
+            if self._journal is not None:
+                self._journal.append(records)
+            now = self._clock()
+            with self._lock:
+                accepted = [
+                    key for seq, key, value in records if self._dirty.mark(key, value, seq, now)
+                ]
+                backlog = len(self._dirty)
+        finally:
+            with self._lock:
+                self._pending.difference_update(seq for seq, _, _ in records)
+        if backlog >= self.policy.max_batch:
+            self._wake.set()
+        return accepted
+
+    def _wait_for_room(self, items: Mapping[Key, Any]) -> None:
+        limit = self.policy.max_dirty
+        with self._lock:
+            new = sum(1 for key in items if key not in self._dirty)
+            if not new or len(self._dirty) + new <= limit:
+                return
+            if len(items) > limit:
+                raise CacheFullError(f"a batch of {len(items)} keys exceeds max_dirty={limit}")
+            self._wake.set()
+            if self.policy.on_full == "raise":
+                raise CacheFullError(f"write-back holds max_dirty={limit} dirty keys")
+            deadline = time.monotonic() + self.policy.block_timeout
+            while len(self._dirty) + sum(1 for k in items if k not in self._dirty) > limit:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise CacheFullError(
+                        f"write-back held max_dirty={limit} dirty keys for "
+                        f"{self.policy.block_timeout}s (is the source down?)"
+                    )
+                self._wake.set()
+                self._room.wait(left)
+
+    # -- flushing ----------------------------------------------------------------
+
+    def flush(self, keys: Iterable[Key] | None = None, *, wait: bool = True) -> int:
+        """Write dirty entries (all, or those of ``keys``) to the source now; return how many.
+
+        Raises FlushError promptly if the source fails; the entries stay dirty. With
+        ``wait=False`` a flush already under way wakes the flusher instead of waiting.
+        """
+        if not wait and not self._flush_lock.acquire(blocking=False):
+            self._wake.set()
+            return 0
+        if wait and not self._flush_lock.acquire(timeout=self.policy.flush_timeout):
+            raise FlushError(f"a flush has been running for over {self.policy.flush_timeout}s")
+        try:
+            return self._flush_locked(None if keys is None else set(keys))
+        finally:
+            self._flush_lock.release()
+
+    def _flush_locked(self, only: set[Key] | None) -> int:
+        written = 0
+        with self._lock:
+            upto = self._dirty.last_seq
+        while True:
+            with self._lock:
+                if only is None:
+                    batch = self._dirty.take(self.policy.max_batch, upto)
+                else:
+                    batch = [(k, e) for k in only if (e := self._dirty.get(k)) is not None]
+                    only = set()
+            if not batch:
+                return written
+            self._write_batch(batch)
+            with self._lock:
+                self._dirty.settle(batch)
+                watermark = self._dirty.low_watermark()
+                if self._pending:
+                    watermark = min(watermark, min(self._pending) - 1)
+                self._room.notify_all()
+            if self._journal is not None:
+                self._journal.flushed(watermark)
+            written += len(batch)
+
+    def _write_batch(self, batch: list[tuple[Key, DirtyEntry]]) -> None:
+        saves = {key: e.value for key, e in batch if e.value is not TOMBSTONE}
+        removes = [key for key, e in batch if e.value is TOMBSTONE]
+        try:
+            if saves:
+                self._source.save_many(saves)
+            if removes:
+                self._source.remove_many(removes)
+        except Exception as exc:
+            self.flush_failures.add()
+            raise FlushError(
+                f"write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
+            ) from exc
+        self.flushes.add()
+        self.source_writes.add_many(len(batch))
+
+    def _run(self) -> None:
+        interval = self.policy.flush_interval
+        delay = interval
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._closed:
+                return
+            if not len(self._dirty):
+                delay = interval
+                continue
+            try:
+                self.flush()
+            except Exception:
+                self._attempt += 1
+                delay = self.policy.retry.delay(self._attempt, self._rng)
+                logger.warning(
+                    "write-back flush failed (attempt %d); retrying in %.2fs",
+                    self._attempt,
+                    delay,
+                    exc_info=True,
+                )
+            else:
+                self._attempt = 0
+                delay = interval
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what is dirty, stop the background thread and close the journal.
+
+        If the final flush fails the dirty entries are still in the journal (if any) and
+        FlushError is raised after the thread has stopped.
+        """
+        if self._closed:
+            return
+        error: Exception | None = None
+        try:
+            self.flush()
+        except Exception as exc:
+            error = exc
+        self._closed = True
+        self._wake.set()
+        with self._lock:
+            self._room.notify_all()
+        self._thread.join(timeout)
+        if self._journal is not None:
+            self._journal.close()
+        _OPEN.discard(self)
+        if error is not None:
+            lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
+            logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
+            raise error
+
+
+_OPEN: weakref.WeakSet[Flusher] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Flush every open write-back at interpreter exit, logging (not raising) failures."""
+    for flusher in list(_OPEN):
+        try:
+            flusher.close()
+        except Exception:
+            logger.exception("write-back flush at exit failed")
