@@ -1,0 +1,447 @@
+"""Codecs: how values and keys cross a process boundary (Redis, the journal, bus messages).
+
+A value codec turns a Python value into bytes and back, *exactly*: the default,
+:class:`MsgpackCodec`, round-trips every type a SQL row holds (and the containers around
+them) with its type intact, and refuses anything else with :class:`CodecError` instead
+of guessing. Pickle is never the default: unpickling bytes read from a shared cache is
+remote code execution for whoever can write to that cache, so :class:`SignedPickleCodec`
+exists only behind an HMAC key and binds each value to the key it is stored under.
+
+A key encoding (:func:`encode_key`) turns a cache key into a printable ASCII-safe text
+that is injective *with the key's type* (``1`` and ``"1"`` differ, ``("a:b", "c")`` and
+``("a", "b:c")`` differ), never contains a control character, whitespace, or the
+``{``/``}`` Redis Cluster uses for hash tags, and can be decoded back
+(:func:`decode_key`) by a process that receives it in an invalidation message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import pickle
+import re
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Final, Protocol, runtime_checkable
+
+import msgpack
+
+from cachewise._types import Key, check_key
+from cachewise.errors import CodecError, ConfigurationError, InvalidKeyError, SignatureError
+
+__all__ = [
+    "Codec",
+    "MsgpackCodec",
+    "SignedPickleCodec",
+    "decode_key",
+    "default_codec",
+    "encode_key",
+]
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns values into bytes and back.
+
+    ``key`` is where the value is stored (a cache key, or the wire key a store uses).
+    Plain codecs ignore it; signing codecs bind their signature to it so a value copied
+    to another key fails verification. ``decode`` raises :class:`CodecError` (or its
+    subclass :class:`SignatureError`) for bytes it cannot or must not decode; stores
+    treat that as a miss.
+    """
+
+    def encode(self, value: Any, key: Key | None = None) -> bytes:
+        """Return the bytes for ``value``; raise CodecError for a type it cannot encode."""
+        ...
+
+    def decode(self, data: bytes, key: Key | None = None) -> Any:
+        """Return the value ``data`` encodes; raise CodecError if it cannot."""
+        ...
+
+
+# -- the default codec: msgpack with ext types for the rest of a SQL row ------------------
+
+# Extension type codes. They are part of the stored format: never renumber, only add.
+_EXT_BIGINT: Final = 1  # int beyond msgpack's 64-bit range: two's complement, big-endian
+_EXT_DECIMAL: Final = 2  # str(Decimal): exact, incl. sign of zero, exponent, NaN, sNaN
+_EXT_DATETIME: Final = 3  # [y, mo, d, h, mi, s, us, fold, tz]
+_EXT_DATE: Final = 4  # [y, mo, d]
+_EXT_TIME: Final = 5  # [h, mi, s, us, fold, tz]
+_EXT_TIMEDELTA: Final = 6  # [days, seconds, microseconds]
+_EXT_UUID: Final = 7  # the 16 bytes
+_EXT_TUPLE: Final = 8  # the items, as a msgpack array
+
+_ZONEINFO: type | None
+try:  # zoneinfo is in the standard library from 3.9; tzdata may be absent
+    from zoneinfo import ZoneInfo as _ZoneInfo
+
+    _ZONEINFO = _ZoneInfo
+except ImportError:  # pragma: no cover - stdlib on every supported Python
+    _ZONEINFO = None
+
+
+def _encode_tz(tz: dt.tzinfo | None, probe: dt.datetime | None) -> Any:
+    """A zone as plain data: None, ["z", zone key] or ["o", days, seconds, us, name]."""
+    if tz is None:
+        return None
+    if _ZONEINFO is not None and isinstance(tz, _ZONEINFO):
+        zone_key = getattr(tz, "key", None)
+        if zone_key is not None:
+            return ["z", zone_key]
+    if isinstance(tz, dt.timezone):
+        fixed = tz.utcoffset(None)
+        name: str | None = tz.tzname(None)
+        if name == dt.timezone(fixed).tzname(None):
+            name = None  # the generated "UTC+01:00": rebuild it rather than freeze it
+        return ["o", fixed.days, fixed.seconds, fixed.microseconds, name]
+    # Any other tzinfo (pytz, dateutil, a ZoneInfo read from a file): its offset at this
+    # instant, as a fixed-offset zone. Documented in docs/codecs.md.
+    offset = tz.utcoffset(probe)
+    if offset is None:
+        raise CodecError(f"cannot encode tzinfo {type(tz).__name__}: it has no fixed offset")
+    return ["o", offset.days, offset.seconds, offset.microseconds, tz.tzname(probe)]
+
+
+def _decode_tz(data: Any) -> dt.tzinfo | None:
+    if data is None:
+        return None
+    if data[0] == "z":
+        if _ZONEINFO is None:  # pragma: no cover
+            raise CodecError("a zoneinfo zone was stored but zoneinfo is unavailable")
+        try:
+            zone: dt.tzinfo = _ZONEINFO(data[1])
+        except Exception as exc:
+            raise CodecError(f"unknown time zone {data[1]!r}") from exc
+        return zone
+    if data[0] == "o":
+        offset = dt.timedelta(days=data[1], seconds=data[2], microseconds=data[3])
+        return dt.timezone(offset) if data[4] is None else dt.timezone(offset, data[4])
+    raise CodecError(f"unknown time zone form {data[0]!r}")
+
+
+def _int_to_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
+
+
+class MsgpackCodec:
+    """The default codec: msgpack, plus ext types for the rest of a SQL row.
+
+    Round-trips exactly, type included: None, bool, int (any size), float (NaN, ±inf,
+    -0.0: the IEEE bits), str (lone surrogates too), bytes, Decimal, datetime (naive or
+    aware; ``fold`` kept), date, time, timedelta, UUID, list, tuple (as a tuple), dict
+    (any keys this codec encodes, order kept). Zones: ``datetime.timezone`` offsets and
+    names exactly; ``zoneinfo.ZoneInfo`` by its key; any other tzinfo as the fixed offset
+    it has at that instant. Everything else (subclasses included: an ``IntEnum``, a
+    ``defaultdict``) raises :class:`CodecError` rather than being silently changed.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MsgpackCodec()"
+
+    def encode(self, value: Any, key: Key | None = None) -> bytes:
+        try:
+            return _pack(value)
+        except CodecError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
+
+    def decode(self, data: bytes, key: Key | None = None) -> Any:
+        try:
+            return _unpack(data)
+        except CodecError:
+            raise
+        except Exception as exc:  # msgpack raises a zoo (ExtraData, FormatError, ...)
+            raise CodecError(f"cannot decode {len(data)} bytes: {type(exc).__name__}") from exc
+
+
+def _ext(code: int, value: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(code, _pack(value))
+
+
+def _datetime_parts(v: dt.datetime) -> list[Any]:
+    return [v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold,
+            _encode_tz(v.tzinfo, v)]  # fmt: skip
+
+
+def _time_parts(v: dt.time) -> list[Any]:
+    return [v.hour, v.minute, v.second, v.microsecond, v.fold, _encode_tz(v.tzinfo, None)]
+
+
+def _make_datetime(data: bytes) -> dt.datetime:
+    y, mo, d, h, mi, s, us, fold, tz = _unpack(data)
+    return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
+
+
+def _make_time(data: bytes) -> dt.time:
+    h, mi, s, us, fold, tz = _unpack(data)
+    return dt.time(h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
+
+
+def _make_timedelta(data: bytes) -> dt.timedelta:
+    days, seconds, micros = _unpack(data)
+    return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+
+
+# Exact types only: a subclass (IntEnum, a str subclass) is refused, not flattened.
+_ENCODERS: Final[dict[type, Callable[[Any], msgpack.ExtType]]] = {
+    int: lambda v: msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(v)),  # beyond 64 bits
+    tuple: lambda v: _ext(_EXT_TUPLE, list(v)),
+    Decimal: lambda v: msgpack.ExtType(_EXT_DECIMAL, str(v).encode("ascii")),
+    dt.datetime: lambda v: _ext(_EXT_DATETIME, _datetime_parts(v)),
+    dt.date: lambda v: _ext(_EXT_DATE, [v.year, v.month, v.day]),
+    dt.time: lambda v: _ext(_EXT_TIME, _time_parts(v)),
+    dt.timedelta: lambda v: _ext(_EXT_TIMEDELTA, [v.days, v.seconds, v.microseconds]),
+    uuid.UUID: lambda v: msgpack.ExtType(_EXT_UUID, v.bytes),
+}
+
+_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
+    _EXT_BIGINT: lambda data: int.from_bytes(data, "big", signed=True),
+    _EXT_TUPLE: lambda data: tuple(_unpack(data)),
+    _EXT_DECIMAL: lambda data: Decimal(data.decode("ascii")),
+    _EXT_DATETIME: _make_datetime,
+    _EXT_DATE: lambda data: dt.date(*_unpack(data)),
+    _EXT_TIME: _make_time,
+    _EXT_TIMEDELTA: _make_timedelta,
+    _EXT_UUID: lambda data: uuid.UUID(bytes=data),
+}
+
+
+def _default(value: Any) -> msgpack.ExtType:
+    """Encode what msgpack cannot: called for every non-native (or subclassed) type."""
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        kind = type(value)
+        raise CodecError(
+            f"cannot encode {kind.__module__}.{kind.__qualname__}: the default codec keeps "
+            "only SQL row types exactly (see docs/codecs.md)"
+        )
+    return encoder(value)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    decoder = _DECODERS.get(code)
+    if decoder is None:
+        raise CodecError(f"unknown msgpack ext type {code}")
+    return decoder(data)
+
+
+def _pack(value: Any) -> bytes:
+    # strict_types: tuples and subclasses reach _default instead of being coerced.
+    return msgpack.packb(  # type: ignore[no-any-return]
+        value,
+        default=_default,
+        use_bin_type=True,
+        strict_types=True,
+        unicode_errors="surrogatepass",
+    )
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(
+        data,
+        ext_hook=_ext_hook,
+        raw=False,
+        strict_map_key=False,
+        unicode_errors="surrogatepass",
+    )
+
+
+_DEFAULT: Final = MsgpackCodec()
+
+
+def default_codec() -> Codec:
+    """The codec cachewise uses when none is given (a shared :class:`MsgpackCodec`)."""
+    return _DEFAULT
+
+
+# -- signed pickle: opt-in, bound to the key ----------------------------------------------
+
+_SIGNED_MAGIC: Final = b"cwP1"
+_MAC_SIZE: Final = hashlib.sha256().digest_size
+_MIN_SECRET: Final = 16
+
+
+class SignedPickleCodec:
+    """Pickle, signed with HMAC-SHA256 over (key, payload); opt-in, for trusted writers only.
+
+    Encodes any picklable value. ``decode`` verifies the signature with
+    :func:`hmac.compare_digest` *before* touching the payload and raises
+    :class:`SignatureError` if it fails, so bytes planted by someone without the secret
+    (a pickle bomb, a truncated value, a value copied from another key) are never
+    unpickled. Every process sharing the cache needs the same ``secret`` (at least 16
+    bytes). A key is required: it is what makes a value unmovable.
+    """
+
+    __slots__ = ("_protocol", "_secret")
+
+    def __init__(self, secret: bytes, *, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        if not isinstance(secret, bytes) or len(secret) < _MIN_SECRET:
+            raise ConfigurationError(f"secret must be bytes of length >= {_MIN_SECRET}")
+        if isinstance(protocol, bool) or not isinstance(protocol, int) or protocol < 2:
+            raise ConfigurationError(f"protocol must be a pickle protocol >= 2, got {protocol!r}")
+        self._secret = secret
+        self._protocol = min(protocol, pickle.HIGHEST_PROTOCOL)
+
+    def __repr__(self) -> str:
+        return f"SignedPickleCodec(secret=<{len(self._secret)} bytes>, protocol={self._protocol})"
+
+    def _mac(self, key: Key | None, payload: bytes) -> bytes:
+        if key is None:
+            raise CodecError("SignedPickleCodec needs the key the value is stored under")
+        bound = encode_key(key).encode("utf-8")
+        mac = hmac.new(self._secret, len(bound).to_bytes(8, "big"), hashlib.sha256)
+        mac.update(bound)
+        mac.update(payload)
+        return mac.digest()
+
+    def encode(self, value: Any, key: Key | None = None) -> bytes:
+        try:
+            payload = pickle.dumps(value, protocol=self._protocol)
+        except Exception as exc:  # PicklingError, TypeError, AttributeError, ...
+            raise CodecError(f"cannot pickle {type(value).__name__}") from exc
+        return _SIGNED_MAGIC + self._mac(key, payload) + payload
+
+    def decode(self, data: bytes, key: Key | None = None) -> Any:
+        head = len(_SIGNED_MAGIC)
+        if len(data) < head + _MAC_SIZE or not data.startswith(_SIGNED_MAGIC):
+            raise SignatureError("not a signed value")
+        mac, payload = data[head : head + _MAC_SIZE], data[head + _MAC_SIZE :]
+        if not hmac.compare_digest(mac, self._mac(key, payload)):
+            raise SignatureError("signature mismatch: value rejected, not unpickled")
+        try:
+            return pickle.loads(payload)  # noqa: S301 - authenticated by the HMAC above
+        except Exception as exc:
+            raise CodecError("signed value could not be unpickled") from exc
+
+
+# -- key encoding -------------------------------------------------------------------------
+
+# Printable ASCII that may appear raw: everything from ! to ~ except the escape char %,
+# the tuple syntax ( ) , and the Redis Cluster hash-tag braces { }.
+_UNSAFE_ASCII: Final = re.compile(r"[^\x21-\x24\x26\x27\x2a\x2b\x2d-\x7a\x7c\x7e]")
+_RAW_TUPLE_CHARS: Final = frozenset("(),")
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x80:
+        return ch if _UNSAFE_ASCII.match(ch) is None else f"%{code:02X}"
+    if ch.isprintable():  # letters, marks, symbols in any script: readable on the wire
+        return ch
+    # Control, format (bidi overrides, zero-width), separators, surrogates, unassigned.
+    if code < 0x100:
+        return f"%{code:02X}"
+    if code < 0x10000:
+        return f"%u{code:04X}"
+    return f"%U{code:06X}"
+
+
+def _escape_str(text: str) -> str:
+    if _UNSAFE_ASCII.search(text) is None:  # the common case: one C-level scan
+        return text
+    return "".join(map(_escape_char, text))
+
+
+def _escape_bytes(data: bytes) -> str:
+    text = data.decode("latin-1")
+    if _UNSAFE_ASCII.search(text) is None:
+        return text
+    return "".join(
+        ch if ord(ch) < 0x80 and _UNSAFE_ASCII.match(ch) is None else f"%{ord(ch):02X}"
+        for ch in text
+    )
+
+
+def encode_key(key: Key) -> str:
+    """The injective, typed, wire-safe text of a cache key.
+
+    ``i<decimal>`` for an int, ``s<text>`` for a str, ``b<bytes>`` for bytes, and
+    ``t(<item>,<item>)`` for a tuple; in text and bytes, ``%``, ``(``, ``)``, ``,``,
+    ``{``, ``}``, space, control and other non-printable characters are escaped as
+    ``%XX``, ``%uXXXX`` or ``%UXXXXXX``. Raises InvalidKeyError for an unsupported key.
+    """
+    kind = type(key)
+    if kind is str:
+        return "s" + _escape_str(key)  # type: ignore[arg-type]
+    if kind is int:
+        return "i" + str(key)
+    if kind is bytes:
+        return "b" + _escape_bytes(key)  # type: ignore[arg-type]
+    if kind is tuple:
+        return "t(" + ",".join(map(encode_key, key)) + ")"  # type: ignore[arg-type]
+    check_key(key)  # raises InvalidKeyError with the standard message
+    raise InvalidKeyError(f"unsupported key {key!r}")  # pragma: no cover
+
+
+_HEX_WIDTH: Final = {"u": 4, "U": 6}
+
+
+def _unescape(text: str, start: int, end: int, as_bytes: bool) -> tuple[str | bytes, int]:
+    """Decode an escaped atom from ``start``; stop at a raw ``,``/``)`` or ``end``."""
+    out: list[str] = []
+    i = start
+    while i < end:
+        ch = text[i]
+        if ch in _RAW_TUPLE_CHARS:
+            break
+        if ch == "%":
+            width = _HEX_WIDTH.get(text[i + 1 : i + 2], 2)
+            first = i + (1 if width == 2 else 2)
+            digits = text[first : first + width]
+            if len(digits) != width or not all(c in "0123456789ABCDEF" for c in digits):
+                raise InvalidKeyError(f"bad escape at offset {i} in encoded key")
+            out.append(chr(int(digits, 16)))
+            i = first + width
+        else:
+            out.append(ch)
+            i += 1
+    atom = "".join(out)
+    if as_bytes:
+        try:
+            return atom.encode("latin-1"), i
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError("bytes key holds a character above 0xFF") from exc
+    return atom, i
+
+
+def _decode_at(text: str, i: int, end: int) -> tuple[Key, int]:
+    tag = text[i : i + 1]
+    if tag == "i":
+        j = i + 1
+        while j < end and text[j] not in _RAW_TUPLE_CHARS:
+            j += 1
+        digits = text[i + 1 : j]
+        if not re.fullmatch(r"-?(0|[1-9][0-9]*)", digits):
+            raise InvalidKeyError("bad int in encoded key")
+        return int(digits), j
+    if tag in ("s", "b"):
+        atom, j = _unescape(text, i + 1, end, as_bytes=tag == "b")
+        return atom, j
+    if tag == "t" and text[i + 1 : i + 2] == "(":
+        items: list[Key] = []
+        j = i + 2
+        if text[j : j + 1] == ")":
+            return (), j + 1
+        while True:
+            item, j = _decode_at(text, j, end)
+            items.append(item)
+            sep = text[j : j + 1]
+            if sep == ")":
+                return tuple(items), j + 1
+            if sep != ",":
+                raise InvalidKeyError("unterminated tuple in encoded key")
+            j += 1
+    raise InvalidKeyError(f"bad tag {tag!r} in encoded key")
+
+
+def decode_key(text: str) -> Key:
+    """The cache key :func:`encode_key` produced ``text`` from (InvalidKeyError if none)."""
+    key, end = _decode_at(text, 0, len(text))
+    if end != len(text):
+        raise InvalidKeyError("trailing characters in encoded key")
+    return key
