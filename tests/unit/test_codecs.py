@@ -207,7 +207,6 @@ class _MyFloat(float):
         frozenset(),
         _Color.RED,
         _MyFloat(1.0),
-        bytearray(b"x"),
         collections.defaultdict(list),
         [1, object()],
         {"k": {2, 3}},
