@@ -1,0 +1,628 @@
+"""Connection pooling: ``connect()`` builds a configured engine, ``pool_stats()`` observes it.
+
+We do not write a pool. ``connect()`` picks and configures SQLAlchemy's ``QueuePool``
+for the URL's dialect and makes it observable:
+
+* PostgreSQL runs on psycopg 3 (``postgresql://`` becomes ``postgresql+psycopg://``).
+  Liveness is checked at checkout without a round trip: an idle pooled connection whose
+  socket is readable has been closed or terminated by the server (an idle backend sends
+  nothing else), so it is replaced before the caller sees it. Connections are retired
+  after ``recycle`` seconds minus a random ``lifetime_jitter`` share, so a pool started
+  at once does not reconnect all at once.
+* PgBouncer in transaction mode (``pgbouncer=True`` or ``?pgbouncer=true`` in the URL)
+  turns off psycopg's server-side prepared statements, which a transaction pooler cannot
+  keep on one server connection; session features (LISTEN, session advisory locks) go to
+  PostgreSQL itself through ``direct_url()`` / ``connect_direct()``.
+* SQLite files run in WAL mode with a busy timeout, so readers do not block the writer.
+
+Statistics come from a ``QueuePool`` subclass that only times ``connect()`` and from pool
+events (``connect``, ``invalidate``, ``checkout``); each handler is a counter increment.
+Errors are translated at this boundary: an exhausted pool raises ``PoolTimeout`` with the
+pool's numbers, an unreachable database ``SourceError``, a bad URL ``ConfigurationError``;
+none of them carries a password, not even in the ``__cause__`` chain.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import select
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import sqlalchemy
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
+
+from cachewise._types import check_positive
+from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
+from cachewise.stats import Counter
+
+__all__ = [
+    "PoolStats",
+    "connect",
+    "connect_direct",
+    "direct_url",
+    "is_pgbouncer",
+    "pool_stats",
+    "redact",
+]
+
+DEFAULT_POOL_SIZE: Final = 5
+DEFAULT_MAX_OVERFLOW: Final = 0
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_RECYCLE: Final = 3600.0
+DEFAULT_LIFETIME_JITTER: Final = 0.1
+
+_WAIT_WINDOW: Final = 4096
+"""Acquire waits kept for the p99: the most recent ones, a bounded memory cost."""
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_OUR_QUERY_KEYS: Final = ("pgbouncer", "direct")
+"""URL query options ``connect()`` consumes; the driver would reject them."""
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/?#@]*):[^@/?#]*@")
+_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+
+
+def redact(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***`` (safe for logs and errors)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    text = _USERINFO.sub(r"\g<scheme>\g<user>:***@", str(url))
+    return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def _passwords(url: URL) -> list[str]:
+    found = [url.password] if url.password else []
+    for name, value in url.query.items():
+        if name.lower() == "password":
+            found.extend([value] if isinstance(value, str) else list(value))
+    return [p for p in found if p]
+
+
+def _clean(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What ``connect()`` will build for a URL: a plain object, decided without I/O."""
+
+    url: URL
+    family: str  # "postgresql", "sqlite", "mysql" or "other"
+    pool_size: int
+    max_overflow: int
+    timeout: float
+    recycle: float | None
+    pre_ping: bool
+    lifetime_jitter: float
+    pgbouncer: bool
+    direct: URL | None
+    memory_sqlite: bool
+
+
+def _parse_url(url: str | URL) -> URL:
+    if isinstance(url, URL):
+        return url
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url must be a str or sqlalchemy.URL, got {type(url).__name__}")
+    try:
+        return make_url(url)
+    except (exc.ArgumentError, ValueError):
+        # SQLAlchemy's message repeats the whole URL, password included: drop the cause.
+        raise ConfigurationError(f"not a database URL: {redact(url)!r}") from None
+
+
+def _flag(value: str, name: str, url: URL) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigurationError(f"URL option {name}={value!r} is not a boolean in {redact(url)}")
+
+
+def _query_value(url: URL, name: str) -> str | None:
+    value = url.query.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigurationError(f"URL option {name} is given more than once in {redact(url)}")
+
+
+def _direct_from_option(url: URL, value: str) -> URL:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigurationError(f"URL option direct={value!r} must be HOST:PORT in {redact(url)}")
+    return url.set(host=host, port=int(port))
+
+
+def _family(url: URL) -> str:
+    backend = url.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        return "postgresql"
+    if backend in {"sqlite", "mysql", "mariadb"}:
+        return "mysql" if backend == "mariadb" else backend
+    return "other"
+
+
+def plan(
+    url: str | URL,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    timeout: float = DEFAULT_TIMEOUT,
+    recycle: float | None = DEFAULT_RECYCLE,
+    pre_ping: bool = True,
+    lifetime_jitter: float = DEFAULT_LIFETIME_JITTER,
+    pgbouncer: bool | None = None,
+    direct_url: str | URL | None = None,
+) -> _Plan:
+    """Validate ``connect()``'s arguments and decide the engine's shape, without I/O."""
+    parsed = _parse_url(url)
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ConfigurationError(f"pool_size must be an integer >= 1, got {pool_size!r}")
+    if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < 0:
+        raise ConfigurationError(f"max_overflow must be an integer >= 0, got {max_overflow!r}")
+    check_positive(timeout, "timeout")
+    if recycle is not None:
+        check_positive(recycle, "recycle")
+    if (
+        isinstance(lifetime_jitter, bool)
+        or not isinstance(lifetime_jitter, (int, float))
+        or not 0 <= lifetime_jitter < 1
+    ):
+        raise ConfigurationError(
+            f"lifetime_jitter must be a fraction in [0, 1), got {lifetime_jitter!r}"
+        )
+
+    option = _query_value(parsed, "pgbouncer")
+    url_bouncer = _flag(option, "pgbouncer", parsed) if option is not None else None
+    direct_option = _query_value(parsed, "direct")
+    parsed = parsed.difference_update_query(_OUR_QUERY_KEYS)
+
+    family = _family(parsed)
+    if family == "postgresql" and parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    bouncer = bool(pgbouncer) if pgbouncer is not None else bool(url_bouncer)
+    if (bouncer or direct_option or direct_url is not None) and family != "postgresql":
+        raise ConfigurationError(
+            f"pgbouncer mode and direct URLs are for PostgreSQL, not {redact(parsed)}"
+        )
+
+    direct: URL | None = None
+    if direct_url is not None:
+        direct = _parse_url(direct_url).difference_update_query(_OUR_QUERY_KEYS)
+        if direct.drivername in {"postgresql", "postgres"}:
+            direct = direct.set(drivername="postgresql+psycopg")
+    elif direct_option:
+        direct = _direct_from_option(parsed, direct_option)
+
+    memory = family == "sqlite" and parsed.database in {None, "", ":memory:"}
+    return _Plan(
+        url=parsed,
+        family=family,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        timeout=float(timeout),
+        recycle=float(recycle) if recycle is not None else None,
+        pre_ping=bool(pre_ping),
+        lifetime_jitter=float(lifetime_jitter),
+        pgbouncer=bouncer,
+        direct=direct,
+        memory_sqlite=memory,
+    )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one engine's connection pool.
+
+    ``waiting``, the acquire waits and ``timeouts`` are observed only on engines built
+    by ``connect()``; for other engines they are ``None``. Waits are in seconds and
+    include opening a connection when the pool had none idle; the p99 is over the most
+    recent acquires (a bounded window).
+    """
+
+    size: int
+    checked_out: int
+    overflow: int
+    waiting: int | None
+    acquires: int
+    acquire_wait_mean: float | None
+    acquire_wait_p99: float | None
+    timeouts: int | None
+    opened: int
+    invalidated: int
+    recycled: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers as a plain dict (for JSON, the CLI and metrics)."""
+        return asdict(self)
+
+
+class _Recorder:
+    """Counters fed by one pool's events and checkouts.
+
+    Every update is O(1) and lock-free except the wait sum (an uncontended lock).
+    """
+
+    def __init__(self, timed: bool) -> None:
+        self.timed = timed
+        self.acquires = Counter()
+        self.timeouts = Counter()
+        self.opened = Counter()
+        self.invalidated = Counter()
+        self.recycled = Counter()
+        self.entered = Counter()
+        self.left = Counter()
+        self.waits: deque[float] = deque(maxlen=_WAIT_WINDOW)
+        self._wait_total = 0.0
+        self._lock = threading.Lock()
+
+    def waited(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        with self._lock:
+            self._wait_total += seconds
+
+    def wait_mean(self, acquires: int) -> float | None:
+        if not self.timed:
+            return None
+        with self._lock:
+            total = self._wait_total
+        return total / acquires if acquires else 0.0
+
+    def wait_p99(self) -> float | None:
+        if not self.timed:
+            return None
+        recent = sorted(self.waits)
+        if not recent:
+            return 0.0
+        return recent[min(len(recent) - 1, int(len(recent) * 0.99))]
+
+
+class _ObservedQueuePool(QueuePool):
+    """SQLAlchemy's ``QueuePool`` with the time to get a connection measured.
+
+    Only ``connect()`` is wrapped: checkout, pre-ping, recycling and return are
+    SQLAlchemy's own code.
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        recorder = kw.pop("_cw_recorder", None)
+        super().__init__(*args, **kw)
+        self._cw: _Recorder = recorder if recorder is not None else _Recorder(timed=True)
+
+    def connect(self) -> Any:  # PoolProxiedConnection; Any keeps the override compatible
+        recorder = self._cw
+        recorder.entered.add()
+        start = time.perf_counter()
+        try:
+            conn = super().connect()
+        except exc.TimeoutError as err:
+            recorder.timeouts.add()
+            raise PoolTimeout(
+                f"no connection free within {self._timeout:g}s: pool size {self.size()}, "
+                f"checked out {self.checkedout()}, overflow {max(self.overflow(), 0)}"
+                f"/{self._max_overflow}, waiting {self._waiting() - 1}"
+            ) from err
+        finally:
+            recorder.left.add()
+        recorder.acquires.add()
+        recorder.waited(time.perf_counter() - start)
+        return conn
+
+    def _waiting(self) -> int:
+        return self._cw.entered.value - self._cw.left.value
+
+    def recreate(self) -> _ObservedQueuePool:
+        # dispose() swaps in a new pool; the counters live on across it.
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            self._creator,
+            pool_size=self._pool.maxsize,
+            max_overflow=self._max_overflow,
+            pre_ping=self._pre_ping,
+            use_lifo=self._pool.use_lifo,
+            timeout=self._timeout,
+            recycle=self._recycle,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            reset_on_return=self._reset_on_return,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+            _cw_recorder=self._cw,
+        )
+
+
+_FOREIGN: weakref.WeakKeyDictionary[Engine, _Recorder] = weakref.WeakKeyDictionary()
+_FOREIGN_LOCK = threading.Lock()
+
+
+def _recorder_of(engine: Engine) -> _Recorder:
+    pool = engine.pool
+    if isinstance(pool, _ObservedQueuePool):
+        return pool._cw
+    with _FOREIGN_LOCK:
+        recorder = _FOREIGN.get(engine)
+        if recorder is None:
+            # An engine we did not build: count from now on, with what events show.
+            recorder = _FOREIGN[engine] = _Recorder(timed=False)
+            _listen_counts(engine, recorder, count_checkouts=True)
+        return recorder
+
+
+def _listen_counts(engine: Engine, recorder: _Recorder, *, count_checkouts: bool) -> None:
+    def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        recorder.opened.add()
+
+    def on_invalidate(dbapi_conn: Any, record: ConnectionPoolEntry, err: Any) -> None:
+        if record.info.pop("cw_recycle", False):
+            recorder.recycled.add()
+        else:
+            recorder.invalidated.add()
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "invalidate", on_invalidate)
+    event.listen(engine, "soft_invalidate", on_invalidate)
+    if count_checkouts:
+
+        def on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+            recorder.acquires.add()
+
+        event.listen(engine, "checkout", on_checkout)
+
+
+def pool_stats(engine: Engine) -> PoolStats:
+    """A snapshot of ``engine``'s pool: sizes now, counters since it was built.
+
+    Works for any SQLAlchemy engine; for one not built by ``connect()`` the counters
+    start at the first call and the waiting and timing fields are ``None``.
+    """
+    if not isinstance(engine, Engine):
+        raise ConfigurationError(f"pool_stats needs a SQLAlchemy Engine, got {engine!r}")
+    recorder = _recorder_of(engine)
+    pool: Pool = engine.pool
+    size = checked_out = overflow = 0
+    if isinstance(pool, QueuePool):
+        size, checked_out, overflow = pool.size(), pool.checkedout(), max(pool.overflow(), 0)
+    elif hasattr(pool, "checkedout"):
+        checked_out = int(pool.checkedout())
+    acquires = recorder.acquires.value
+    return PoolStats(
+        size=size,
+        checked_out=checked_out,
+        overflow=overflow,
+        waiting=(recorder.entered.value - recorder.left.value) if recorder.timed else None,
+        acquires=acquires,
+        acquire_wait_mean=recorder.wait_mean(acquires),
+        acquire_wait_p99=recorder.wait_p99(),
+        timeouts=recorder.timeouts.value if recorder.timed else None,
+        opened=recorder.opened.value,
+        invalidated=recorder.invalidated.value,
+        recycled=recorder.recycled.value,
+    )
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class _EngineInfo:
+    pgbouncer: bool
+    direct: URL | None
+
+
+_INFO: weakref.WeakKeyDictionary[Engine, _EngineInfo] = weakref.WeakKeyDictionary()
+_BUILT: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child must not use (or close) sockets it shares with the parent: drop the
+    # pool without closing its connections; the child opens its own on demand.
+    for engine in list(_BUILT):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _socket_says_gone(dbapi_conn: Any) -> bool:
+    """True if an idle PostgreSQL connection is closed, broken, or has unread input."""
+    if getattr(dbapi_conn, "closed", False) or getattr(dbapi_conn, "broken", False):
+        return True
+    try:
+        fd = dbapi_conn.fileno()
+    except Exception:  # a connection that cannot tell its socket is gone
+        return True
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def _install_checkout_checks(engine: Engine, p: _Plan) -> None:
+    check_socket = p.pre_ping and p.family == "postgresql" and p.url.get_driver_name() == "psycopg"
+    lifetime = p.recycle if p.family != "sqlite" else None
+    if not check_socket and lifetime is None:
+        return
+    jitter = p.lifetime_jitter
+
+    def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        if lifetime is not None:
+            record.info["cw_expires"] = time.monotonic() + lifetime * (1 - jitter * random.random())
+
+    def on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        expires = record.info.get("cw_expires")
+        if expires is not None and time.monotonic() > expires:
+            record.info["cw_recycle"] = True
+            raise exc.DisconnectionError("connection reached its lifetime")
+        if check_socket and _socket_says_gone(dbapi_conn):
+            raise exc.DisconnectionError("server closed the idle connection")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "checkout", on_checkout)
+
+
+def _install_sqlite_pragmas(engine: Engine, p: _Plan) -> None:
+    busy_ms = int(p.timeout * 1000)
+    memory = p.memory_sqlite
+
+    def on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            # Waits for a lock instead of failing at once with "database is locked".
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not memory:
+                # Readers no longer block the writer, nor the writer the readers.
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+
+
+def _install_connect_translation(engine: Engine, p: _Plan) -> None:
+    secrets = _passwords(p.url)
+    shown = redact(p.url)
+
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        try:
+            return dialect.loaded_dbapi.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.Error as err:
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = f"cannot connect to {shown}: {_clean(text, secrets)}"
+            if any(secret in str(err) for secret in secrets):
+                raise SourceError(message) from None
+            raise SourceError(message) from err
+
+    event.listen(engine, "do_connect", do_connect)
+
+
+def connect(
+    url: str | URL,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    timeout: float = DEFAULT_TIMEOUT,
+    recycle: float | None = DEFAULT_RECYCLE,
+    pre_ping: bool = True,
+    lifetime_jitter: float = DEFAULT_LIFETIME_JITTER,
+    pgbouncer: bool | None = None,
+    direct_url: str | URL | None = None,
+    echo: bool = False,
+    connect_args: Mapping[str, Any] | None = None,
+) -> Engine:
+    """A SQLAlchemy engine over a pool sized and checked as these arguments say.
+
+    ``pool_size`` connections are kept; ``max_overflow`` more may be opened under load
+    and are closed when returned. A caller waits up to ``timeout`` seconds for a free
+    connection, then gets ``PoolTimeout``. Connections live ``recycle`` seconds, less a
+    random share up to ``lifetime_jitter``. ``pre_ping`` replaces connections the
+    server closed before they are handed out. ``pgbouncer`` (or ``?pgbouncer=true``)
+    makes the engine safe behind PgBouncer in transaction mode; ``direct_url`` (or
+    ``?direct=HOST:PORT``) says where PostgreSQL itself is, for ``connect_direct()``.
+    No connection is opened until the engine is first used.
+    """
+    p = plan(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        timeout=timeout,
+        recycle=recycle,
+        pre_ping=pre_ping,
+        lifetime_jitter=lifetime_jitter,
+        pgbouncer=pgbouncer,
+        direct_url=direct_url,
+    )
+    cargs: dict[str, Any] = dict(connect_args or {})
+    if p.pgbouncer and p.url.get_driver_name() == "psycopg":
+        # A transaction pooler hands each transaction any server connection: a statement
+        # prepared on one is unknown on the next.
+        cargs.setdefault("prepare_threshold", None)
+    kwargs: dict[str, Any] = {"echo": echo, "connect_args": cargs}
+    if p.memory_sqlite:
+        pass  # SQLAlchemy's own pool for :memory: keeps the one database alive
+    else:
+        kwargs.update(
+            poolclass=_ObservedQueuePool,
+            pool_size=p.pool_size,
+            max_overflow=p.max_overflow,
+            pool_timeout=p.timeout,
+            # Lifetimes are ours (with jitter); SQLAlchemy's fixed recycle stays off.
+            pool_recycle=-1,
+            # A round-trip ping only where we have no cheaper check (MySQL, others).
+            pool_pre_ping=p.pre_ping and p.family in {"mysql", "other"},
+        )
+        if p.family == "postgresql" and p.url.get_driver_name() != "psycopg":
+            kwargs["pool_pre_ping"] = p.pre_ping
+    try:
+        engine = sqlalchemy.create_engine(p.url, **kwargs)
+    except exc.NoSuchModuleError:
+        raise ConfigurationError(f"no SQLAlchemy dialect/driver for {redact(p.url)}") from None
+    except (exc.ArgumentError, TypeError, ValueError) as err:
+        message = _clean(str(err), _passwords(p.url))
+        raise ConfigurationError(f"cannot build an engine for {redact(p.url)}: {message}") from None
+
+    _install_connect_translation(engine, p)
+    if p.family == "sqlite":
+        _install_sqlite_pragmas(engine, p)
+    _install_checkout_checks(engine, p)
+    if isinstance(engine.pool, _ObservedQueuePool):
+        _listen_counts(engine, engine.pool._cw, count_checkouts=False)
+    _INFO[engine] = _EngineInfo(
+        pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url)
+    )
+    _BUILT.add(engine)
+    return engine
+
+
+# --------------------------------------------------------------------------- direct access
+
+
+def is_pgbouncer(engine: Engine) -> bool:
+    """True if ``engine`` was built by ``connect()`` in PgBouncer mode."""
+    info = _INFO.get(engine)
+    return info.pgbouncer if info is not None else False
+
+
+def direct_url(engine: Engine) -> URL:
+    """The URL of PostgreSQL itself, for session features a pooler cannot carry.
+
+    LISTEN/NOTIFY receivers and session-level advisory locks need one server session for
+    as long as they live; behind PgBouncer in transaction mode they must bypass it. For
+    an engine not in PgBouncer mode this is the engine's own URL. The URL keeps its
+    password (the caller connects with it); its ``repr`` and ``str`` hide it.
+    """
+    info = _INFO.get(engine)
+    if info is None:
+        return engine.url
+    if info.direct is None:
+        raise ConfigurationError(
+            f"{redact(engine.url)} goes through PgBouncer and no direct URL was given: "
+            "pass direct_url= to connect() or add ?direct=HOST:PORT to the URL"
+        )
+    return info.direct
+
+
+def connect_direct(engine: Engine, *, pool_size: int = 1, **options: Any) -> Engine:
+    """An engine on ``direct_url(engine)``: same database, never through PgBouncer."""
+    return connect(direct_url(engine), pool_size=pool_size, pgbouncer=False, **options)
