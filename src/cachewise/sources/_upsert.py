@@ -1,0 +1,231 @@
+"""Dialect upserts for SQLSource: one statement per batch, built from the reflected Table.
+
+Each form takes a connection, the target and a list of rows that all have the same
+columns (in table order) and writes them with one upsert statement (``COPY`` also
+loads a temporary table first). The conflict target is the key columns; with a version
+column an existing row is replaced only by a strictly newer version, so replaying an
+old batch never overwrites newer data. ``bench/upsert.py`` measures every form; the
+fastest per dialect is ``DEFAULT_FORMS``.
+
+Identifiers always come from the reflected ``Table`` and are quoted by the dialect's
+own identifier preparer; values always travel as bound parameters (or COPY data).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an upsert writes: the table, its conflict key and optional version column."""
+
+    table: sa.Table
+    key: tuple[str, ...]
+    version: str | None = None
+
+
+UpsertForm = Callable[[Connection, Target, Sequence[str], Sequence[dict[str, Any]]], None]
+"""Writes rows (all with exactly ``columns``) with one upsert statement."""
+
+
+def _pg_sqlite_conflict(
+    insert: postgresql.Insert | sqlite.Insert, target: Target, columns: Sequence[str]
+) -> sa.Executable:
+    table = target.table
+    updated = [c for c in columns if c not in target.key]
+    if not updated:
+        return insert.on_conflict_do_nothing(index_elements=list(target.key))
+    excluded = insert.excluded
+    where = None
+    if target.version is not None:
+        # The version guard: an older (or equal) incoming version leaves the row alone.
+        where = table.c[target.version] < excluded[target.version]
+    return insert.on_conflict_do_update(
+        index_elements=list(target.key),
+        set_={c: excluded[c] for c in updated},
+        where=where,
+    )
+
+
+def _mysql_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str]) -> sa.Executable:
+    table = target.table
+    new = insert.inserted
+    updated = [c for c in columns if c not in target.key and c != target.version]
+    if target.version is None:
+        if not updated:
+            # Only key columns: a no-op assignment keeps INSERT idempotent.
+            first = target.key[0]
+            return insert.on_duplicate_key_update([(first, new[first])])
+        return insert.on_duplicate_key_update([(c, new[c]) for c in updated])
+    version = target.version
+    newer = new[version] > table.c[version]
+    # MariaDB applies the assignments left to right on the updated row, so the version
+    # column must come last: every earlier guard still compares with the old version.
+    pairs = [(c, sa.case((newer, new[c]), else_=table.c[c])) for c in [*updated, version]]
+    return insert.on_duplicate_key_update(pairs)
+
+
+def insert_for(dialect_name: str, table: sa.Table) -> Any:
+    """The dialect's INSERT construct that knows its own upsert clause."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    if dialect_name in {"mysql", "mariadb"}:
+        return mysql.insert(table)
+    raise NotImplementedError(dialect_name)
+
+
+def upsert_clause(dialect_name: str, insert: Any, target: Target, columns: Sequence[str]) -> Any:
+    """Add the dialect's conflict clause to ``insert``."""
+    if dialect_name in {"mysql", "mariadb"}:
+        return _mysql_duplicate(insert, target, columns)
+    return _pg_sqlite_conflict(insert, target, columns)
+
+
+def values_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """One multi-row ``INSERT ... VALUES (...), (...) <upsert clause>``."""
+    name = conn.dialect.name
+    insert = insert_for(name, target.table).values(list(rows))
+    conn.execute(upsert_clause(name, insert, target, columns))
+
+
+def executemany_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """One single-row upsert executed with the driver's ``executemany``."""
+    name = conn.dialect.name
+    insert = insert_for(name, target.table)
+    conn.execute(upsert_clause(name, insert, target, columns), list(rows))
+
+
+def _array_element_type(column: sa.Column[Any]) -> Any:
+    """The array element type to send a column's values as.
+
+    An explicit cast to ``varchar(n)`` or ``char(n)`` silently truncates, where an
+    INSERT of a too-long value fails; sending such columns as ``text[]`` leaves the
+    length check to the assignment, exactly as a plain INSERT would.
+    """
+    kind = column.type
+    if isinstance(kind, sa.String) and not isinstance(kind, sa.Enum):
+        return sa.Text()
+    return kind
+
+
+def _unnest_statement(target: Target, columns: Sequence[str]) -> Any:
+    table = target.table
+    arrays = [
+        sa.bindparam(f"cw_a{i}", type_=postgresql.ARRAY(_array_element_type(table.c[c])))
+        for i, c in enumerate(columns)
+    ]
+    rows = (
+        sa.func.unnest(*arrays)
+        .table_valued(*[f"cw_c{i}" for i in range(len(columns))])
+        .render_derived()
+    )
+    insert = postgresql.insert(table).from_select(list(columns), sa.select(*rows.c))
+    return _pg_sqlite_conflict(insert, target, columns)
+
+
+def unnest_supported(target: Target, columns: Sequence[str]) -> bool:
+    """Whether unnest() carries these columns faithfully.
+
+    unnest() flattens nested arrays, and an explicit cast to ``bit(n)`` pads or
+    truncates, so tables with such columns use the VALUES form instead.
+    """
+    awkward = (sa.ARRAY, postgresql.BIT)
+    return not any(isinstance(target.table.c[c].type, awkward) for c in columns)
+
+
+def unnest_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """PostgreSQL: ``INSERT ... SELECT FROM unnest($1::t1[], $2::t2[], ...)``, one array per column.
+
+    The statement text is the same for every batch size, so it is compiled once and
+    the server receives a handful of parameters instead of rows x columns.
+    """
+    if not unnest_supported(target, columns):
+        values_form(conn, target, columns, rows)
+        return
+    params = {f"cw_a{i}": [row[c] for row in rows] for i, c in enumerate(columns)}
+    conn.execute(_unnest_statement(target, columns), params)
+
+
+def copy_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT`` with the upsert.
+
+    The temporary table is dropped at commit, so it holds no state between batches
+    and works behind PgBouncer in transaction mode.
+    """
+    table = target.table
+    preparer = conn.dialect.identifier_preparer
+    # Our own name (never user input), unique per statement so chunks do not collide.
+    scratch = f"cw_upsert_{uuid.uuid4().hex[:16]}"
+    quoted_cols = ", ".join(preparer.quote(c) for c in columns)
+    driver = conn.connection.driver_connection
+    if driver is None:  # pragma: no cover - a live connection always has one
+        raise RuntimeError("no driver connection")
+    with driver.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {preparer.quote(scratch)} "
+            f"(LIKE {preparer.format_table(table)}) ON COMMIT DROP"
+        )
+        copy_sql = f"COPY {preparer.quote(scratch)} ({quoted_cols}) FROM STDIN"
+        with cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    scratch_table = sa.table(scratch, *[sa.column(c) for c in columns])
+    insert = postgresql.insert(table).from_select(
+        list(columns), sa.select(*[scratch_table.c[c] for c in columns])
+    )
+    conn.execute(_pg_sqlite_conflict(insert, target, columns))
+
+
+FORMS: dict[str, dict[str, UpsertForm]] = {
+    "sqlite": {"values": values_form, "executemany": executemany_form},
+    "postgresql": {
+        "values": values_form,
+        "executemany": executemany_form,
+        "unnest": unnest_form,
+        "copy": copy_form,
+    },
+    "mysql": {"values": values_form, "executemany": executemany_form},
+    "mariadb": {"values": values_form, "executemany": executemany_form},
+}
+"""Every upsert form each dialect can run (the benchmark measures them all)."""
+
+DEFAULT_FORMS: dict[str, str] = {
+    "sqlite": "values",
+    "postgresql": "unnest",
+    "mysql": "values",
+    "mariadb": "values",
+}
+"""The form ``SQLSource.save_many`` uses per dialect: the fastest measured (bench/README.md)."""
+
+PARAMETER_LIMITS: dict[str, int] = {"sqlite": 32_766, "postgresql": 65_535}
+"""Bound parameters one statement may carry; a chunk is split so one statement fits."""
+
+
+def rows_per_statement(dialect: sa.Dialect, form: str, columns: int, chunk_size: int) -> int:
+    """How many rows one statement of ``form`` may carry without exceeding the driver's limit."""
+    if form != "values":
+        return chunk_size  # executemany, unnest and COPY carry a fixed number of parameters
+    limit = PARAMETER_LIMITS.get(dialect.name, 65_535)
+    if dialect.name == "sqlite":
+        version = getattr(dialect.dbapi, "sqlite_version_info", (3, 32, 0))
+        if version < (3, 32, 0):
+            limit = 999
+    return max(1, min(chunk_size, limit // max(1, columns)))

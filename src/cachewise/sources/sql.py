@@ -1,0 +1,390 @@
+"""SQLSource: one SQL table as the authoritative data source, through SQLAlchemy Core.
+
+A value is the row as a ``dict`` (column -> value); the cache key is the key column's
+value, or a tuple of values when ``key`` names several columns. The table is reflected
+once at construction, and every identifier in every statement comes from that
+reflected ``Table`` (quoted by the dialect), never from text: a table or column name
+that does not exist is a ``ConfigurationError`` at construction.
+
+Batches are cheap in round trips: ``load_many`` is one ``SELECT ... WHERE key IN (...)``
+per chunk, ``remove_many`` one ``DELETE ... WHERE key IN (...)`` per chunk, and
+``save_many`` one upsert per chunk in the dialect's own syntax (see ``_upsert.py``),
+all chunks of a call in one transaction. ``save_many`` is idempotent, so a write-back
+batch replayed after a crash leaves the same state; with ``version=`` it also never
+lets an old batch overwrite a newer row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from cachewise._types import MISSING, Key, check_key, check_positive
+from cachewise.errors import ClosedError, ConfigurationError, InvalidKeyError, SourceError
+from cachewise.sources import _upsert
+
+
+def _engine_for(url: str | sa.URL) -> Engine:
+    """Build the engine for a URL the source was given (and therefore owns)."""
+    # cachewise.pool.connect is being written; switching to it is this one line.
+    return sa.create_engine(url)
+
+
+class SQLSource:
+    """One table of a SQL database (SQLite, PostgreSQL, MariaDB) as the source of record.
+
+    ``engine_or_url`` is an ``Engine`` (the caller's: ``close()`` leaves it open) or a
+    URL (the source builds the engine with ``cachewise.connect`` and disposes it in
+    ``close()``). ``key`` is a column name or a tuple of column names that form the
+    primary key or a unique constraint (the upsert's conflict target). ``version``
+    names an integer column: ``save_many`` then replaces a row only with a strictly
+    newer version. ``chunk_size`` bounds the keys or rows per statement.
+    """
+
+    def __init__(
+        self,
+        engine_or_url: Engine | str | sa.URL,
+        table: str = "products",
+        key: str | tuple[str, ...] = "id",
+        *,
+        version: str | None = None,
+        chunk_size: int = 1000,
+        schema: str | None = None,
+    ) -> None:
+        check_positive(chunk_size, "chunk_size", integer=True)
+        if not isinstance(table, str) or not table:
+            raise ConfigurationError(f"table must be a non-empty table name, got {table!r}")
+        key_columns = _key_columns(key)
+        if version is not None and (not isinstance(version, str) or not version):
+            raise ConfigurationError(f"version must be a column name or None, got {version!r}")
+        if schema is not None and (not isinstance(schema, str) or not schema):
+            raise ConfigurationError(f"schema must be a schema name or None, got {schema!r}")
+
+        if isinstance(engine_or_url, Engine):
+            self._engine = engine_or_url
+            self._owns_engine = False
+        elif isinstance(engine_or_url, (str, sa.URL)):
+            try:
+                self._engine = _engine_for(engine_or_url)
+            except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"SQLSource: not a usable database URL ({type(exc).__name__})"
+                ) from None
+            self._owns_engine = True
+        else:
+            raise ConfigurationError(
+                f"engine_or_url must be a SQLAlchemy Engine or a URL, got "
+                f"{type(engine_or_url).__name__}"
+            )
+        self._closed = False
+        self._where = f"table {table!r} at {self._engine.url.render_as_string(hide_password=True)}"
+        self.chunk_size: int = chunk_size
+        try:
+            self._table = self._reflect(table, schema)
+            self._target = self._check_columns(key_columns, version)
+        except BaseException:
+            self._dispose()
+            raise
+        self._key_cols = [self._table.c[name] for name in key_columns]
+        self._dialect = self._engine.dialect.name
+        self._form_name = _upsert.DEFAULT_FORMS.get(self._dialect, "values")
+        self._form = _upsert.FORMS.get(self._dialect, {}).get(self._form_name, _upsert.values_form)
+
+    # -- construction -------------------------------------------------------------
+
+    def _reflect(self, table: str, schema: str | None) -> sa.Table:
+        try:
+            # has_table binds the name as a parameter (or quotes it) before reflection
+            # ever runs, so a hostile name is just a table that does not exist.
+            if not sa.inspect(self._engine).has_table(table, schema=schema):
+                where = f"{schema}.{table}" if schema else table
+                raise ConfigurationError(f"SQLSource: no table {where!r} in the database")
+            return sa.Table(table, sa.MetaData(), autoload_with=self._engine, schema=schema)
+        except sa.exc.NoSuchTableError:
+            raise ConfigurationError(f"SQLSource: no table {table!r} in the database") from None
+        except sa.exc.SQLAlchemyError as exc:
+            self._fail("reflecting the table", exc)
+
+    def _check_columns(self, key: tuple[str, ...], version: str | None) -> _upsert.Target:
+        table = self._table
+        for name in (*key, *((version,) if version else ())):
+            if name not in table.c:
+                raise ConfigurationError(f"SQLSource: table {table.name!r} has no column {name!r}")
+        if not _is_unique(table, key):
+            raise ConfigurationError(
+                f"SQLSource: key columns {list(key)} of table {table.name!r} are neither its "
+                "primary key nor a unique constraint, so an upsert has no conflict target"
+            )
+        if version is not None:
+            if version in key:
+                raise ConfigurationError(f"SQLSource: version column {version!r} is a key column")
+            if not isinstance(table.c[version].type, sa.Integer):
+                raise ConfigurationError(
+                    f"SQLSource: version column {version!r} must be an integer column, "
+                    f"it is {table.c[version].type}"
+                )
+        return _upsert.Target(table, key, version)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        key = self.key[0] if len(self.key) == 1 else self.key
+        state = " closed" if self._closed else ""
+        return f"<SQLSource {self._where} key={key!r}{state}>"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (and its pool) this source reads and writes through."""
+        return self._engine
+
+    @property
+    def table(self) -> sa.Table:
+        """The reflected table."""
+        return self._table
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The key column names, in cache-key order."""
+        return self._target.key
+
+    @property
+    def version(self) -> str | None:
+        """The version column name, or None when saves are not versioned."""
+        return self._target.version
+
+    @property
+    def upsert_form(self) -> str:
+        """The upsert form ``save_many`` uses on this dialect (see bench/README.md)."""
+        return self._form_name
+
+    def close(self) -> None:
+        """Release the engine if this source created it; later calls raise ClosedError."""
+        self._closed = True
+        self._dispose()
+
+    def _dispose(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> SQLSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the Source protocol ------------------------------------------------------
+
+    def load(self, key: Key) -> Any:
+        where = self._match(self._check(key))
+        with self._connect("load") as conn:
+            row = conn.execute(sa.select(self._table).where(where)).mappings().first()
+        return MISSING if row is None else dict(row)
+
+    def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        wanted = self._unique_keys(keys)
+        found: dict[Key, Any] = {}
+        if not wanted:
+            return found
+        with self._connect("load_many") as conn:
+            for chunk in _chunks(wanted, self.chunk_size):
+                query = sa.select(self._table).where(self._match_any(chunk))
+                for row in conn.execute(query).mappings():
+                    value = dict(row)
+                    found[self._row_key(value)] = value
+        return found
+
+    def save(self, key: Key, value: Any) -> None:
+        self.save_many({key: value})
+
+    def save_many(self, items: Mapping[Key, Any]) -> None:
+        if not isinstance(items, Mapping):
+            raise ConfigurationError(f"save_many takes a mapping, got {type(items).__name__}")
+        # Every row is checked before the first statement: bad input changes nothing.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for key, value in items.items():
+            row = self._row_for(self._check(key), value)
+            groups.setdefault(tuple(row), []).append(row)
+        if not groups:
+            return
+        with self._connect("save_many", begin=True) as conn:
+            for columns, rows in groups.items():
+                per_statement = _upsert.rows_per_statement(
+                    conn.dialect, self._form_name, len(columns), self.chunk_size
+                )
+                for chunk in _chunks(rows, per_statement):
+                    self._form(conn, self._target, columns, chunk)
+
+    def remove(self, key: Key) -> None:
+        where = self._match(self._check(key))
+        with self._connect("remove", begin=True) as conn:
+            conn.execute(sa.delete(self._table).where(where))
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        wanted = self._unique_keys(keys)
+        if not wanted:
+            return
+        with self._connect("remove_many", begin=True) as conn:
+            for chunk in _chunks(wanted, self.chunk_size):
+                conn.execute(sa.delete(self._table).where(self._match_any(chunk)))
+
+    # -- keys and rows ------------------------------------------------------------
+
+    def _check(self, key: Key) -> Key:
+        check_key(key)
+        width = len(self._key_cols)
+        if width == 1:
+            if isinstance(key, tuple):
+                raise InvalidKeyError(
+                    f"SQLSource {self._where} has the single key column {self.key[0]!r}; "
+                    f"got the tuple key {key!r}"
+                )
+        elif not isinstance(key, tuple) or len(key) != width:
+            raise InvalidKeyError(
+                f"SQLSource {self._where} has key columns {list(self.key)}; a key is a tuple "
+                f"of {width} values in that order, got {key!r}"
+            )
+        return key
+
+    def _unique_keys(self, keys: Iterable[Key]) -> list[Key]:
+        if isinstance(keys, (str, bytes)):
+            raise InvalidKeyError("keys must be an iterable of keys, not a single str or bytes")
+        return list(dict.fromkeys(self._check(k) for k in keys))
+
+    def _parts(self, key: Key) -> tuple[Any, ...]:
+        return key if isinstance(key, tuple) else (key,)
+
+    def _row_key(self, row: Mapping[str, Any]) -> Key:
+        if len(self.key) == 1:
+            return row[self.key[0]]  # type: ignore[no-any-return]
+        return tuple(row[name] for name in self.key)
+
+    def _match(self, key: Key) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            *(col == part for col, part in zip(self._key_cols, self._parts(key), strict=True))
+        )
+
+    def _match_any(self, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
+        if len(self._key_cols) == 1:
+            return self._key_cols[0].in_(keys)
+        if _row_values_supported(self._engine.dialect):
+            return sa.tuple_(*self._key_cols).in_([self._parts(k) for k in keys])
+        return sa.or_(*(self._match(k) for k in keys))
+
+    def _row_for(self, key: Key, value: Any) -> dict[str, Any]:
+        """The row to write for ``key``: checked, key columns filled, in table column order."""
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(
+                f"SQLSource {self._where}: a value is a mapping of column -> value, "
+                f"got {type(value).__name__} for key {key!r}"
+            )
+        columns = self._table.c
+        for name in value:
+            if not isinstance(name, str) or name not in columns:
+                raise ConfigurationError(
+                    f"SQLSource {self._where}: no column {name!r} (value for key {key!r})"
+                )
+        merged = dict(value)
+        for name, part in zip(self.key, self._parts(key), strict=True):
+            if name not in merged:
+                merged[name] = part
+            elif merged[name] != part:
+                raise ConfigurationError(
+                    f"SQLSource {self._where}: key {key!r} but the value's column "
+                    f"{name!r} is {merged[name]!r}"
+                )
+        version = self._target.version
+        if version is not None:
+            stamp = merged.get(version)
+            if isinstance(stamp, bool) or not isinstance(stamp, int):
+                raise ConfigurationError(
+                    f"SQLSource {self._where}: a versioned save needs an integer "
+                    f"{version!r} in every value, got {stamp!r} for key {key!r}"
+                )
+        return {c.name: merged[c.name] for c in columns if c.name in merged}
+
+    # -- I/O boundary -------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self, operation: str, *, begin: bool = False) -> Iterator[Connection]:
+        if self._closed:
+            raise ClosedError(f"SQLSource {self._where} is closed")
+        dbapi_error: type[Exception] = getattr(
+            self._engine.dialect.dbapi, "Error", sa.exc.DBAPIError
+        )
+        try:
+            if begin:
+                with self._engine.begin() as conn:
+                    yield conn
+            else:
+                with self._engine.connect() as conn:
+                    yield conn
+        except (sa.exc.SQLAlchemyError, dbapi_error) as exc:
+            self._fail(operation, exc)
+
+    def _fail(self, operation: str, exc: Exception) -> NoReturn:
+        cause = getattr(exc, "orig", None) or exc
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        password = self._engine.url.password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise SourceError(
+            f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: {reason}"
+        ) from exc
+
+
+def _key_columns(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    names = (key,) if isinstance(key, str) else key
+    if (
+        not isinstance(names, tuple)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise ConfigurationError(
+            f"key must be a column name or a tuple of column names, got {key!r}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"key names a column twice: {key!r}")
+    return names
+
+
+def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
+    """Whether ``key`` is exactly the primary key, a unique constraint or a unique index."""
+    wanted = set(key)
+    candidates: list[set[str]] = [{c.name for c in table.primary_key.columns}]
+    candidates += [
+        {c.name for c in constraint.columns}
+        for constraint in table.constraints
+        if isinstance(constraint, sa.UniqueConstraint)
+    ]
+    candidates += [
+        {c.name for c in index.columns}
+        for index in table.indexes
+        # A partial unique index (WHERE ...) is no conflict target for every row.
+        if index.unique
+        and index.dialect_kwargs.get("postgresql_where") is None
+        and index.dialect_kwargs.get("sqlite_where") is None
+    ]
+    return wanted in candidates
+
+
+def _row_values_supported(dialect: sa.Dialect) -> bool:
+    """Whether ``(a, b) IN ((..), (..))`` works; SQLite has row values since 3.15."""
+    if dialect.name == "sqlite":
+        version: tuple[int, ...] = getattr(dialect.dbapi, "sqlite_version_info", (3, 15, 0))
+        return version >= (3, 15, 0)
+    return True
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
