@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from cachewise import errors
 from cachewise._types import MISSING
+from cachewise.pool import PoolStats, connect, pool_stats
 from cachewise.cache import Cache
 from cachewise.policies import CacheAside, ReadThrough, Retry, WriteAround, WriteBack, WriteThrough
-from cachewise.sources import MappingSource, Source
+from cachewise.sources import MappingSource, Source, SQLSource
 from cachewise.stats import Stats
 from cachewise.stores import MemoryStore, Store
 
@@ -23,8 +24,10 @@ __all__ = [
     "CacheAside",
     "MappingSource",
     "MemoryStore",
+    "PoolStats",
     "ReadThrough",
     "Retry",
+    "SQLSource",
     "Source",
     "Stats",
     "Store",
@@ -32,5 +35,7 @@ __all__ = [
     "WriteBack",
     "WriteThrough",
     "__version__",
+    "connect",
     "errors",
+    "pool_stats",
 ]

@@ -2,5 +2,6 @@
 
 from cachewise.sources.base import Source
 from cachewise.sources.mapping import MappingSource
+from cachewise.sources.sql import SQLSource
 
-__all__ = ["MappingSource", "Source"]
+__all__ = ["MappingSource", "SQLSource", "Source"]

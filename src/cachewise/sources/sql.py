@@ -25,14 +25,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cachewise._types import MISSING, Key, check_key, check_positive
-from cachewise.errors import ClosedError, ConfigurationError, InvalidKeyError, SourceError
+from cachewise.errors import (
+    CachewiseError,
+    ClosedError,
+    ConfigurationError,
+    InvalidKeyError,
+    SourceError,
+)
+from cachewise.pool import connect
 from cachewise.sources import _upsert
 
 
 def _engine_for(url: str | sa.URL) -> Engine:
     """Build the engine for a URL the source was given (and therefore owns)."""
-    # cachewise.pool.connect is being written; switching to it is this one line.
-    return sa.create_engine(url)
+    return connect(url)
 
 
 class SQLSource:
@@ -71,6 +77,8 @@ class SQLSource:
         elif isinstance(engine_or_url, (str, sa.URL)):
             try:
                 self._engine = _engine_for(engine_or_url)
+            except CachewiseError:
+                raise
             except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
                 raise ConfigurationError(
                     f"SQLSource: not a usable database URL ({type(exc).__name__})"
