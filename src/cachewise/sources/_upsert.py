@@ -13,6 +13,7 @@ own identifier preparer; values always travel as bound parameters (or COPY data)
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,35 @@ def values_form(
     conn.execute(upsert_clause(name, insert, target, columns))
 
 
+@functools.lru_cache(maxsize=64)
+def _prepared_values(
+    dialect_name: str, target: Target, columns: tuple[str, ...], count: int
+) -> Any:
+    """A multi-row upsert for ``count`` rows whose values are named bind parameters.
+
+    Built once per shape and reused, so SQLAlchemy compiles it once (its statement
+    cache) instead of coercing rows x columns literal values on every batch.
+    """
+    rows = [
+        {
+            c: sa.bindparam(f"cw_{j}_{i}", type_=target.table.c[c].type)
+            for j, c in enumerate(columns)
+        }
+        for i in range(count)
+    ]
+    insert = insert_for(dialect_name, target.table).values(rows)
+    return upsert_clause(dialect_name, insert, target, columns)
+
+
+def prepared_values_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """One multi-row ``INSERT ... VALUES`` upsert, compiled once per batch shape."""
+    statement = _prepared_values(conn.dialect.name, target, tuple(columns), len(rows))
+    params = {f"cw_{j}_{i}": row[c] for i, row in enumerate(rows) for j, c in enumerate(columns)}
+    conn.execute(statement, params)
+
+
 def executemany_form(
     conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> None:
@@ -167,27 +197,37 @@ def copy_form(
 ) -> None:
     """PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT`` with the upsert.
 
-    The temporary table is dropped at commit, so it holds no state between batches
-    and works behind PgBouncer in transaction mode.
+    The scratch table has the written columns' types and no constraints (``AS SELECT
+    ... WITH NO DATA``: a partial row must not trip a NOT NULL the upsert would not),
+    and is dropped at commit, so it holds no state between transactions and works
+    behind PgBouncer in transaction mode. Values pass through the columns' SQLAlchemy
+    bind processors first, as they would in any other statement.
     """
     table = target.table
-    preparer = conn.dialect.identifier_preparer
+    dialect = conn.dialect
+    preparer = dialect.identifier_preparer
     # Our own name (never user input), unique per statement so chunks do not collide.
-    scratch = f"cw_upsert_{uuid.uuid4().hex[:16]}"
-    quoted_cols = ", ".join(preparer.quote(c) for c in columns)
+    scratch_name = f"cw_upsert_{uuid.uuid4().hex[:16]}"
+    scratch = preparer.quote(scratch_name)
+    quoted = ", ".join(preparer.quote(c) for c in columns)
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
     driver = conn.connection.driver_connection
     if driver is None:  # pragma: no cover - a live connection always has one
         raise RuntimeError("no driver connection")
     with driver.cursor() as cursor:
         cursor.execute(
-            f"CREATE TEMPORARY TABLE {preparer.quote(scratch)} "
-            f"(LIKE {preparer.format_table(table)}) ON COMMIT DROP"
+            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "
+            f"SELECT {quoted} FROM {preparer.format_table(table)} WITH NO DATA"
         )
-        copy_sql = f"COPY {preparer.quote(scratch)} ({quoted_cols}) FROM STDIN"
-        with cursor.copy(copy_sql) as copy:
+        with cursor.copy(f"COPY {scratch} ({quoted}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([row[c] for c in columns])
-    scratch_table = sa.table(scratch, *[sa.column(c) for c in columns])
+                copy.write_row(
+                    [
+                        row[c] if process is None else process(row[c])
+                        for c, process in zip(columns, processors, strict=True)
+                    ]
+                )
+    scratch_table = sa.table(scratch_name, *[sa.column(c) for c in columns])
     insert = postgresql.insert(table).from_select(
         list(columns), sa.select(*[scratch_table.c[c] for c in columns])
     )
@@ -195,23 +235,36 @@ def copy_form(
 
 
 FORMS: dict[str, dict[str, UpsertForm]] = {
-    "sqlite": {"values": values_form, "executemany": executemany_form},
+    "sqlite": {
+        "values": values_form,
+        "prepared_values": prepared_values_form,
+        "executemany": executemany_form,
+    },
     "postgresql": {
         "values": values_form,
+        "prepared_values": prepared_values_form,
         "executemany": executemany_form,
         "unnest": unnest_form,
         "copy": copy_form,
     },
-    "mysql": {"values": values_form, "executemany": executemany_form},
-    "mariadb": {"values": values_form, "executemany": executemany_form},
+    "mysql": {
+        "values": values_form,
+        "prepared_values": prepared_values_form,
+        "executemany": executemany_form,
+    },
+    "mariadb": {
+        "values": values_form,
+        "prepared_values": prepared_values_form,
+        "executemany": executemany_form,
+    },
 }
 """Every upsert form each dialect can run (the benchmark measures them all)."""
 
 DEFAULT_FORMS: dict[str, str] = {
-    "sqlite": "values",
-    "postgresql": "unnest",
-    "mysql": "values",
-    "mariadb": "values",
+    "sqlite": "executemany",
+    "postgresql": "copy",
+    "mysql": "executemany",
+    "mariadb": "executemany",
 }
 """The form ``SQLSource.save_many`` uses per dialect: the fastest measured (bench/README.md)."""
 
@@ -221,7 +274,7 @@ PARAMETER_LIMITS: dict[str, int] = {"sqlite": 32_766, "postgresql": 65_535}
 
 def rows_per_statement(dialect: sa.Dialect, form: str, columns: int, chunk_size: int) -> int:
     """How many rows one statement of ``form`` may carry without exceeding the driver's limit."""
-    if form != "values":
+    if form not in {"values", "prepared_values"}:
         return chunk_size  # executemany, unnest and COPY carry a fixed number of parameters
     limit = PARAMETER_LIMITS.get(dialect.name, 65_535)
     if dialect.name == "sqlite":
