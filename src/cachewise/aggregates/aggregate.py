@@ -1,0 +1,468 @@
+"""Aggregate: a named query kept as a materialized view or summary table, read by key.
+
+Freshness across processes. Every refresh, in any process (the CLI from cron
+included), increments the aggregate's generation in the registry in the same
+transaction as the swap (MariaDB: right after its atomic rename). Cache keys carry
+the generation, so a refresh makes every older cached row unreachable at once, and a
+slow read that started before the refresh can only fill a key nobody asks for any
+more. A reader looks at the registry at most every ``check_interval`` seconds (one
+primary-key read) to adopt a generation another process made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cachewise._types import MISSING, Key
+from cachewise.aggregates import _sql
+from cachewise.aggregates._dialects import Builder, State, builder_for
+from cachewise.aggregates._runner import Runner
+from cachewise.aggregates._watch import Watcher, install_triggers, resolve_tables, watcher_for
+from cachewise.aggregates.schedules import OnChange, Schedule, check_schedule
+from cachewise.cache import Cache
+from cachewise.errors import (
+    CachewiseError,
+    ClosedError,
+    ConfigurationError,
+    InvalidKeyError,
+    SourceError,
+)
+from cachewise.policies import ReadThrough
+from cachewise.pool import connect
+from cachewise.stores.base import Store
+from cachewise.stores.memory import MemoryStore
+
+logger = logging.getLogger("cachewise.aggregates")
+
+_T = TypeVar("_T")
+
+_BATCH = 500
+"""Keys per ``IN (...)`` when loading many rows."""
+
+
+class _ViewSource:
+    """A read-only Source over the aggregate's view or table, keyed by cache keys.
+
+    A cache key is ``(generation, "k", key)`` for one row or ``(generation, "rows")``
+    for the whole result; the generation only keeps refreshes apart in the cache.
+    """
+
+    def __init__(
+        self, engine: Engine, name: str, columns: list[str], keys: tuple[str, ...]
+    ) -> None:
+        self._engine = engine
+        cols: list[sa.ColumnClause[Any]] = [sa.column(sa.sql.quoted_name(c, True)) for c in columns]
+        self._table = sa.table(sa.sql.quoted_name(name, True), *cols)
+        self._keys = [self._table.c[k] for k in keys]
+        self._multi = len(keys) > 1
+        self._all = sa.select(self._table).order_by(*self._keys)
+
+    def __repr__(self) -> str:
+        return f"_ViewSource({self._table.name!r})"
+
+    def _where(self, wanted: list[tuple[object, ...]]) -> sa.ColumnElement[bool]:
+        if self._multi:
+            return sa.tuple_(*self._keys).in_(wanted)
+        return self._keys[0].in_([w[0] for w in wanted])
+
+    def _fetch(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
+        try:
+            with self._engine.connect() as conn:
+                rows = [dict(r) for r in conn.execute(statement).mappings()]
+                conn.rollback()
+        except sa.exc.DBAPIError as exc:
+            raise SourceError(f"cannot read aggregate {self._table.name!r}: {exc.orig}") from exc
+        return rows
+
+    def load(self, key: Key) -> Any:
+        assert isinstance(key, tuple)
+        if key[1] == "rows":
+            return self._fetch(self._all)
+        found = self.load_many([key])
+        return found.get(key, MISSING)
+
+    def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        by_value: dict[tuple[object, ...], Key] = {}
+        for key in keys:
+            assert isinstance(key, tuple)
+            by_value[_decode(key[2], self._multi)] = key
+        found: dict[Key, Any] = {}
+        wanted = list(by_value)
+        names = [k.name for k in self._keys]
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            for row in self._fetch(sa.select(self._table).where(self._where(chunk))):
+                cache_key = by_value.get(tuple(row[n] for n in names))
+                if cache_key is not None:
+                    found[cache_key] = row
+        return found
+
+    def save(self, key: Key, value: Any) -> None:
+        raise ConfigurationError("an aggregate is read-only: it changes by refresh()")
+
+    def save_many(self, items: Mapping[Key, Any]) -> None:
+        raise ConfigurationError("an aggregate is read-only: it changes by refresh()")
+
+    def remove(self, key: Key) -> None:
+        raise ConfigurationError("an aggregate is read-only: it changes by refresh()")
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        raise ConfigurationError("an aggregate is read-only: it changes by refresh()")
+
+
+def _decode(encoded: Key, multi: bool) -> tuple[object, ...]:
+    if multi:
+        assert isinstance(encoded, tuple)
+        return tuple(_sql.decode_part(p) for p in encoded)
+    return (_sql.decode_part(encoded),)
+
+
+def _engine_of(engine_or_url: object) -> tuple[Engine, bool]:
+    if isinstance(engine_or_url, Engine):
+        return engine_or_url, False
+    if isinstance(engine_or_url, (str, sa.URL)):
+        return connect(engine_or_url), True
+    raise ConfigurationError(
+        f"engine_or_url must be a SQLAlchemy Engine or a database URL, got "
+        f"{type(engine_or_url).__name__}"
+    )
+
+
+class Aggregate:
+    """A named SQL query whose result the database keeps, readable by key through a cache.
+
+    PostgreSQL keeps it as a materialized view, SQLite and MariaDB as a summary table,
+    named exactly ``name`` in the connection's current schema. It is created (or
+    attached to, if it exists with the same definition) at construction. ``refresh``
+    is ``None`` (by hand only), ``Every(seconds)``, ``Cron("...")`` or
+    ``OnChange(tables=[...])``. Reads go through a ``Cache`` over ``store`` (default:
+    a ``MemoryStore`` of ``max_entries``) that a refresh invalidates.
+    """
+
+    def __init__(
+        self,
+        engine_or_url: Engine | str | sa.URL,
+        name: str,
+        query: str | sa.ClauseElement,
+        key: str | tuple[str, ...],
+        refresh: Schedule | None = None,
+        *,
+        store: Store | None = None,
+        max_entries: int = 10_000,
+        check_interval: float | None = 1.0,
+    ) -> None:
+        name = _sql.check_name(name)
+        keys = _sql.check_key_columns(key)
+        schedule = check_schedule(refresh)
+        if check_interval is not None:
+            _sql_check_interval(check_interval)
+        if store is not None and not isinstance(store, Store):
+            raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
+        engine, owned = _engine_of(engine_or_url)
+        self.name = name
+        self.key_columns = keys
+        self.schedule = schedule
+        self._engine = engine
+        self._owns_engine = owned
+        self._closed = True
+        try:
+            self._builder: Builder = builder_for(engine, name)
+            self.sql = _sql.query_text(query, engine.dialect)
+            self.columns = self._builder.columns_of(self.sql)
+            _check_keys_in(name, keys, self.columns)
+            sources: list[str] = []
+            if isinstance(schedule, OnChange):
+                sources = resolve_tables(engine, schedule.tables)
+            self._builder.ensure_registry()
+            state = self._translate(lambda: self._builder.ensure(self.sql, keys), "create")
+        except BaseException:
+            if owned:
+                engine.dispose()
+            raise
+        self._lock = threading.RLock()
+        self._check_lock = threading.Lock()
+        self._check_interval = check_interval
+        self._next_check = time.monotonic() + (check_interval or 0.0)
+        self._state = state
+        self._generation = state.generation
+        self._last_error: str | None = state.last_error
+        self._refreshes = 0
+        self._owns_store = store is None
+        self._store: Store = store if store is not None else MemoryStore(max_entries=max_entries)
+        self._cache = Cache(
+            self._store,
+            source=_ViewSource(engine, name, self.columns, keys),
+            read=ReadThrough(),
+            name=f"aggregate:{name}",
+        )
+        self._closed = False
+        self._runner: Runner | None = None
+        self._watcher: Watcher | None = None
+        if schedule is not None:
+            try:
+                self._start(schedule, sources)
+            except BaseException:
+                self.close()
+                raise
+
+    @classmethod
+    def existing(
+        cls,
+        engine_or_url: Engine | str | sa.URL,
+        name: str,
+        refresh: Schedule | None = None,
+        **options: Any,
+    ) -> Aggregate:
+        """Attach to an aggregate created earlier (by any process), by its name alone."""
+        name = _sql.check_name(name)
+        engine, owned = _engine_of(engine_or_url)
+        try:
+            state = _registered(builder_for(engine, name))
+            agg = cls(engine, name, state.query, state.key_columns, refresh, **options)
+        except BaseException:
+            if owned:
+                engine.dispose()
+            raise
+        agg._owns_engine = owned
+        return agg
+
+    def _start(self, schedule: Schedule, sources: list[str]) -> None:
+        stop = threading.Event()
+        watcher: Watcher | None = None
+        if isinstance(schedule, OnChange):
+            install_triggers(self._engine, sources)
+            watcher = watcher_for(self._engine, sources, schedule.poll, stop)
+        self._watcher = watcher
+        self._runner = Runner(self.name, schedule, self._scheduled, watcher, stop=stop)
+        self._runner.start()
+
+    def __repr__(self) -> str:
+        where = self._engine.url.render_as_string(hide_password=True)
+        return (
+            f"Aggregate({self.name!r}, key={self.key_columns!r}, refresh={self.schedule!r}, "
+            f"database={where!r}, generation={self._generation})"
+        )
+
+    # -- refresh ---------------------------------------------------------------------
+
+    def _translate(self, step: Callable[[], _T], what: str) -> _T:
+        try:
+            result = step()
+        except CachewiseError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            raise SourceError(
+                f"aggregate {self.name!r}: {what} failed: {_first_line(exc)}"
+            ) from exc
+        return result
+
+    def refresh(self) -> None:
+        """Recompute the result now and swap it in atomically; waits for another refresh.
+
+        On failure the previous result stays in place, ``last_error`` says why, and
+        ``SourceError`` is raised.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                state = self._translate(
+                    lambda: self._builder.refresh(self.sql, self.key_columns), "refresh"
+                )
+            except CachewiseError as exc:
+                self._last_error = str(exc)
+                try:
+                    self._builder.record_error(self._last_error)
+                except sa.exc.DBAPIError:
+                    logger.debug("aggregate %s: could not record the error", self.name)
+                raise
+            self._refreshes += 1
+            self._last_error = None
+            self._adopt(state)
+
+    def _scheduled(self) -> bool:
+        try:
+            self.refresh()
+        except ClosedError:
+            return True
+        except CachewiseError as exc:
+            logger.warning("aggregate %s: scheduled refresh failed: %s", self.name, exc)
+            return False
+        return True
+
+    def _adopt(self, state: State) -> None:
+        self._state = state
+        if state.generation != self._generation:
+            self._generation = state.generation
+            if self._owns_store:
+                # Older generations are unreachable already; free their memory.
+                self._store.clear()
+
+    def _maybe_check(self) -> None:
+        """Adopt a refresh another process made (at most every ``check_interval`` s)."""
+        interval = self._check_interval
+        if interval is None:
+            return
+        now = time.monotonic()
+        if now < self._next_check or not self._check_lock.acquire(blocking=False):
+            return
+        try:
+            self._next_check = now + interval
+            state = self._builder.state()
+            if state is not None:
+                self._last_error = state.last_error
+                self._adopt(state)
+        except sa.exc.DBAPIError as exc:
+            # The cached rows are still the best answer we have; say why once.
+            logger.debug("aggregate %s: freshness check failed: %s", self.name, exc)
+        finally:
+            self._check_lock.release()
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _cache_key(self, key: object) -> Key:
+        if len(self.key_columns) == 1:
+            return (self._generation, "k", _sql.encode_part(key))
+        if not isinstance(key, tuple) or len(key) != len(self.key_columns):
+            raise InvalidKeyError(
+                f"aggregate {self.name!r} is keyed by {self.key_columns!r}: "
+                f"read it with a tuple of {len(self.key_columns)} values, got {key!r}"
+            )
+        return (self._generation, "k", tuple(_sql.encode_part(p) for p in key))
+
+    def read(self, key: object, default: Any = None) -> Any:
+        """The result row (a dict of column to value) whose key is ``key``, or ``default``.
+
+        The row is shared with the cache: treat it as read-only.
+        """
+        self._check_open()
+        self._maybe_check()
+        return self._cache.read(self._cache_key(key), default)
+
+    def read_many(self, keys: Iterable[object]) -> dict[Any, dict[str, Any]]:
+        """The rows found for ``keys``, by key; misses are loaded in batched selects."""
+        self._check_open()
+        self._maybe_check()
+        wanted = {self._cache_key(k): k for k in keys}
+        found = self._cache.read_many(list(wanted))
+        return {wanted[ck]: row for ck, row in found.items()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row of the result, ordered by key: one consistent snapshot."""
+        self._check_open()
+        self._maybe_check()
+        rows: list[dict[str, Any]] = self._cache.read((self._generation, "rows"), [])
+        return list(rows)
+
+    # -- staleness -------------------------------------------------------------------
+
+    @property
+    def refreshed_at(self) -> dt.datetime | None:
+        """When the result was last computed (by any process), in UTC."""
+        at = self._state.refreshed_at
+        return None if at is None else dt.datetime.fromtimestamp(at, tz=dt.timezone.utc)
+
+    @property
+    def refresh_duration(self) -> float | None:
+        """Seconds the last successful refresh took (lock wait included)."""
+        return self._state.refresh_duration
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last refresh failed, or None if it succeeded."""
+        return self._last_error
+
+    @property
+    def generation(self) -> int:
+        """How many times the result has been computed: +1 per refresh, any process."""
+        return self._generation
+
+    @property
+    def refreshes(self) -> int:
+        """Successful refreshes this object made (by hand or on its schedule)."""
+        return self._refreshes
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the aggregate reads and refreshes through."""
+        return self._engine
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"aggregate {self.name!r} is closed")
+
+    def close(self) -> None:
+        """Stop scheduled refreshes, release connections; the database object stays."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            self._runner.stop()
+        if self._watcher is not None:
+            self._watcher.close()
+        if self._owns_store:
+            self._cache.close()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def drop(self) -> None:
+        """Drop the view or table and its registry entry, then close."""
+        if self._runner is not None:
+            self._runner.stop()
+        try:
+            self._translate(self._builder.drop, "drop")
+        finally:
+            self.close()
+
+    def __enter__(self) -> Aggregate:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _sql_check_interval(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"check_interval must be > 0 seconds or None, got {value!r}")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def _check_keys_in(name: str, keys: tuple[str, ...], columns: list[str]) -> None:
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise ConfigurationError(
+            f"aggregate {name!r}: key column(s) {', '.join(missing)} not in the "
+            f"query's result (columns: {', '.join(columns)})"
+        )
+
+
+def _registered(builder: Builder) -> State:
+    try:
+        state = builder.state()
+    except sa.exc.DBAPIError as exc:
+        # No registry table: nothing was ever created in this schema.
+        logger.debug("no aggregate registry: %s", exc)
+        state = None
+    if state is None:
+        raise ConfigurationError(f"no aggregate named {builder.name!r} in this database")
+    return state
