@@ -1,0 +1,113 @@
+"""Refresh schedules, the debouncer and the backoff: plain objects, driven with fake time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from cachewise import Cron, Every, OnChange
+from cachewise.aggregates.schedules import Backoff, Debouncer, check_schedule
+from cachewise.errors import ConfigurationError
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_every_is_now_plus_interval() -> None:
+    assert Every(30).next_after(1000.0) == 1030.0
+    assert Every(0.25).seconds == 0.25
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True, None])
+def test_every_refuses_non_positive_or_non_numbers(bad: object) -> None:
+    with pytest.raises(ConfigurationError):
+        Every(bad)  # type: ignore[arg-type]
+
+
+def test_cron_next_tick_in_utc() -> None:
+    cron = Cron("*/5 * * * *")
+    assert cron.next_after(_ts("2026-01-01T10:02:30")) == _ts("2026-01-01T10:05:00")
+    assert cron.next_after(_ts("2026-01-01T10:05:00")) == _ts("2026-01-01T10:10:00")
+    daily = Cron("30 2 * * *")
+    assert daily.next_after(_ts("2026-01-01T03:00:00")) == _ts("2026-01-02T02:30:00")
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "* * * *", "* * * * * *", "61 * * * *", "*/0 * * * *", "a b c d e", 5]
+)
+def test_cron_refuses_bad_expressions(bad: object) -> None:
+    with pytest.raises(ConfigurationError):
+        Cron(bad)  # type: ignore[arg-type]
+
+
+def test_onchange_validates_tables_and_timings() -> None:
+    spec = OnChange(tables=["events", "public.pages"], debounce=0.5)
+    assert spec.tables == ("events", "public.pages")
+    assert OnChange("events").tables == ("events",)
+    for bad_tables in ([], ["ev ents"], ["x;drop table y"], ['"q"'], [1]):
+        with pytest.raises(ConfigurationError):
+            OnChange(tables=bad_tables)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        OnChange(tables=["t"], debounce=0)
+    with pytest.raises(ConfigurationError):
+        OnChange(tables=["t"], debounce=2.0, max_delay=1.0)
+    with pytest.raises(ConfigurationError):
+        OnChange(tables=["t"], poll=-1)
+
+
+def test_check_schedule_refuses_other_objects() -> None:
+    assert check_schedule(None) is None
+    every = Every(1)
+    assert check_schedule(every) is every
+    with pytest.raises(ConfigurationError):
+        check_schedule(5)
+    with pytest.raises(ConfigurationError):
+        check_schedule("*/5 * * * *")
+
+
+def test_debouncer_coalesces_a_burst_into_one_due_time() -> None:
+    deb = Debouncer(debounce=1.0, max_delay=100.0)
+    assert deb.due_at() is None
+    assert not deb.take(100.0)
+    fired = 0
+    # 1,000 changes, 10 ms apart: a burst that lasts 10 s of fake time.
+    now = 0.0
+    for _ in range(1000):
+        now += 0.01
+        deb.note_change(now)
+        if deb.take(now):
+            fired += 1
+    # Nothing fires while changes keep coming closer than the debounce.
+    assert fired == 0
+    assert deb.pending
+    assert not deb.take(now + 0.5)
+    assert deb.take(now + 1.0)
+    assert not deb.pending
+    assert deb.due_at() is None
+
+
+def test_debouncer_waits_for_quiet_but_caps_the_delay() -> None:
+    deb = Debouncer(debounce=2.0, max_delay=5.0)
+    deb.note_change(0.0)
+    assert deb.due_at() == 2.0
+    deb.note_change(1.5)
+    assert deb.due_at() == 3.5
+    deb.note_change(4.0)
+    assert deb.due_at() == 5.0  # capped: first change + max_delay
+    assert deb.take(5.0)
+
+
+def test_default_max_delay_is_ten_debounces() -> None:
+    deb = OnChange(tables=["t"], debounce=0.2).debouncer()
+    assert deb.max_delay == pytest.approx(2.0)
+
+
+def test_backoff_grows_with_jitter_and_caps_then_resets() -> None:
+    backoff = Backoff(initial=0.5, maximum=4.0, rng=lambda: 1.0)
+    assert [backoff.failed() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.succeeded()
+    assert backoff.failed() == 0.5
+    low = Backoff(initial=1.0, maximum=60.0, rng=lambda: 0.0)
+    assert low.failed() == 0.5  # jitter keeps at least half the ceiling
