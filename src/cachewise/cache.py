@@ -137,7 +137,11 @@ class Cache:
         Read-through loads a miss from the source; cache-aside calls ``loader(key)`` on a
         miss if given (the loader returns ``MISSING`` for "absent": nothing is cached).
         """
-        value = self._store_get(key)
+        try:
+            value = self._store_get(key)
+        except TypeError:  # unhashable: say why in our own words
+            check_key(key)
+            raise
         if value is not MISSING:
             self._count_hit()
             return value

@@ -1,0 +1,156 @@
+"""The store conformance suite: every store (memory, Redis, tiered, yours) passes it.
+
+Add a factory to ``STORE_FACTORIES``: a function of the pytest ``request`` returning a
+``StoreUnderTest``: the store plus ``advance(seconds)``, which moves the store's clock
+(a fake clock for MemoryStore, a real sleep for servers that keep their own time).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cachewise import MISSING, MemoryStore
+from cachewise.stores.base import Store
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class StoreUnderTest:
+    store: Store
+    advance: Callable[[float], None]
+    ttl_unit: float = 1.0
+    """The smallest TTL the store honours well (Redis: milliseconds, but keep it sane)."""
+
+
+def memory_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    clock = FakeClock()
+    return StoreUnderTest(MemoryStore(max_entries=1000, clock=clock), clock.advance)
+
+
+def memory_store_lfu(request: pytest.FixtureRequest) -> StoreUnderTest:
+    clock = FakeClock()
+    store = MemoryStore(max_entries=1000, eviction="lfu", clock=clock)
+    return StoreUnderTest(store, clock.advance)
+
+
+STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
+    memory_store,
+    memory_store_lfu,
+]
+
+
+@pytest.fixture(params=STORE_FACTORIES, ids=lambda f: f.__name__)
+def sut(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
+    under_test = request.param(request)
+    yield under_test
+    under_test.store.clear()
+    under_test.store.close()
+
+
+ROW: dict[str, Any] = {
+    "id": 7,
+    "name": "tea – 茶",
+    "price": Decimal("3.10"),
+    "ok": True,
+    "none": None,
+    "day": date(2026, 11, 21),
+    "at": datetime(2026, 11, 21, 12, 30, tzinfo=timezone.utc),
+    "raw": b"\x00\xff",
+    "tags": ["a", "b"],
+}
+
+
+class TestStoreContract:
+    def test_absent_key_is_missing(self, sut: StoreUnderTest) -> None:
+        assert sut.store.get("absent") is MISSING
+
+    def test_set_then_get_round_trips_a_row(self, sut: StoreUnderTest) -> None:
+        sut.store.set(("product", 7), ROW)
+        assert sut.store.get(("product", 7)) == ROW
+
+    def test_none_is_a_value_not_a_miss(self, sut: StoreUnderTest) -> None:
+        sut.store.set("n", None)
+        assert sut.store.get("n") is None
+
+    def test_keys_of_different_types_do_not_collide(self, sut: StoreUnderTest) -> None:
+        sut.store.set(1, "int")
+        sut.store.set("1", "str")
+        sut.store.set(b"1", "bytes")
+        sut.store.set((1,), "tuple")
+        sut.store.set(("a:b", "c"), "left")
+        sut.store.set(("a", "b:c"), "right")
+        assert [sut.store.get(k) for k in (1, "1", b"1", (1,))] == ["int", "str", "bytes", "tuple"]
+        assert sut.store.get(("a:b", "c")) == "left"
+        assert sut.store.get(("a", "b:c")) == "right"
+
+    def test_overwrite_replaces(self, sut: StoreUnderTest) -> None:
+        sut.store.set("k", 1)
+        sut.store.set("k", 2)
+        assert sut.store.get("k") == 2
+
+    def test_get_many_returns_only_found(self, sut: StoreUnderTest) -> None:
+        sut.store.set_many({"a": 1, "b": 2})
+        assert sut.store.get_many(["a", "b", "c"]) == {"a": 1, "b": 2}
+
+    def test_delete_reports_presence(self, sut: StoreUnderTest) -> None:
+        sut.store.set("k", 1)
+        assert sut.store.delete("k") is True
+        assert sut.store.delete("k") is False
+        assert sut.store.get("k") is MISSING
+
+    def test_delete_many_counts_present(self, sut: StoreUnderTest) -> None:
+        sut.store.set_many({"a": 1, "b": 2})
+        assert sut.store.delete_many(["a", "b", "c"]) == 2
+        assert sut.store.get_many(["a", "b"]) == {}
+
+    def test_per_write_ttl_expires(self, sut: StoreUnderTest) -> None:
+        sut.store.set("short", 1, ttl=sut.ttl_unit)
+        sut.store.set("long", 2, ttl=100 * sut.ttl_unit)
+        sut.store.set("forever", 3)
+        sut.advance(sut.ttl_unit * 1.5)
+        assert sut.store.get("short") is MISSING
+        assert sut.store.get("long") == 2
+        assert sut.store.get("forever") == 3
+
+    def test_set_many_ttl_expires(self, sut: StoreUnderTest) -> None:
+        sut.store.set_many({"a": 1, "b": 2}, ttl=sut.ttl_unit)
+        sut.advance(sut.ttl_unit * 1.5)
+        assert sut.store.get_many(["a", "b"]) == {}
+
+    def test_clear_drops_everything(self, sut: StoreUnderTest) -> None:
+        sut.store.set_many({"a": 1, "b": 2})
+        sut.store.clear()
+        assert sut.store.get_many(["a", "b"]) == {}
+
+    def test_concurrent_writers_leave_one_of_their_values(self, sut: StoreUnderTest) -> None:
+        def writer(n: int) -> None:
+            for i in range(200):
+                sut.store.set(("k", i % 10), n)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        values = sut.store.get_many([("k", i) for i in range(10)])
+        assert len(values) == 10
+        assert set(values.values()) <= {0, 1, 2, 3}
