@@ -61,6 +61,10 @@ class DirtySet:
         """The highest sequence handed out (or replayed)."""
         return self._seq
 
+    def advance(self, seq: int) -> None:
+        """Hand out sequences above ``seq`` from now on (a reopened journal's highest)."""
+        self._seq = max(self._seq, seq)
+
     def next_seq(self) -> int:
         """Hand out the next sequence number."""
         self._seq += 1

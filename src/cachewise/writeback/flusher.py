@@ -36,6 +36,11 @@ class Journal(Protocol):
         """Durably record ``(seq, key, value-or-TOMBSTONE)`` records (per the fsync mode)."""
         ...
 
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence the journal has seen: new writes continue above it."""
+        ...
+
     def replay(self) -> Iterator[tuple[int, Key, Any]]:
         """Yield the records not yet known to be flushed, oldest first."""
         ...
@@ -97,6 +102,8 @@ class Flusher:
             self._dirty.mark(key, value, seq, now)
             count += 1
         self._dirty.coalesced = 0
+        # Monotonic across restarts even when the journal was compacted to nothing.
+        self._dirty.advance(journal.last_seq)
         if count:
             logger.info(
                 "write-back journal replayed %d records, %d dirty keys", count, len(self._dirty)

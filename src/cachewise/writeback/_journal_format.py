@@ -1,0 +1,182 @@
+"""The write-back journal's on-disk format: records, segment headers, the meta file.
+
+Pure bytes in, bytes out; the journal (``journal.py``) does the file I/O.
+
+A segment file is ``MAGIC`` followed by records. A record is::
+
+    u32 length        of the payload
+    u32 length ^ 0xFFFFFFFF
+                      a second copy, so a damaged length is caught before it is trusted
+    u32 crc32         of everything after this field (seq, kind, payload)
+    u64 seq           the write's sequence number, increasing
+    u8  kind          PUT or DELETE (the tombstone is a kind, never a value)
+    payload           u32 key length, the key, then (PUT) the value; key and value
+                      encoded by the project codec (exact SQL row types, no pickle)
+
+All integers little-endian. The meta file holds the highest sequence known flushed
+(everything at or below it is in the source or superseded), with its own CRC.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cachewise._types import Key
+from cachewise.codecs import Codec
+from cachewise.errors import CodecError
+from cachewise.writeback.dirty import TOMBSTONE
+
+MAGIC: Final = b"CWJRNL01"
+"""The first bytes of every segment (format version 1)."""
+
+META_MAGIC: Final = b"CWJMETA1"
+
+PUT: Final = 1
+DELETE: Final = 2
+_KINDS: Final = frozenset((PUT, DELETE))
+
+HEADER: Final = struct.Struct("<IIIQB")
+"""length, ~length, crc32, seq, kind."""
+
+_CRC_FROM: Final = 12
+"""The CRC covers the header from ``seq`` on, and the payload."""
+
+_KEY_LEN: Final = struct.Struct("<I")
+_META: Final = struct.Struct("<8sQI")
+MAX_PAYLOAD: Final = 1 << 30
+"""A length beyond this is damage, not a record (no cached row is a gigabyte)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as found in a segment: where it starts, its sequence, kind and payload."""
+
+    offset: int
+    seq: int
+    kind: int
+    payload: bytes
+
+    @property
+    def end(self) -> int:
+        """The offset just past this record."""
+        return self.offset + HEADER.size + len(self.payload)
+
+    def key_bytes(self) -> bytes:
+        """The encoded key: records of one key share it exactly (coalescing on compaction)."""
+        (size,) = _KEY_LEN.unpack_from(self.payload)
+        return self.payload[_KEY_LEN.size : _KEY_LEN.size + size]
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one pass over a segment found: the good records and where (and why) it stopped.
+
+    ``problem`` is None when the segment ends cleanly after the last record; otherwise
+    ``end`` is the offset of the first bad byte and ``problem`` says what is wrong there.
+    """
+
+    records: list[RawRecord]
+    end: int
+    problem: str | None
+
+
+def encode_payload(codec: Codec, key: Key, value: Any) -> tuple[int, bytes]:
+    """The kind and payload of a write of ``value`` (or TOMBSTONE) to ``key``."""
+    key_bytes = codec.encode(key)
+    if value is TOMBSTONE:
+        return DELETE, _KEY_LEN.pack(len(key_bytes)) + key_bytes
+    return PUT, _KEY_LEN.pack(len(key_bytes)) + key_bytes + codec.encode(value, key)
+
+
+def decode_payload(codec: Codec, kind: int, payload: bytes) -> tuple[Key, Any]:
+    """The key and value (or TOMBSTONE) a record's payload holds; CodecError if it cannot."""
+    if len(payload) < _KEY_LEN.size:
+        raise CodecError("record payload shorter than its key length")
+    (size,) = _KEY_LEN.unpack_from(payload)
+    start = _KEY_LEN.size
+    if start + size > len(payload):
+        raise CodecError("record key runs past the payload")
+    key = codec.decode(payload[start : start + size])
+    if kind == DELETE:
+        if start + size != len(payload):
+            raise CodecError("a delete record carries a value")
+        return key, TOMBSTONE
+    return key, codec.decode(payload[start + size :], key)
+
+
+def encode_record(seq: int, kind: int, payload: bytes) -> bytes:
+    """The bytes of one record."""
+    length = len(payload)
+    head = HEADER.pack(length, length ^ 0xFFFFFFFF, 0, seq, kind)
+    crc = zlib.crc32(payload, zlib.crc32(head[_CRC_FROM:]))
+    return HEADER.pack(length, length ^ 0xFFFFFFFF, crc, seq, kind) + payload
+
+
+def _record_at(data: bytes | memoryview, offset: int) -> tuple[RawRecord | None, str | None]:
+    """The record starting at ``offset``, or None and what is wrong there."""
+    if len(data) - offset < HEADER.size:
+        return None, f"{len(data) - offset} bytes left, shorter than a record header"
+    length, check, crc, seq, kind = HEADER.unpack_from(data, offset)
+    if length ^ 0xFFFFFFFF != check or length > MAX_PAYLOAD:
+        return None, "bad record length"
+    end = offset + HEADER.size + length
+    if end > len(data):
+        return None, f"record of {length} bytes runs past the end of the file"
+    body = bytes(data[offset + _CRC_FROM : end])
+    if zlib.crc32(body) != crc:
+        return None, "CRC mismatch"
+    if kind not in _KINDS:
+        return None, f"unknown record kind {kind}"
+    return RawRecord(offset, seq, kind, body[HEADER.size - _CRC_FROM :]), None
+
+
+def scan(data: bytes) -> Scan:
+    """Parse a whole segment: its header, then records until the end or the first bad one."""
+    if not data.startswith(MAGIC):
+        return Scan([], 0, "not a cachewise journal segment (bad magic)")
+    view = memoryview(data)
+    records: list[RawRecord] = []
+    offset = len(MAGIC)
+    while offset < len(data):
+        record, problem = _record_at(view, offset)
+        if record is None:
+            return Scan(records, offset, problem)
+        records.append(record)
+        offset = record.end
+    return Scan(records, offset, None)
+
+
+def valid_record_after(data: bytes, offset: int) -> int | None:
+    """The offset of the first intact record starting after ``offset``, if any.
+
+    Tells a torn tail (nothing intact follows the damage: a crash mid-append) from
+    corruption in the middle (intact records follow: never skipped silently).
+    """
+    view = memoryview(data)
+    for start in range(offset + 1, len(data) - HEADER.size + 1):
+        length, check = struct.unpack_from("<II", view, start)
+        if length ^ 0xFFFFFFFF != check:  # cheap filter before the CRC
+            continue
+        record, _ = _record_at(view, start)
+        if record is not None:
+            return start
+    return None
+
+
+def encode_meta(flushed: int) -> bytes:
+    """The meta file's bytes: the highest sequence known flushed."""
+    head = META_MAGIC + flushed.to_bytes(8, "little")
+    return _META.pack(META_MAGIC, flushed, zlib.crc32(head))
+
+
+def decode_meta(data: bytes) -> int | None:
+    """The flushed sequence a meta file holds, or None if it is damaged."""
+    if len(data) != _META.size:
+        return None
+    magic, flushed, crc = _META.unpack(data)
+    if magic != META_MAGIC or zlib.crc32(data[: _META.size - 4]) != crc:
+        return None
+    return int(flushed)

@@ -1,0 +1,671 @@
+"""The write-back journal: an append-only, CRC-checked local log that makes writes durable.
+
+Design. The journal is a directory of segment files (``<index>.seg``, records in
+``_journal_format``), a ``meta`` file holding the highest sequence known flushed, and a
+``LOCK`` file (``flock``: one process per journal; the kernel drops the lock when the
+process dies, so a crash never leaves it stuck). Appends go to the newest segment with
+``os.write`` (no user-space buffer: a process crash loses nothing that ``append``
+returned for; ``fsync`` is about the *machine* crashing).
+
+- ``fsync="always"``: ``append`` returns after an ``fsync`` that covers its records.
+  Group commit: writers write under ``_write_lock``, then sync under ``_sync_lock``; a
+  writer whose bytes an earlier ``fsync`` already covered returns without its own.
+- ``"everysec"``: a background thread fsyncs once a second when there is new data.
+- ``"no"``: the OS writes back when it likes.
+
+A failed ``fsync`` (or write) is never retried and trusted: Linux may have dropped the
+dirty pages and reports the error once. The write is not acknowledged, JournalError is
+raised, and every later append is refused until the journal is reopened (reopening
+replays what the file really holds).
+
+Compaction. ``flushed(upto)`` records that every sequence at or below ``upto`` is in the
+source. Segments holding only such records are deleted, after ``upto`` is made durable
+in ``meta`` (so a restart never replays below it and sequences stay monotonic even with
+no records left). A fully flushed active segment is rotated out first, so a drained
+journal is one empty segment. While the source is down nothing is flushed, so closed
+segments are rewritten instead: the latest record per key above ``upto`` goes to a
+temporary file that is fsynced and renamed over the newest of them. Both keep the
+journal proportional to the dirty set, not to history. The directory is fsynced after
+every create, rename and delete.
+
+Open and damage. Opening scans every segment before anything is replayed. A torn last
+record of the newest segment (a crash mid-append: nothing intact follows it) is
+truncated and logged. Anything else that fails its checks raises JournalCorruptError
+naming the file and offset, and nothing is replayed or flushed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cachewise._types import Key, check_positive
+from cachewise.codecs import Codec, default_codec
+from cachewise.errors import (
+    ClosedError,
+    CodecError,
+    ConfigurationError,
+    JournalCorruptError,
+    JournalError,
+)
+from cachewise.policies import FsyncMode, WriteBack
+from cachewise.stores.base import Store
+from cachewise.writeback import _journal_format as fmt
+
+logger = logging.getLogger("cachewise.writeback.journal")
+
+__all__ = ["FileJournal", "Inspection", "fault_hook", "inspect_journal", "open_journal"]
+
+SEGMENT_BYTES: Final = 16 << 20
+"""Rotate the active segment past this size (its records are then deleted or compacted)."""
+
+_SUFFIX: Final = ".seg"
+_META: Final = "meta"
+_LOCK: Final = "LOCK"
+_TMP_SUFFIX: Final = ".tmp"
+
+fault_hook: Callable[[str], None] | None = None
+"""Test seam: called with a point name at each crash point; crash tests SIGKILL there.
+
+Points: ``append.written`` (records written, not yet fsynced), ``append.synced``
+(fsynced, not yet acknowledged), ``flushed`` (the source committed, the journal not yet
+compacted), ``compact.meta`` (flushed sequence durable, segments not yet deleted),
+``compact.renamed`` (a rewritten segment renamed in, older ones not yet deleted).
+"""
+
+
+def _fault(point: str) -> None:
+    hook = fault_hook
+    if hook is not None:
+        hook(point)
+
+
+def open_journal(policy: WriteBack, store: Store) -> FileJournal:
+    """Open the journal a WriteBack policy names (``Cache`` calls this)."""
+    if policy.journal is None:
+        raise ConfigurationError("this WriteBack has no journal")
+    if isinstance(policy.journal, str) and policy.journal == "redis":
+        raise ConfigurationError(
+            "journal='redis' (a dirty set kept in Redis) is not available yet; "
+            "give journal a local directory path"
+        )
+    return FileJournal(policy.journal, fsync=policy.fsync)
+
+
+@dataclass(slots=True)
+class _Segment:
+    index: int
+    path: Path
+    size: int
+    records: int = 0
+    max_seq: int = 0
+
+
+def _segment_name(index: int) -> str:
+    return f"{index:016d}{_SUFFIX}"
+
+
+def _segment_paths(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for entry in directory.iterdir():
+        stem = entry.name[: -len(_SUFFIX)]
+        if entry.name.endswith(_SUFFIX) and stem.isdigit():
+            found.append((int(stem), entry))
+    return sorted(found)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_meta(directory: Path) -> int:
+    path = directory / _META
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    flushed = fmt.decode_meta(data)
+    if flushed is None:
+        raise JournalCorruptError(str(path), 0, "damaged meta file")
+    return flushed
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A place where a segment stops being readable."""
+
+    segment: str
+    offset: int
+    reason: str
+    torn_tail: bool
+    """True for a crash mid-append (truncated on open); False for corruption (fatal)."""
+
+
+def _classify(path: Path, data: bytes, scan: fmt.Scan, last: bool) -> Damage | None:
+    """Whether a segment's problem (if any) is a torn tail or corruption."""
+    if scan.problem is None:
+        return None
+    if scan.end == 0:
+        # A segment created but its header not (fully) written: a crash at creation.
+        torn = last and len(data) < len(fmt.MAGIC) and fmt.MAGIC.startswith(data)
+        return Damage(str(path), 0, scan.problem, torn)
+    torn = last and fmt.valid_record_after(data, scan.end) is None
+    return Damage(str(path), scan.end, scan.problem, torn)
+
+
+class FileJournal:
+    """A local append-only journal for write-back (the ``Journal`` the Flusher uses).
+
+    ``path`` is a directory (created if missing). ``fsync`` is ``"always"``,
+    ``"everysec"`` or ``"no"`` (Redis AOF's meanings; see docs/write-back.md).
+    Opening takes an exclusive lock and scans the journal (JournalCorruptError on
+    damage other than a torn tail); :meth:`replay` then yields what is not yet flushed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: FsyncMode = "everysec",
+        codec: Codec | None = None,
+        segment_bytes: int = SEGMENT_BYTES,
+        sync_interval: float = 1.0,
+    ) -> None:
+        if fsync not in ("always", "everysec", "no"):
+            raise ConfigurationError(f"unknown fsync mode {fsync!r}")
+        check_positive(segment_bytes, "segment_bytes", integer=True)
+        check_positive(sync_interval, "sync_interval")
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigurationError(f"journal path must be a path, got {path!r}")
+        self.path = Path(path)
+        self.fsync: FsyncMode = fsync
+        self._codec = codec or default_codec()
+        self._segment_bytes = segment_bytes
+        self._sync_interval = sync_interval
+        self._write_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._compact_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
+        self._failed: JournalError | None = None
+        self._closed = False
+        self._closed_segments: list[_Segment] = []
+        self._flushed = 0
+        self._meta_flushed = 0
+        self._compacted_bytes = 0
+        self._stop = threading.Event()
+        self._compact_wanted = threading.Event()
+        self._lock_fd = self._take_lock()
+        try:
+            self._replayed, self._last_seq = self._load()
+            self._active, self._fd = self._create_segment(self._next_index())
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._thread = threading.Thread(
+            target=self._maintain, name=f"cachewise-journal-{self.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"FileJournal({str(self.path)!r}, fsync={self.fsync!r})"
+
+    # -- open ------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        try:
+            if self.path.exists() and not self.path.is_dir():
+                raise ConfigurationError(f"journal path {self.path} exists and is not a directory")
+            if not self.path.exists():
+                self.path.mkdir(parents=True)
+                _fsync_dir(self.path.parent)
+            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(
+                f"journal {self.path} is in use by another process (or another cache)"
+            ) from exc
+        return fd
+
+    def _load(self) -> tuple[list[tuple[int, Key, Any]], int]:
+        """Scan every segment; return the unflushed records (oldest first) and the max seq."""
+        for leftover in self.path.glob("*" + _TMP_SUFFIX):
+            leftover.unlink()  # a rewrite or meta update that never got renamed in
+        flushed = _read_meta(self.path)
+        self._flushed = self._meta_flushed = flushed
+        last_seq = flushed
+        latest: dict[bytes, tuple[Path, fmt.RawRecord]] = {}
+        paths = _segment_paths(self.path)
+        for position, (index, path) in enumerate(paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise JournalError(f"cannot read journal segment {path}: {exc.strerror}") from exc
+            scan = fmt.scan(data)
+            damage = _classify(path, data, scan, last=position == len(paths) - 1)
+            if damage is not None and not damage.torn_tail:
+                raise JournalCorruptError(damage.segment, damage.offset, damage.reason)
+            if damage is not None:
+                self._truncate_torn(path, damage, len(data))
+            segment = _Segment(index, path, scan.end, len(scan.records))
+            for record in scan.records:
+                segment.max_seq = max(segment.max_seq, record.seq)
+                if record.seq > flushed:
+                    key_bytes = record.key_bytes()
+                    seen = latest.get(key_bytes)
+                    if seen is None or seen[1].seq < record.seq:
+                        latest[key_bytes] = (path, record)
+            last_seq = max(last_seq, segment.max_seq)
+            self._closed_segments.append(segment)
+        replay: list[tuple[int, Key, Any]] = []
+        for path, record in sorted(latest.values(), key=lambda item: item[1].seq):
+            try:
+                key, value = fmt.decode_payload(self._codec, record.kind, record.payload)
+            except CodecError as exc:
+                raise JournalCorruptError(str(path), record.offset, f"undecodable: {exc}") from exc
+            replay.append((record.seq, key, value))
+        return replay, last_seq
+
+    def _truncate_torn(self, path: Path, damage: Damage, size: int) -> None:
+        logger.warning(
+            "journal %s: torn last record at offset %d (%s); truncating %d bytes",
+            path,
+            damage.offset,
+            damage.reason,
+            size - damage.offset,
+        )
+        try:
+            if damage.offset == 0:
+                path.unlink()  # a segment whose header never made it: nothing in it
+                _fsync_dir(self.path)
+                return
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, damage.offset)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise JournalError(f"cannot truncate torn journal tail {path}") from exc
+
+    def _next_index(self) -> int:
+        existing = [s.index for s in self._closed_segments]
+        return max(existing, default=0) + 1
+
+    def _create_segment(self, index: int) -> tuple[_Segment, int]:
+        path = self.path / _segment_name(index)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
+        try:
+            _write_all(fd, fmt.MAGIC)
+            os.fsync(fd)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
+        return _Segment(index, path, len(fmt.MAGIC)), fd
+
+    # -- the Journal protocol --------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence this journal has seen (records or flushed): continue above it."""
+        return self._last_seq
+
+    def replay(self) -> Iterator[tuple[int, Key, Any]]:
+        """Yield the latest unflushed record of each key found at open, oldest first."""
+        records, self._replayed = self._replayed, []
+        yield from records
+
+    def append(self, records: list[tuple[int, Key, Any]]) -> None:
+        """Write records; with fsync='always' return only once they are on disk."""
+        if not records:
+            return
+        chunks = []
+        top = 0
+        for seq, key, value in records:  # encode before any I/O: a bad value changes nothing
+            kind, payload = fmt.encode_payload(self._codec, key, value)
+            chunks.append(fmt.encode_record(seq, kind, payload))
+            top = max(top, seq)
+        data = b"".join(chunks)
+        with self._write_lock:
+            self._check_usable()
+            if self._active.size >= self._segment_bytes:
+                self._rotate_locked()
+                self._maybe_want_compaction()
+            try:
+                _write_all(self._fd, data)
+            except OSError as exc:
+                raise self._fail("write", exc) from exc
+            active = self._active
+            active.size += len(data)
+            active.records += len(records)
+            active.max_seq = max(active.max_seq, top)
+            self._last_seq = max(self._last_seq, top)
+            self._written += len(data)
+            ticket = self._written
+        _fault("append.written")
+        if self.fsync == "always":
+            self._sync(ticket)
+        _fault("append.synced")
+
+    def flushed(self, upto: int) -> None:
+        """Every record at or below ``upto`` is in the source or superseded: compact."""
+        _fault("flushed")
+        with self._compact_lock:
+            self._flushed = max(self._flushed, upto)
+            upto = self._flushed
+            with self._write_lock:
+                if not self._usable():
+                    return
+                active = self._active
+                if active.records and active.max_seq <= upto:
+                    try:
+                        self._rotate_locked()
+                    except JournalError:
+                        logger.warning("journal rotation failed; compaction deferred")
+                        return
+                droppable = [s for s in self._closed_segments if s.max_seq <= upto]
+            if droppable:
+                self._drop(droppable, upto)
+
+    def close(self) -> None:
+        """Sync what was written, stop the background thread and release the lock."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._compact_wanted.set()
+        self._thread.join()
+        with self._compact_lock, self._write_lock, self._sync_lock:
+            self._closed = True
+            if self._failed is None and self._synced < self._written:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    logger.error("journal %s: final fsync failed: %s", self.path, exc)  # noqa: TRY400
+            os.close(self._fd)
+            os.close(self._lock_fd)
+
+    # -- inspection helpers (tests, CLI) ---------------------------------------------
+
+    def files(self) -> list[Path]:
+        """The segment files now, oldest first."""
+        return [path for _, path in _segment_paths(self.path)]
+
+    @property
+    def size(self) -> int:
+        """Bytes in all segments."""
+        with self._write_lock:
+            return self._active.size + sum(s.size for s in self._closed_segments)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write or fsync failed: appends are refused until reopened."""
+        return self._failed is not None
+
+    # -- durability ------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return self._failed is None and not self._closed
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClosedError(f"journal {self.path} is closed")
+        if self._failed is not None:
+            raise JournalError(
+                f"journal {self.path} refused the write: an earlier write or fsync failed "
+                "and the data on disk is unknown; reopen the cache to replay it"
+            ) from self._failed
+
+    def _fail(self, what: str, exc: OSError) -> JournalError:
+        error = JournalError(
+            f"journal {self.path}: {what} failed ({exc.strerror or exc}); the write is not "
+            "acknowledged and the journal refuses writes until reopened"
+        )
+        if self._failed is None:
+            self._failed = error
+            logger.error("%s", error)
+        return error
+
+    def _sync(self, ticket: int) -> None:
+        """Make every byte up to ``ticket`` durable; one fsync serves every waiting writer."""
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            self._check_usable()
+            target = self._written  # only complete writes are counted: all in this fd
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._fail("fsync", exc) from exc
+            self._synced = target
+
+    def _rotate_locked(self) -> None:
+        """Seal the active segment (fsynced) and start the next; ``_write_lock`` held."""
+        with self._sync_lock:
+            self._check_usable()
+            if self._synced < self._written:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    raise self._fail("fsync", exc) from exc
+                self._synced = self._written
+            segment, fd = self._create_segment(self._active.index + 1)
+            os.close(self._fd)
+            self._closed_segments.append(self._active)
+            self._active, self._fd = segment, fd
+
+    # -- compaction ------------------------------------------------------------------
+
+    def _write_meta(self, upto: int) -> None:
+        """Make ``upto`` the durable flushed sequence (temp file, fsync, rename, dir fsync)."""
+        if upto <= self._meta_flushed:
+            return
+        tmp = self.path / (_META + _TMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, fmt.encode_meta(upto))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path / _META)
+        _fsync_dir(self.path)
+        self._meta_flushed = upto
+
+    def _drop(self, segments: list[_Segment], upto: int) -> None:
+        try:
+            self._write_meta(upto)
+            _fault("compact.meta")
+            for segment in segments:
+                segment.path.unlink(missing_ok=True)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            logger.warning("journal %s: compaction failed (%s); retried later", self.path, exc)
+            return
+        with self._write_lock:
+            gone = {id(s) for s in segments}
+            self._closed_segments = [s for s in self._closed_segments if id(s) not in gone]
+
+    def _maybe_want_compaction(self) -> None:
+        """After a rotation (``_write_lock`` held): rewrite if unflushed history piles up."""
+        live = [s for s in self._closed_segments if s.max_seq > self._flushed]
+        live_bytes = sum(s.size for s in live)
+        if len(live) >= 3 and live_bytes > 2 * self._compacted_bytes:
+            self._compact_wanted.set()
+
+    def _compact(self) -> None:
+        """Rewrite the closed segments to the latest unflushed record per key."""
+        with self._compact_lock:
+            if self._failed is not None or self._closed:
+                return
+            upto = self._flushed
+            with self._write_lock:
+                droppable = [s for s in self._closed_segments if s.max_seq <= upto]
+                targets = [s for s in self._closed_segments if s.max_seq > upto]
+            if droppable:
+                self._drop(droppable, upto)
+            if len(targets) < 2:
+                return
+            try:
+                self._rewrite(targets, upto)
+            except (OSError, JournalCorruptError) as exc:
+                logger.warning("journal %s: rewrite failed (%s); retried later", self.path, exc)
+
+    def _rewrite(self, targets: list[_Segment], upto: int) -> None:
+        latest: dict[bytes, fmt.RawRecord] = {}
+        for segment in targets:
+            data = segment.path.read_bytes()
+            scan = fmt.scan(data)
+            if scan.problem is not None:
+                raise JournalCorruptError(str(segment.path), scan.end, scan.problem)
+            for record in scan.records:
+                if record.seq > upto:
+                    key = record.key_bytes()
+                    seen = latest.get(key)
+                    if seen is None or seen.seq < record.seq:
+                        latest[key] = record
+        keep = sorted(latest.values(), key=lambda r: r.seq)
+        body = b"".join(fmt.encode_record(r.seq, r.kind, r.payload) for r in keep)
+        self._write_meta(upto)  # records at or below upto are dropped: make that durable
+        dest = targets[-1]
+        tmp = self.path / ("compact" + _TMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, fmt.MAGIC + body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest.path)
+        _fsync_dir(self.path)
+        _fault("compact.renamed")
+        for segment in targets[:-1]:
+            segment.path.unlink(missing_ok=True)
+        _fsync_dir(self.path)
+        before = sum(s.size for s in targets)
+        with self._write_lock:
+            gone = {id(s) for s in targets[:-1]}
+            self._closed_segments = [s for s in self._closed_segments if id(s) not in gone]
+            dest.size = len(fmt.MAGIC) + len(body)
+            dest.records = len(keep)
+            dest.max_seq = max((r.seq for r in keep), default=0)
+            self._compacted_bytes = dest.size
+        logger.info(
+            "journal %s: rewrote %d segments, %d -> %d bytes",
+            self.path,
+            len(targets),
+            before,
+            dest.size,
+        )
+
+    def _maintain(self) -> None:
+        """Background: the everysec fsync, and rewrites the append path asked for."""
+        interval = self._sync_interval if self.fsync == "everysec" else None
+        while not self._stop.is_set():
+            self._compact_wanted.wait(interval)
+            if self._stop.is_set():
+                return
+            if self.fsync == "everysec" and self._synced < self._written:
+                with contextlib.suppress(JournalError, ClosedError):
+                    self._sync(self._written)  # a failure is logged by _fail; appends refuse
+            if self._compact_wanted.is_set():
+                self._compact_wanted.clear()
+                try:
+                    self._compact()
+                except Exception:
+                    logger.exception("journal %s: compaction failed", self.path)
+
+
+# -- read-only inspection (the CLI) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InspectedRecord:
+    """One record as ``cachewise journal inspect`` shows it."""
+
+    segment: str
+    offset: int
+    seq: int
+    deleted: bool
+    key: Any
+    value: Any
+    flushed: bool
+    error: str | None = None
+
+
+@dataclass
+class Inspection:
+    """What a journal directory holds, read without taking its lock or changing it."""
+
+    path: str
+    flushed: int
+    last_seq: int = 0
+    segments: list[tuple[str, int]] = field(default_factory=list)
+    records: list[InspectedRecord] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    meta_damaged: bool = False
+
+
+def inspect_journal(path: str | os.PathLike[str], codec: Codec | None = None) -> Inspection:
+    """Read a journal directory without changing it: records, flushed sequence, damage."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigurationError(f"{directory} is not a journal directory")
+    codec = codec or default_codec()
+    try:
+        flushed = _read_meta(directory)
+        damaged_meta = False
+    except JournalCorruptError:
+        flushed, damaged_meta = 0, True
+    report = Inspection(str(directory), flushed, flushed, meta_damaged=damaged_meta)
+    paths = _segment_paths(directory)
+    for position, (_, seg_path) in enumerate(paths):
+        data = seg_path.read_bytes()
+        scan = fmt.scan(data)
+        report.segments.append((seg_path.name, len(data)))
+        for record in scan.records:
+            report.last_seq = max(report.last_seq, record.seq)
+            error = None
+            try:
+                key, value = fmt.decode_payload(codec, record.kind, record.payload)
+            except CodecError as exc:
+                key, value, error = None, None, str(exc)
+            report.records.append(
+                InspectedRecord(
+                    seg_path.name,
+                    record.offset,
+                    record.seq,
+                    record.kind == fmt.DELETE,
+                    key,
+                    value,
+                    record.seq <= flushed,
+                    error,
+                )
+            )
+        damage = _classify(seg_path, data, scan, last=position == len(paths) - 1)
+        if damage is not None:
+            report.damage.append(damage)
+    return report
