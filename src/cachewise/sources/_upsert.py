@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ class Target:
     version: str | None = None
 
 
-UpsertForm = Callable[[Connection, Target, Sequence[str], Sequence[dict[str, Any]]], None]
+UpsertForm = Callable[[Connection, Target, Sequence[str], Sequence[Mapping[str, Any]]], None]
 """Writes rows (all with exactly ``columns``) with one upsert statement."""
 
 
@@ -93,7 +93,7 @@ def upsert_clause(dialect_name: str, insert: Any, target: Target, columns: Seque
 
 
 def values_form(
-    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """One multi-row ``INSERT ... VALUES (...), (...) <upsert clause>``."""
     name = conn.dialect.name
@@ -122,7 +122,7 @@ def _prepared_values(
 
 
 def prepared_values_form(
-    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """One multi-row ``INSERT ... VALUES`` upsert, compiled once per batch shape."""
     statement = _prepared_values(conn.dialect.name, target, tuple(columns), len(rows))
@@ -131,7 +131,7 @@ def prepared_values_form(
 
 
 def executemany_form(
-    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """One single-row upsert executed with the driver's ``executemany``."""
     name = conn.dialect.name
@@ -178,7 +178,7 @@ def unnest_supported(target: Target, columns: Sequence[str]) -> bool:
 
 
 def unnest_form(
-    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """PostgreSQL: ``INSERT ... SELECT FROM unnest($1::t1[], $2::t2[], ...)``, one array per column.
 
@@ -193,7 +193,7 @@ def unnest_form(
 
 
 def copy_form(
-    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT`` with the upsert.
 

@@ -99,6 +99,8 @@ class SQLSource:
             self._dispose()
             raise
         self._key_cols = [self._table.c[name] for name in key_columns]
+        self._column_order = [c.name for c in self._table.c]
+        self._column_names = frozenset(self._column_order)
         self._dialect = self._engine.dialect.name
         self._form_name = _upsert.DEFAULT_FORMS.get(self._dialect, "values")
         self._form = _upsert.FORMS.get(self._dialect, {}).get(self._form_name, _upsert.values_form)
@@ -218,14 +220,15 @@ class SQLSource:
         if not isinstance(items, Mapping):
             raise ConfigurationError(f"save_many takes a mapping, got {type(items).__name__}")
         # Every row is checked before the first statement: bad input changes nothing.
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
         for key, value in items.items():
             row = self._row_for(self._check(key), value)
-            groups.setdefault(tuple(row), []).append(row)
+            groups.setdefault(frozenset(row), []).append(row)
         if not groups:
             return
         with self._connect("save_many", begin=True) as conn:
-            for columns, rows in groups.items():
+            for names, rows in groups.items():
+                columns = [name for name in self._column_order if name in names]
                 per_statement = _upsert.rows_per_statement(
                     conn.dialect, self._form_name, len(columns), self.chunk_size
                 )
@@ -288,37 +291,43 @@ class SQLSource:
             return sa.tuple_(*self._key_cols).in_([self._parts(k) for k in keys])
         return sa.or_(*(self._match(k) for k in keys))
 
-    def _row_for(self, key: Key, value: Any) -> dict[str, Any]:
-        """The row to write for ``key``: checked, key columns filled, in table column order."""
+    def _row_for(self, key: Key, value: Any) -> Mapping[str, Any]:
+        """The row to write for ``key``: checked, with the key columns filled in.
+
+        The caller's mapping is never changed; it is copied only when a key column
+        has to be added. This runs per row of every flush, hence the set arithmetic.
+        """
         if not isinstance(value, Mapping):
             raise ConfigurationError(
                 f"SQLSource {self._where}: a value is a mapping of column -> value, "
                 f"got {type(value).__name__} for key {key!r}"
             )
-        columns = self._table.c
-        for name in value:
-            if not isinstance(name, str) or name not in columns:
-                raise ConfigurationError(
-                    f"SQLSource {self._where}: no column {name!r} (value for key {key!r})"
-                )
-        merged = dict(value)
+        unknown = value.keys() - self._column_names
+        if unknown:
+            name = sorted(unknown, key=repr)[0]
+            raise ConfigurationError(
+                f"SQLSource {self._where}: no column {name!r} (value for key {key!r})"
+            )
+        row: Mapping[str, Any] = value
         for name, part in zip(self.key, self._parts(key), strict=True):
-            if name not in merged:
-                merged[name] = part
-            elif merged[name] != part:
+            if name not in row:
+                if row is value:
+                    row = dict(value)
+                row[name] = part  # type: ignore[index]
+            elif row[name] != part:
                 raise ConfigurationError(
                     f"SQLSource {self._where}: key {key!r} but the value's column "
-                    f"{name!r} is {merged[name]!r}"
+                    f"{name!r} is {row[name]!r}"
                 )
         version = self._target.version
         if version is not None:
-            stamp = merged.get(version)
+            stamp = row.get(version)
             if isinstance(stamp, bool) or not isinstance(stamp, int):
                 raise ConfigurationError(
                     f"SQLSource {self._where}: a versioned save needs an integer "
                     f"{version!r} in every value, got {stamp!r} for key {key!r}"
                 )
-        return {c.name: merged[c.name] for c in columns if c.name in merged}
+        return row
 
     # -- I/O boundary -------------------------------------------------------------
 
