@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cachewise._pgbouncer import PgBouncer  # noqa: F401 - re-exported for tests
+
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
@@ -135,77 +137,60 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class PgBouncer:
-    """A PgBouncer in transaction mode on a free port, in front of one PostgreSQL."""
+class RedisServer:
+    """A throwaway redis-server on a free port (its own dir, AOF optional), stopped by pid.
+
+    ``extra`` are more ``redis-server`` arguments (``["--requirepass", "x"]``).
+    """
 
     def __init__(
         self,
-        server_host: str = "127.0.0.1",
-        server_port: int = 5432,
         *,
-        users: tuple[str, ...] = ("root", "postgres"),
-        pool_size: int = 20,
-        pool_mode: str = "transaction",
+        appendonly: bool = False,
+        appendfsync: str = "always",
+        extra: list[str] | None = None,
     ) -> None:
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        if not Path(binary).exists():
-            raise RuntimeError("pgbouncer is not installed (apt-get install -y pgbouncer)")
-        self.binary = binary
-        self.dir = _owned_tempdir("cw-pgbouncer-")
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server not found on PATH")
+        self.dir = Path(tempfile.mkdtemp(prefix="cw-redis-"))
         self.port = free_port()
-        self.server = (server_host, server_port)
-        (self.dir / "userlist.txt").write_text("".join(f'"{user}" ""\n' for user in users))
-        (self.dir / "pgbouncer.ini").write_text(
-            "[databases]\n"
-            f"* = host={server_host} port={server_port}\n"
-            "[pgbouncer]\n"
-            "listen_addr = 127.0.0.1\n"
-            f"listen_port = {self.port}\n"
-            "unix_socket_dir =\n"
-            "auth_type = trust\n"
-            f"auth_file = {self.dir}/userlist.txt\n"
-            f"pool_mode = {pool_mode}\n"
-            "max_client_conn = 2000\n"
-            f"default_pool_size = {pool_size}\n"
-            "max_db_connections = 0\n"
-            f"logfile = {self.dir}/pgbouncer.log\n"
-            f"pidfile = {self.dir}/pgbouncer.pid\n"
-            "ignore_startup_parameters = extra_float_digits,options\n"
-            "server_login_retry = 1\n"
-            f"admin_users = {users[0]}\n"
-        )
-        if os.geteuid() == 0:
-            for name in ("userlist.txt", "pgbouncer.ini"):
-                shutil.chown(self.dir / name, "postgres")
+        self.pidfile = self.dir / "redis.pid"
+        self.args = [
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--save", "", "--daemonize", "yes", "--pidfile", str(self.pidfile),
+            "--logfile", str(self.dir / "redis.log"),
+            "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
+            *(extra or []),
+        ]  # fmt: skip
 
-    def url(self, database: str = "test", user: str = "root") -> str:
-        """A psycopg URL that reaches ``database`` through this PgBouncer."""
-        return f"postgresql+psycopg://{user}@127.0.0.1:{self.port}/{database}"
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        argv = [self.binary, "-d", str(self.dir / "pgbouncer.ini")]
-        subprocess.run(_as_postgres_user(argv), check=True, capture_output=True, timeout=30)
+        self.pidfile.unlink(missing_ok=True)
+        subprocess.run(["redis-server", *self.args], check=True, capture_output=True, timeout=30)
         if not wait_for_port(self.port):
-            log = (self.dir / "pgbouncer.log").read_text(errors="replace")[-2000:]
-            self.stop()
-            raise RuntimeError(f"pgbouncer did not listen on port {self.port}:\n{log}")
+            raise RuntimeError(f"redis-server did not listen on {self.port}")
+        deadline = time.monotonic() + 5
+        while self.pid() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def pid(self) -> int | None:
-        return _read_pid(self.dir / "pgbouncer.pid")
+        return _read_pid(self.pidfile)
 
-    def stop(self) -> None:
-        """Stop PgBouncer by the pid it wrote (SIGINT: close at once)."""
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the server by its pid (SIGKILL by default: a crash)."""
         pid = self.pid()
         if pid is None:
             return
         try:
-            os.kill(pid, signal.SIGINT)
+            os.kill(pid, sig)
         except ProcessLookupError:
             return
-        if not _wait_gone(pid, 10.0):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5.0)
+        _wait_gone(pid, 10.0)
 
     def close(self) -> None:
-        self.stop()
+        """Kill the server if it runs and delete its directory."""
+        self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)

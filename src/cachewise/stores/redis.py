@@ -1,0 +1,478 @@
+"""RedisStore: cached values in Redis, shared by every process, guarded against races.
+
+Layout. A cache key ``k`` in namespace ``ns`` lives under Redis keys that share one
+Redis Cluster hash tag, so everything that must change together sits in one slot:
+
+    ns:{<encode_key(k)>}:v    the encoded value (Redis TTL = the entry's TTL)
+    ns:{<encode_key(k)>}:n    the key's version: bumped by every set and delete
+    ns:{<encode_key(k)>}:l    the load lease: a random token, SET NX PX
+
+Every ``set``/``delete`` is one Lua script that writes the value and bumps the version
+atomically. ``begin_load`` reads the version and tries the lease in one script;
+``end_load`` stores only if the version is unchanged (one script), so a process that
+loaded an old value from the source while another process wrote never caches it (the
+cache-aside race), and only the lease holder loads while the others wait briefly for
+its value (the stampede). A lease holder that dies is replaced when its lease expires.
+
+Values go through a codec (msgpack by default, never pickle unless signed); a value
+that fails to decode or verify is a miss, counted in ``rejected``, never executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.exceptions import RedisError
+
+from cachewise._types import MISSING, Key, check_positive, check_ttl
+from cachewise.codecs import Codec, default_codec, encode_key
+from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
+from cachewise.stats import Counter
+from cachewise.stores.base import LoadTicket
+
+logger = logging.getLogger("cachewise")
+
+_NAMESPACE: Final = re.compile(r"[!-z|~]+")  # printable ASCII, no space, no { }
+_GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
+_FAILED: Final = object()
+"""What a fail-open read returns when Redis could not be reached."""
+_VERSION_TTL_MS: Final = 24 * 3600 * 1000
+"""Versions outlive any load by far; they expire so idle keys do not pile up."""
+
+# KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms.
+_SET: Final = """
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: value1, version1, value2, version2, ... ARGV: px, version ttl ms, payload1, ...
+_SET_MANY: Final = """
+local px = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local payload = ARGV[2 + (i + 1) / 2]
+  if px > 0 then
+    redis.call('SET', KEYS[i], payload, 'PX', px)
+  else
+    redis.call('SET', KEYS[i], payload)
+  end
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: value1, version1, ... ARGV: version ttl ms. Returns how many values existed.
+_DELETE: Final = """
+local n = 0
+for i = 1, #KEYS, 2 do
+  n = n + redis.call('DEL', KEYS[i])
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+end
+return n
+"""
+
+# KEYS: value, version, lease. ARGV: token, lease ms, check value ('1'/'0').
+# Returns {2, value} (filled), {1, version} (lease taken), {0, version} (someone loads).
+_BEGIN: Final = """
+if ARGV[3] == '1' then
+  local val = redis.call('GET', KEYS[1])
+  if val then return {2, val} end
+end
+local ver = redis.call('GET', KEYS[2]) or ''
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, ver}
+end
+return {0, ver}
+"""
+
+# KEYS: value, version, lease. ARGV: version seen, token ('' = none), store ('1'/'0'),
+# payload, px. Stores only if the version is unchanged; releases our lease either way.
+_END: Final = """
+local stored = 0
+if ARGV[3] == '1' and (redis.call('GET', KEYS[2]) or '') == ARGV[1] then
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+  else
+    redis.call('SET', KEYS[1], ARGV[4])
+  end
+  stored = 1
+end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[2] then
+  redis.call('DEL', KEYS[3])
+end
+return stored
+"""
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """RedisStore's load ticket token: the version seen and the lease token (if held)."""
+
+    version: bytes
+    lease: bytes
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe for repr, logs and errors)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{user}:***@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def _px(ttl: float | None) -> int:
+    """Milliseconds for Redis PX (0 = no expiry); never rounds a TTL down to zero."""
+    return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
+
+
+class RedisStore:
+    """A store in Redis: shared across processes and hosts, TTLs kept by Redis itself.
+
+    ``fail_open=True`` turns read failures (Redis down) into misses, counted in
+    ``failed_reads``, so read-through falls back to the source; writes still raise
+    :class:`StoreError`. ``lease_ttl`` bounds how long a crashed loader can hold back
+    the others; ``lease_wait`` (default ``lease_ttl``) how long a waiter waits before
+    it loads by itself.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        namespace: str = "cw",
+        ttl: float | None = None,
+        codec: Codec | None = None,
+        *,
+        fail_open: bool = False,
+        client: redis.Redis | None = None,
+        lease_ttl: float = 5.0,
+        lease_wait: float | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ConfigurationError(
+                f"namespace must be printable ASCII without spaces or braces, got {namespace!r}"
+            )
+        self._ttl = check_ttl(ttl)
+        check_positive(lease_ttl, "lease_ttl")
+        check_positive(timeout, "timeout")
+        if lease_wait is not None:
+            check_positive(lease_wait, "lease_wait")
+        if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
+            raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            shown = redact_url(url) if isinstance(url, str) else repr(url)
+            raise ConfigurationError(f"url must be redis://, rediss:// or unix://, got {shown}")
+        self._url = redact_url(url)
+        self._secret = urlsplit(url).password
+        self.namespace = namespace
+        self.codec: Codec = codec if codec is not None else default_codec()
+        self.fail_open = bool(fail_open)
+        self._lease_ms = _px(lease_ttl)
+        self._lease_wait = float(lease_wait if lease_wait is not None else lease_ttl)
+        self._prefix = f"{namespace}:{{"
+        self._owns_client = client is None
+        if client is None:
+            client = self._connect(url, timeout)
+        self.client: redis.Redis = client
+        self._get = client.get
+        self._set = client.register_script(_SET)
+        self._set_many = client.register_script(_SET_MANY)
+        self._delete = client.register_script(_DELETE)
+        self._begin = client.register_script(_BEGIN)
+        self._end = client.register_script(_END)
+        self._closed = False
+        self._rejected = Counter()
+        self._failed_reads = Counter()
+        self._lock = threading.Lock()
+
+    def _connect(self, url: str, timeout: float) -> redis.Redis:
+        try:
+            return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        except (ValueError, RedisError):
+            pass
+        # Raised outside the handler: a URL parser's message may quote the password.
+        raise ConfigurationError(f"cannot use Redis url {self._url}")
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._url!r}, namespace={self.namespace!r}, ttl={self._ttl})"
+
+    @property
+    def ttl(self) -> float | None:
+        """The default TTL in seconds (``None``: no expiry)."""
+        return self._ttl
+
+    @property
+    def rejected(self) -> int:
+        """Values read that failed to decode or verify (each was treated as a miss)."""
+        return self._rejected.value
+
+    @property
+    def failed_reads(self) -> int:
+        """Reads that failed because Redis was unreachable and became misses (fail_open)."""
+        return self._failed_reads.value
+
+    # -- keys and errors -----------------------------------------------------------------
+
+    def wire_key(self, key: Key, suffix: str = "v") -> bytes:
+        """The Redis key holding ``key``'s value (``v``), version (``n``) or lease (``l``)."""
+        return f"{self._prefix}{encode_key(key)}}}:{suffix}".encode()
+
+    def _keys(self, key: Key) -> tuple[bytes, bytes]:
+        base = f"{self._prefix}{encode_key(key)}}}:"
+        return (base + "v").encode(), (base + "n").encode()
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        """A StoreError for ``exc`` whose text (and chain) never shows the password."""
+        text = f"{what}: {type(exc).__name__}: {exc}"
+        if self._leaks(exc):
+            text = f"{what}: {type(exc).__name__} (details withheld: they named a secret)"
+        return StoreError(text)
+
+    def _leaks(self, exc: BaseException | None) -> bool:
+        secret = self._secret
+        seen = 0
+        while exc is not None and seen < 20:
+            if secret and (secret in str(exc) or secret in repr(exc.args)):
+                return True
+            exc = exc.__cause__ or exc.__context__
+            seen += 1
+        return False
+
+    def _translate(self, op: str, exc: RedisError) -> StoreError:
+        error = self._error(f"Redis {op} failed at {self._url}", exc)
+        if not self._leaks(exc):
+            error.__cause__ = exc
+        return error
+
+    def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one Redis call; a failure becomes StoreError chained to its cause.
+
+        Raised outside the ``except`` so a cause that named a secret is not even
+        attached as implicit context.
+        """
+        try:
+            return fn(*args, **kwargs)
+        except RedisError as exc:
+            failure = exc
+        raise self._translate(op, failure)
+
+    def _read(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`_call` for reads: with ``fail_open`` a failure returns _FAILED."""
+        try:
+            return fn(*args, **kwargs)
+        except RedisError as exc:
+            if self.fail_open:
+                self._failed_reads.add()
+                logger.warning("Redis %s failed at %s (%s): a miss", op, self._url, type(exc))
+                return _FAILED
+            failure = exc
+        raise self._translate(op, failure)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def _decode(self, data: bytes, wire: bytes) -> Any:
+        try:
+            return self.codec.decode(data, key=wire)
+        except CodecError as exc:
+            self._rejected.add()
+            logger.debug("rejected value at %r: %s", wire, exc)
+            return MISSING
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, key: Key) -> Any:
+        """Return the value for ``key`` or ``MISSING`` (absent, expired, or rejected)."""
+        if self._closed:
+            self._check_open()
+        wire = f"{self._prefix}{encode_key(key)}}}:v".encode()
+        data = self._read("GET", self._get, wire)
+        if data is None or data is _FAILED:
+            return MISSING
+        return self._decode(data, wire)
+
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """One ``MGET`` for every key; absent and rejected keys are left out."""
+        self._check_open()
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        wires = [self.wire_key(k) for k in wanted]
+        datas = self._read("MGET", self.client.mget, wires)
+        if datas is _FAILED:
+            return {}
+        found: dict[Key, Any] = {}
+        for key, wire, data in zip(wanted, wires, datas, strict=True):
+            if data is not None:
+                value = self._decode(data, wire)
+                if value is not MISSING:
+                    found[key] = value
+        return found
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _ttl_px(self, ttl: float | None) -> int:
+        return _px(self._ttl if ttl is None else check_ttl(ttl))
+
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` and bump ``key``'s version, atomically (one script)."""
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        px = self._ttl_px(ttl)
+        payload = self.codec.encode(value, key=vkey)
+        self._call("SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS])
+
+    def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        """Store every item and bump every version in one atomic script."""
+        self._check_open()
+        px = self._ttl_px(ttl)
+        keys: list[bytes] = []
+        payloads: list[bytes] = []
+        for key, value in items.items():
+            vkey, nkey = self._keys(key)
+            payloads.append(self.codec.encode(value, key=vkey))
+            keys += (vkey, nkey)
+        if not keys:
+            return
+        self._call("SET (batch)", self._set_many, keys=keys, args=[px, _VERSION_TTL_MS, *payloads])
+
+    def delete(self, key: Key) -> bool:
+        """Drop ``key`` and bump its version; return whether it was present."""
+        return self.delete_many([key]) == 1
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        """Drop every key and bump each version in one script; return how many existed."""
+        self._check_open()
+        wires: list[bytes] = []
+        for key in dict.fromkeys(keys):
+            wires += self._keys(key)
+        if not wires:
+            return 0
+        return int(self._call("DEL", self._delete, keys=wires, args=[_VERSION_TTL_MS]))
+
+    def clear(self) -> None:
+        """Drop every value in this namespace (SCAN + UNLINK); other namespaces untouched.
+
+        Versions are kept so a load that began before ``clear`` still cannot store a
+        value older than a write made before it.
+        """
+        self._check_open()
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + ":{*}:v"
+        cursor = 0
+        while True:
+            cursor, batch = self._call(
+                "SCAN", self.client.scan, cursor=cursor, match=pattern, count=1000
+            )
+            if batch:
+                self._call("UNLINK", self.client.unlink, *batch)
+            if cursor == 0:
+                return
+
+    def ttl_left(self, key: Key) -> float | None:
+        """Seconds until ``key`` expires in Redis (``None``: no expiry or absent)."""
+        self._check_open()
+        ms = int(self._call("PTTL", self.client.pttl, self.wire_key(key)))
+        return None if ms < 0 else ms / 1000.0
+
+    def ping(self) -> None:
+        """Raise StoreError unless Redis answers."""
+        self._check_open()
+        self._call("PING", self.client.ping)
+
+    # -- the load guard (LoadGuarded) ----------------------------------------------------
+
+    def begin_load(self, key: Key) -> LoadTicket:
+        """Take the key's lease and note its version, or wait for the lease holder's value.
+
+        Returns a ticket carrying the value when another process filled the key while
+        this one waited. After ``lease_wait`` seconds without the value or the lease,
+        loads anyway (the ticket still carries the version, so the race stays closed).
+        """
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        lkey = self.wire_key(key, "l")
+        token = os.urandom(16).hex().encode()
+        deadline = time.monotonic() + self._lease_wait
+        pause = 0.002
+        check_value = b"1"
+        while True:
+            reply = self._read(
+                "lease",
+                self._begin,
+                keys=[vkey, nkey, lkey],
+                args=[token, self._lease_ms, check_value],
+            )
+            if reply is _FAILED:
+                return LoadTicket(token=None)
+            kind, data = reply
+            if kind == 2:
+                value = self._decode(data, vkey)
+                if value is not MISSING:
+                    return LoadTicket(token=None, value=value)
+                check_value = b"0"  # a rejected value: load and overwrite it
+                continue
+            if kind == 1:
+                return LoadTicket(token=_Guard(version=data, lease=token))
+            if time.monotonic() >= deadline:
+                return LoadTicket(token=_Guard(version=data, lease=b""))
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key``'s version is unchanged; release the lease."""
+        self._check_open()
+        guard = ticket.token
+        if guard is None:  # Redis was down at begin_load (fail_open), or the key was filled
+            return False
+        if not isinstance(guard, _Guard):
+            raise ConfigurationError(f"not a RedisStore load ticket: {ticket!r}")
+        vkey, nkey = self._keys(key)
+        lkey = self.wire_key(key, "l")
+        store = value is not MISSING
+        payload = self.codec.encode(value, key=vkey) if store else b""
+        px = self._ttl_px(ttl)
+        stored = self._read(
+            "conditional SET",
+            self._end,
+            keys=[vkey, nkey, lkey],
+            args=[guard.version, guard.lease, b"1" if store else b"0", payload, px],
+        )
+        return stored is not _FAILED and bool(stored)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool this store opened (not a client passed in)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._owns_client:
+            self.client.close()
+            self.client.connection_pool.disconnect()
