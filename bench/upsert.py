@@ -48,7 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL", DEFAULT_POSTGRES))
     parser.add_argument("--mysql-url", default=os.environ.get("MYSQL_URL", DEFAULT_MYSQL))
-    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
 
 
 def _table(name: str) -> sa.Table:
@@ -173,7 +172,7 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure every form on every reachable dialect; write and return the results."""
+    """Measure every form on every reachable dialect; print and return the results."""
     results: dict[str, Any] = {
         "benchmark": NAME,
         "rows": args.rows,
@@ -222,8 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["dialects"][dialect] = found
             finally:
                 engine.dispose()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    _print(results)
     return results
 
 
@@ -248,4 +246,8 @@ def _print(results: dict[str, Any]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    _print(run(parser.parse_args()))
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
+    options = parser.parse_args()
+    found = run(options)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(found, indent=2) + "\n")

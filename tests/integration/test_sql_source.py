@@ -313,3 +313,62 @@ def test_an_owned_engine_is_disposed_on_close(db: Db, unique_name: str) -> None:
     pool = source.engine.pool
     assert isinstance(pool, sa.QueuePool)
     assert pool.checkedin() == 0  # disposed: its pool holds no connection
+
+
+def test_every_upsert_form_writes_the_same_rows(db: Db, unique_name: str) -> None:
+    from cachewise.sources import _upsert
+
+    db.create(products(unique_name, version=True))
+    table = sa.Table(unique_name, sa.MetaData(), autoload_with=db.engine)
+    target = _upsert.Target(table, ("id",), "seq")
+    columns = ["id", "name", "price", "added", "born", "blob", "seq"]
+    newer = [{**sample(db, i), "seq": 2} for i in range(5)]
+    older = [{**sample(db, i + 1), "id": i, "seq": 1} for i in range(5)]
+    forms = _upsert.FORMS[db.engine.dialect.name]
+    assert _upsert.DEFAULT_FORMS[db.engine.dialect.name] in forms
+    for name, form in forms.items():
+        with db.engine.begin() as conn:
+            conn.execute(table.delete())
+            form(conn, target, columns, older[:2])  # absent rows: inserted at any version
+            form(conn, target, columns, newer)
+            form(conn, target, columns, newer)  # idempotent
+            form(conn, target, columns, older)  # refused: older versions
+        with db.engine.connect() as conn:
+            found = [dict(r) for r in conn.execute(table.select().order_by("id")).mappings()]
+        assert found == newer, name
+
+
+def test_partial_rows_keep_other_columns(db: Db, unique_name: str) -> None:
+    db.create(
+        sa.Table(
+            unique_name,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("name", sa.String(50), nullable=False),
+            sa.Column("qty", sa.Integer, nullable=False, server_default="0"),
+        )
+    )
+    with SQLSource(db.engine, unique_name) as source:
+        source.save_many({1: {"name": "a", "qty": 5}})
+        source.save_many({1: {"name": "b"}, 2: {"name": "c"}})  # qty NOT NULL, left out
+        assert source.load_many([1, 2]) == {
+            1: {"id": 1, "name": "b", "qty": 5},
+            2: {"id": 2, "name": "c", "qty": 0},
+        }
+
+
+@pytest.mark.postgres
+def test_unnest_does_not_truncate_varchar(postgres_url: str, unique_name: str) -> None:
+    from cachewise.sources import _upsert
+
+    engine = sa.create_engine(postgres_url)
+    table = products(unique_name)
+    table.create(engine)
+    try:
+        target = _upsert.Target(table, ("id",))
+        # An explicit ::varchar(100)[] cast would cut the value to 100 characters.
+        with pytest.raises(sa.exc.DataError), engine.begin() as conn:
+            _upsert.unnest_form(conn, target, ["id", "name"], [{"id": 1, "name": "x" * 101}])
+    finally:
+        table.drop(engine)
+        engine.dispose()
