@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachewise._types import MISSING, Clock, Key, check_positive, check_ttl
 from cachewise.errors import ConfigurationError
@@ -23,6 +23,14 @@ from cachewise.stores.base import EvictionListener
 from cachewise.stores.eviction import DEFAULT_POLICY, EvictionPolicy, make_policy
 
 _Entry = tuple[Any, "float | None"]
+
+
+class HitPath(NamedTuple):
+    """A MemoryStore's lock-free hit, for callers that inline it (see ``hit_path``)."""
+
+    lookup: Callable[[Key], _Entry | None]
+    clock: Clock
+    touch: Callable[[Any], None]
 
 
 class MemoryStore:
@@ -97,6 +105,18 @@ class MemoryStore:
         return self.get(key) is not MISSING  # type: ignore[arg-type]
 
     # -- reads ---------------------------------------------------------------
+
+    def hit_path(self) -> HitPath | None:
+        """The pieces a Cache needs to inline this store's lock-free hit, if it has one.
+
+        ``None`` when the policy's hit must take the lock (then use :meth:`get`). The
+        cache reads ``lookup(key)`` -> ``(value, expires_at)`` or None, checks
+        ``expires_at`` against ``clock()``, calls ``touch(key)`` and returns the value;
+        anything else (absent, expired) goes through :meth:`get`.
+        """
+        if not self._atomic_hits:
+            return None
+        return HitPath(self._data.get, self._clock, self._on_hit)
 
     def get(self, key: Key) -> Any:
         """Return the live value for ``key`` or ``MISSING``."""
