@@ -16,8 +16,8 @@ class MappingSource:
     that ``save_many`` is applied as one step.
     """
 
-    def __init__(self, data: MutableMapping[Key, Any] | None = None) -> None:
-        self.data: MutableMapping[Key, Any] = {} if data is None else data
+    def __init__(self, data: MutableMapping[Any, Any] | None = None) -> None:
+        self.data: MutableMapping[Any, Any] = {} if data is None else data
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
