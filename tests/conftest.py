@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,9 +47,43 @@ def need_server(kind: str, env: str, default: str) -> str:
     pytest.skip(reason)
 
 
+VIA_PGBOUNCER = os.environ.get("CACHEWISE_VIA_PGBOUNCER", "").lower() in {"1", "true", "yes"}
+"""Run the PostgreSQL suite through a PgBouncer in transaction mode (issue 6)."""
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    if VIA_PGBOUNCER:
+        return str(request.getfixturevalue("pgbouncer_url"))
     return need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url() -> Iterator[str]:
+    """A URL through our own PgBouncer (transaction mode) in front of the PostgreSQL server.
+
+    Its ``?pgbouncer=true&direct=HOST:PORT`` options are for ``cachewise.connect()``:
+    no server-side prepared statements, and session features go to PostgreSQL directly.
+    """
+    from cachewise._pgbouncer import PgBouncer
+
+    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
+    try:
+        bouncer = PgBouncer(direct.hostname or "127.0.0.1", direct.port or 5432)
+        bouncer.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        reason = f"cannot start pgbouncer: {err}"
+        if IN_CI:
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    database = direct.path.lstrip("/") or "test"
+    user = direct.username or "root"
+    try:
+        yield (
+            f"{bouncer.url(database, user)}?pgbouncer=true&direct={direct.hostname}:{direct.port}"
+        )
+    finally:
+        bouncer.close()
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +105,32 @@ def unique_name() -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.fspath(tmp_path)}/cachewise-test.db"
+
+
+_SERVER_FIXTURES = {"postgres_url": "postgres", "redis_url": "redis", "mysql_url": "mysql"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by the servers its fixtures need, so ``-m postgres`` selects them."""
+    for item in items:
+        for fixture, marker in _SERVER_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+_skipped_server_tests: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember server tests that skipped: under CI that is a failure, not a pass."""
+    if report.skipped and any(m in report.keywords for m in ("postgres", "redis")):
+        _skipped_server_tests.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and _skipped_server_tests:
+        shown = "\n  ".join(_skipped_server_tests[:20])
+        print(
+            f"\nCI=true but {len(_skipped_server_tests)} Redis/PostgreSQL tests skipped:\n  {shown}"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
