@@ -1,0 +1,524 @@
+"""The write-back journal on real files: format, replay, compaction, damage, fsync failure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachewise import Cache, MappingSource, MemoryStore, WriteBack
+from cachewise.cli import main as cli_main
+from cachewise.errors import (
+    CodecError,
+    ConfigurationError,
+    FlushError,
+    JournalCorruptError,
+    JournalError,
+)
+from cachewise.writeback import _journal_format as fmt
+from cachewise.writeback import journal as journal_mod
+from cachewise.writeback.dirty import TOMBSTONE
+from cachewise.writeback.journal import FileJournal, inspect_journal
+from tests.helpers import FlakySource
+
+ROW = {
+    "id": 7,
+    "name": "caf\u00e9 \U0001f600",
+    "price": Decimal("19.990"),
+    "ratio": -0.0,
+    "blob": b"\x00\xff",
+    "active": True,
+    "nothing": None,
+    "at": dt.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    "day": dt.date(2024, 2, 29),
+    "time": dt.time(23, 59, 59, 999999),
+    "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "tags": ["a", 1, [2.5, None]],
+    "attrs": {"k": Decimal("1E+3"), "n": 2**70},
+}
+
+
+def _records(journal: FileJournal) -> list[tuple[int, Any, Any]]:
+    return list(journal.replay())
+
+
+def _segment(path: Path) -> Path:
+    files = sorted(path.glob("*.seg"))
+    assert files, "no segment"
+    return files[-1]
+
+
+def _write_crashed(path: Path, records: list[tuple[int, Any, Any]]) -> None:
+    """Leave a journal as a crashed process would: records appended, nothing flushed."""
+    journal = FileJournal(path, fsync="always")
+    journal.append(records)
+    journal.close()
+
+
+# -- the format and replay -----------------------------------------------------------------
+
+
+def test_records_round_trip_sql_row_types_exactly(tmp_path: Path) -> None:
+    records = [(1, 7, ROW), (2, ("tenant", 3, b"k"), {"x": 1}), (3, "gone", TOMBSTONE)]
+    _write_crashed(tmp_path / "j", records)
+    journal = FileJournal(tmp_path / "j")
+    try:
+        replayed = _records(journal)
+        assert replayed == records
+        value = replayed[0][2]
+        assert type(value["price"]) is Decimal
+        assert str(value["price"]) == "19.990"
+        assert value["at"].utcoffset() == dt.timedelta(hours=2)
+        assert type(replayed[1][1]) is tuple
+        assert replayed[2][2] is TOMBSTONE
+    finally:
+        journal.close()
+
+
+def test_replay_yields_the_latest_record_per_key_oldest_first(tmp_path: Path) -> None:
+    _write_crashed(tmp_path / "j", [(1, "a", 1), (2, "b", 1), (3, "a", 2), (4, "c", TOMBSTONE)])
+    journal = FileJournal(tmp_path / "j")
+    try:
+        assert _records(journal) == [(2, "b", 1), (3, "a", 2), (4, "c", TOMBSTONE)]
+        assert journal.last_seq == 4
+    finally:
+        journal.close()
+
+
+def test_cache_replays_before_serving_a_read_then_flushes(tmp_path: Path) -> None:
+    _write_crashed(tmp_path / "j", [(1, 1, {"v": "new"}), (2, 2, TOMBSTONE)])
+    source = MappingSource({1: {"v": "old"}, 2: {"v": "doomed"}})
+    policy = WriteBack(journal=tmp_path / "j", flush_interval=60)
+    cache = Cache(MemoryStore(), source, write=policy)
+    try:
+        assert cache.read(1) == {"v": "new"}  # the dirty replayed value, not the source's
+        assert cache.read(2) is None  # the replayed tombstone
+        assert cache.stats.dirty == 2
+        assert cache.flush() == 2
+        assert source.data == {1: {"v": "new"}}
+    finally:
+        cache.close()
+
+
+def test_replaying_twice_gives_the_same_database(tmp_path: Path) -> None:
+    _write_crashed(tmp_path / "j", [(1, 1, {"v": 1}), (2, 2, {"v": 2}), (3, 1, {"v": 3})])
+    shutil.copytree(tmp_path / "j", tmp_path / "copy")
+    source = MappingSource({9: {"v": 9}})
+    Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")).close()
+    first = dict(source.data)
+    shutil.rmtree(tmp_path / "j")
+    shutil.copytree(tmp_path / "copy", tmp_path / "j")
+    Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")).close()
+    assert source.data == first == {9: {"v": 9}, 1: {"v": 3}, 2: {"v": 2}}
+
+
+def test_sequences_stay_monotonic_after_full_compaction(tmp_path: Path) -> None:
+    source = MappingSource()
+    with Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")) as cache:
+        for i in range(5):
+            cache.write(i, {"v": i})
+    journal = FileJournal(tmp_path / "j")
+    try:
+        assert _records(journal) == []  # everything was flushed and compacted away
+        assert journal.last_seq == 5  # ... but the sequence survived, in the meta file
+    finally:
+        journal.close()
+    with Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")) as cache:
+        cache.write("k", {"v": "after restart"})
+        flusher = cache._flusher
+        assert flusher is not None
+        assert flusher.dirty_entry("k").seq == 6  # type: ignore[union-attr]
+        cache.flush()
+
+
+def test_a_second_opener_is_refused(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j")
+    try:
+        with pytest.raises(JournalError, match="in use"):
+            FileJournal(tmp_path / "j")
+    finally:
+        journal.close()
+
+
+def test_bad_configuration_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        FileJournal(tmp_path / "j", fsync="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        FileJournal(tmp_path / "j", segment_bytes=0)
+    assert not (tmp_path / "j").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigurationError, match="not a directory"):
+        FileJournal(tmp_path / "file")
+
+
+def test_redis_journal_is_not_available_yet() -> None:
+    with pytest.raises(ConfigurationError, match="redis"):
+        Cache(MemoryStore(), MappingSource(), write=WriteBack(journal="redis"))
+
+
+def test_a_value_the_codec_refuses_changes_nothing(tmp_path: Path) -> None:
+    source = MappingSource()
+    with Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")) as cache:
+        journal = cache._flusher._journal  # type: ignore[union-attr]
+        assert isinstance(journal, FileJournal)
+        before = journal.size
+        with pytest.raises(CodecError):
+            cache.write(1, {"v": object()})
+        assert journal.size == before
+        assert cache.stats.dirty == 0
+        assert cache.read(1) is None
+
+
+# -- compaction ------------------------------------------------------------------------------
+
+
+def test_flush_compacts_the_journal_to_an_empty_segment(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j", segment_bytes=4096)
+    source = MappingSource()
+    with Cache(MemoryStore(), source, write=WriteBack(flush_interval=60), journal=journal) as cache:
+        for i in range(2000):
+            cache.write(i % 50, {"v": i})
+        assert int(journal.files()[-1].stem) > 5  # rotated many times
+        cache.flush()
+        assert journal.size == len(fmt.MAGIC)
+        assert len(journal.files()) == 1
+    assert source.data[49] == {"v": 1999}
+
+
+def test_while_the_source_is_down_rewrites_keep_the_journal_near_the_dirty_set(
+    tmp_path: Path,
+) -> None:
+    journal = FileJournal(tmp_path / "j", segment_bytes=4096)
+    source = FlakySource()
+    source.down = True
+    policy = WriteBack(flush_interval=60)
+    cache = Cache(MemoryStore(), source, write=policy, journal=journal)
+    try:
+        for i in range(8_000):  # ~250 KB of history over 20 keys
+            cache.write(i % 20, {"v": i})
+        cache.write(0, {"v": -1})
+        deadline = time.monotonic() + 10
+        while journal.size > 20 * 4096 and time.monotonic() < deadline:
+            cache.write(0, {"v": -1})  # rotations ask the background thread to rewrite
+            time.sleep(0.01)
+        assert journal.size <= 20 * 4096, journal.size
+        source.down = False
+        cache.flush()
+        assert source.data[19] == {"v": 7_999}
+        assert source.data[0] == {"v": -1}
+    finally:
+        cache.close()
+    reopened = FileJournal(tmp_path / "j")
+    try:
+        assert _records(reopened) == []
+    finally:
+        reopened.close()
+
+
+def test_rewritten_journal_replays_the_latest_values(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j", segment_bytes=2048)
+    for i in range(3000):
+        journal.append([(i + 1, i % 10, {"v": i})])
+    journal._compact()  # what the background thread runs; done here to control timing
+    assert journal.size < 5 * 2048
+    journal.close()
+    reopened = FileJournal(tmp_path / "j")
+    try:
+        assert {k: v["v"] for _, k, v in _records(reopened)} == {k: 2990 + k for k in range(10)}
+        assert reopened.last_seq == 3000
+    finally:
+        reopened.close()
+
+
+# -- damage ----------------------------------------------------------------------------------
+
+
+def _three_record_journal(tmp_path: Path) -> tuple[Path, list[int]]:
+    path = tmp_path / "j"
+    _write_crashed(path, [(1, "a", {"v": 1}), (2, "b", {"v": 2}), (3, "c", {"v": 3})])
+    data = _segment(path).read_bytes()
+    offsets = [r.offset for r in fmt.scan(data).records]
+    assert len(offsets) == 3
+    return path, offsets
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+def test_a_torn_tail_is_truncated_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: int
+) -> None:
+    path, _ = _three_record_journal(tmp_path)
+    segment = _segment(path)
+    size = segment.stat().st_size
+    with segment.open("r+b") as f:
+        f.truncate(size - cut)
+    with caplog.at_level(logging.WARNING, logger="cachewise.writeback.journal"):
+        journal = FileJournal(path)
+    try:
+        assert [k for _, k, _ in _records(journal)] == ["a", "b"]
+        assert "torn last record" in caplog.text
+    finally:
+        journal.close()
+    assert fmt.scan(segment.read_bytes()).problem is None  # truncated to the last good record
+
+
+def test_a_torn_tail_of_zeros_is_truncated(tmp_path: Path) -> None:
+    path, _ = _three_record_journal(tmp_path)
+    with _segment(path).open("ab") as f:
+        f.write(b"\x00" * 4096)  # a page the kernel extended but never filled
+    journal = FileJournal(path)
+    try:
+        assert len(_records(journal)) == 3
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("where", ["length", "crc", "seq", "payload"])
+def test_mid_file_corruption_stops_startup_naming_file_and_offset(
+    tmp_path: Path, where: str
+) -> None:
+    path, offsets = _three_record_journal(tmp_path)
+    segment = _segment(path)
+    data = bytearray(segment.read_bytes())
+    at = offsets[1] + {"length": 0, "crc": 8, "seq": 12, "payload": fmt.HEADER.size + 2}[where]
+    data[at] ^= 0x40
+    segment.write_bytes(bytes(data))
+    source = MappingSource()
+    with pytest.raises(JournalCorruptError) as info:
+        Cache(MemoryStore(), source, write=WriteBack(journal=path))
+    assert info.value.path == str(segment)
+    assert info.value.offset == offsets[1]
+    assert str(offsets[1]) in str(info.value)
+    assert source.data == {}  # nothing flushed, not even the intact first record
+    with pytest.raises(JournalCorruptError):
+        FileJournal(path)  # still refused: the lock was released, the damage remains
+
+
+def test_damage_at_the_end_of_an_older_segment_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = FileJournal(path, segment_bytes=64)
+    for seq in range(1, 6):
+        journal.append([(seq, seq, {"v": seq})])
+    journal.close()
+    first = sorted(path.glob("*.seg"))[0]
+    with first.open("r+b") as f:
+        f.truncate(first.stat().st_size - 3)
+    with pytest.raises(JournalCorruptError) as info:
+        FileJournal(path)
+    assert info.value.path == str(first)
+
+
+def test_a_damaged_meta_file_stops_startup(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with Cache(MemoryStore(), MappingSource(), write=WriteBack(journal=path)) as cache:
+        cache.write(1, {"v": 1})
+    meta = path / "meta"
+    meta.write_bytes(b"\x00" + meta.read_bytes()[1:])
+    with pytest.raises(JournalCorruptError, match="meta"):
+        FileJournal(path)
+
+
+# -- fsync ---------------------------------------------------------------------------------
+
+
+_REAL_FSYNC = os.fsync
+
+
+class _FsyncCounter:
+    def __init__(self, fail_with: int | None = None) -> None:
+        self.calls = 0
+        self.fail_with = fail_with
+        self._real = _REAL_FSYNC
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        with self._lock:
+            self.calls += 1
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        self._real(fd)
+
+
+def test_a_failed_fsync_is_raised_not_acknowledged_and_never_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = MappingSource()
+    policy = WriteBack(journal=tmp_path / "j", fsync="always", flush_interval=60)
+    cache = Cache(MemoryStore(), source, write=policy)
+    try:
+        cache.write("before", {"v": 0})
+        broken = _FsyncCounter(fail_with=errno.EIO)
+        monkeypatch.setattr(os, "fsync", broken)
+        with pytest.raises(JournalError, match="fsync failed"):
+            cache.write("lost", {"v": 1})
+        assert broken.calls == 1
+        assert cache.read("lost") is None  # not acknowledged: not in the cache, not dirty
+        assert cache.dirty_keys() == ["before"]
+        monkeypatch.setattr(os, "fsync", _FsyncCounter())  # the disk "recovers" ...
+        with pytest.raises(JournalError, match="reopen"):
+            cache.write("after", {"v": 2})  # ... but the journal is not trusted again
+        assert cache.dirty_keys() == ["before"]
+    finally:
+        cache.close()
+    assert source.data == {"before": {"v": 0}}
+    with Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")) as cache:
+        cache.write("after", {"v": 2})  # reopened: writes are accepted again
+    assert source.data["after"] == {"v": 2}
+
+
+def test_a_failed_background_fsync_refuses_later_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = FileJournal(tmp_path / "j", fsync="everysec", sync_interval=0.01)
+    try:
+        broken = _FsyncCounter(fail_with=errno.EIO)
+        monkeypatch.setattr(os, "fsync", broken)
+        journal.append([(1, "a", {"v": 1})])  # everysec: acknowledged before the fsync
+        deadline = time.monotonic() + 10
+        while not journal.failed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert journal.failed
+        with pytest.raises(JournalError):
+            journal.append([(2, "b", {"v": 2})])
+    finally:
+        monkeypatch.undo()
+        journal.close()
+
+
+def test_always_shares_fsyncs_between_concurrent_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = _FsyncCounter()
+    journal = FileJournal(tmp_path / "j", fsync="always")
+    monkeypatch.setattr(os, "fsync", counter)
+    writers, per_writer = 8, 100
+    barrier = threading.Barrier(writers)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        for i in range(per_writer):
+            journal.append([(n * per_writer + i + 1, (n, i), {"v": i})])
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    appends = writers * per_writer
+    assert 0 < counter.calls < appends  # some fsyncs covered several writers' records
+    monkeypatch.undo()
+    journal.close()
+    reopened = FileJournal(tmp_path / "j")
+    try:
+        assert len(_records(reopened)) == appends
+    finally:
+        reopened.close()
+
+
+@pytest.mark.parametrize(("mode", "per_append"), [("always", True), ("no", False)])
+def test_fsync_modes_sync_per_append_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, per_append: bool
+) -> None:
+    journal = FileJournal(tmp_path / "j", fsync=mode)  # type: ignore[arg-type]
+    counter = _FsyncCounter()
+    monkeypatch.setattr(os, "fsync", counter)
+    for seq in range(1, 11):
+        journal.append([(seq, seq, {"v": seq})])
+    assert counter.calls == (10 if per_append else 0)
+    monkeypatch.undo()
+    journal.close()
+
+
+def test_everysec_syncs_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = FileJournal(tmp_path / "j", fsync="everysec", sync_interval=0.05)
+    counter = _FsyncCounter()
+    monkeypatch.setattr(os, "fsync", counter)
+    try:
+        journal.append([(1, 1, {"v": 1})])
+        assert counter.calls == 0  # the append itself did not fsync
+        deadline = time.monotonic() + 10
+        while counter.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert counter.calls >= 1
+    finally:
+        monkeypatch.undo()
+        journal.close()
+
+
+# -- the flush path --------------------------------------------------------------------------
+
+
+def test_a_failed_flush_keeps_the_records_for_the_next_start(tmp_path: Path) -> None:
+    source = FlakySource()
+    source.down = True
+    cache = Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j"))
+    cache.write(1, {"v": 1})
+    with pytest.raises(FlushError):
+        cache.close()
+    source.down = False
+    with Cache(MemoryStore(), source, write=WriteBack(journal=tmp_path / "j")):
+        pass
+    assert source.data == {1: {"v": 1}}
+
+
+# -- inspect -----------------------------------------------------------------------------------
+
+
+def test_inspect_prints_records_flushed_sequence_and_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, offsets = _three_record_journal(tmp_path)
+    assert cli_main(["journal", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "seq=1" in out
+    assert "PUT key='a'" in out
+    assert "last flushed sequence: 0" in out
+    assert "damage: none" in out
+
+    segment = _segment(path)
+    data = bytearray(segment.read_bytes())
+    data[offsets[1] + 14] ^= 1
+    segment.write_bytes(bytes(data))
+    assert cli_main(["journal", "inspect", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"CORRUPT at {segment} offset {offsets[1]}" in out
+
+    with segment.open("r+b") as f:
+        f.truncate(offsets[1] + 3)
+    assert cli_main(["journal", "inspect", "--summary", str(path)]) == 0
+    assert "torn tail" in capsys.readouterr().out
+
+
+def test_inspect_reports_the_flushed_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with Cache(MemoryStore(), MappingSource(), write=WriteBack(journal=path)) as cache:
+        for i in range(3):
+            cache.write(i, {"v": i})
+    report = inspect_journal(path)
+    assert report.flushed == 3
+    assert report.records == []
+    assert not report.damage
+
+
+def test_fault_hook_sees_every_point_of_a_write_and_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(journal_mod, "fault_hook", seen.append)
+    with Cache(
+        MemoryStore(), MappingSource(), write=WriteBack(journal=tmp_path / "j", fsync="always")
+    ) as cache:
+        cache.write(1, {"v": 1})
+        cache.flush()
+    assert seen[:2] == ["append.written", "append.synced"]
+    assert "flushed" in seen
+    assert "compact.meta" in seen
