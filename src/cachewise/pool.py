@@ -32,7 +32,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -49,6 +50,7 @@ __all__ = [
     "PoolStats",
     "connect",
     "connect_direct",
+    "dbapi_connection",
     "direct_url",
     "is_pgbouncer",
     "pool_stats",
@@ -626,3 +628,30 @@ def direct_url(engine: Engine) -> URL:
 def connect_direct(engine: Engine, *, pool_size: int = 1, **options: Any) -> Engine:
     """An engine on ``direct_url(engine)``: same database, never through PgBouncer."""
     return connect(direct_url(engine), pool_size=pool_size, pgbouncer=False, **options)
+
+
+# --------------------------------------------------------------------------- the fast lane
+
+
+@contextmanager
+def dbapi_connection(engine: Engine) -> Iterator[Any]:
+    """A DBAPI connection from ``engine``'s pool for one transaction, as psycopg_pool gives.
+
+    Commits on a clean exit, rolls back on an exception, and returns the connection to
+    the pool either way. The pool (checkout checks, lifetimes, statistics) is the same as
+    ``engine.connect()``'s; what is skipped is SQLAlchemy's Connection, execution context
+    and Result layers, which cost more client CPU per short query than the pool does
+    (docs/pooling.md has the measurements). SQL and parameters are the driver's own.
+    """
+    conn = engine.raw_connection()
+    try:
+        yield conn
+        conn.commit()
+    except BaseException:
+        # The caller's error matters more than a failed rollback; the pool's own reset
+        # on return discards a broken connection.
+        with suppress(Exception):
+            conn.rollback()
+        raise
+    finally:
+        conn.close()
