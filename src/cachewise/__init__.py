@@ -7,8 +7,11 @@ workshop "Caching & Connection pooling".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from cachewise import errors
 from cachewise._types import MISSING
+from cachewise.aggregates import Aggregate, Cron, Every, OnChange
 from cachewise.pool import PoolStats, connect, pool_stats
 from cachewise.cache import Cache
 from cachewise.policies import CacheAside, ReadThrough, Retry, WriteAround, WriteBack, WriteThrough
@@ -16,21 +19,45 @@ from cachewise.sources import MappingSource, Source, SQLSource
 from cachewise.stats import Stats
 from cachewise.stores import MemoryStore, Store
 
+if TYPE_CHECKING:
+    from cachewise.stores.redis import RedisStore
+    from cachewise.stores.tiered import TieredStore
+
+# Redis is an optional extra (pip install cachewise[redis]): RedisStore and TieredStore
+# resolve on first use, so `import cachewise` works without redis-py.
+_LAZY = {"RedisStore": "cachewise.stores.redis", "TieredStore": "cachewise.stores.tiered"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "MISSING",
+    "Aggregate",
     "Cache",
     "CacheAside",
+    "Cron",
+    "Every",
     "MappingSource",
     "MemoryStore",
+    "OnChange",
     "PoolStats",
     "ReadThrough",
+    "RedisStore",
     "Retry",
     "SQLSource",
     "Source",
     "Stats",
     "Store",
+    "TieredStore",
     "WriteAround",
     "WriteBack",
     "WriteThrough",

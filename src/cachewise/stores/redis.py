@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.exceptions import RedisError
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from cachewise._types import MISSING, Key, check_positive, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
+from cachewise.pool import redact
 from cachewise.stats import Counter
 from cachewise.stores.base import LoadTicket
 
@@ -129,20 +130,15 @@ class _Guard:
     lease: bytes
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for repr, logs and errors)."""
+def _passwords(url: str) -> list[str]:
+    """Every secret a Redis URL carries (userinfo password, ``?password=``)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{user}:***@{host}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        found = [parts.password] if parts.password else []
+        found += parse_qs(parts.query).get("password", [])
     except ValueError:
-        return "<unparsable url>"
+        return [url]  # unparsable: treat the whole URL as secret
+    return [p for p in found if p]
 
 
 def _px(ttl: float | None) -> int:
@@ -185,10 +181,10 @@ class RedisStore:
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            shown = redact_url(url) if isinstance(url, str) else repr(url)
+            shown = redact(url) if isinstance(url, str) else repr(url)
             raise ConfigurationError(f"url must be redis://, rediss:// or unix://, got {shown}")
-        self._url = redact_url(url)
-        self._secret = urlsplit(url).password
+        self._url = redact(url)
+        self._secrets = _passwords(url)
         self.namespace = namespace
         self.codec: Codec = codec if codec is not None else default_codec()
         self.fail_open = bool(fail_open)
@@ -254,10 +250,10 @@ class RedisStore:
         return StoreError(text)
 
     def _leaks(self, exc: BaseException | None) -> bool:
-        secret = self._secret
         seen = 0
         while exc is not None and seen < 20:
-            if secret and (secret in str(exc) or secret in repr(exc.args)):
+            text = f"{exc} {exc.args!r}"
+            if any(secret in text for secret in self._secrets):
                 return True
             exc = exc.__cause__ or exc.__context__
             seen += 1

@@ -1,0 +1,192 @@
+"""TieredStore: an in-process L1 (MemoryStore) in front of a shared L2 (RedisStore).
+
+Reads try L1, then L2 (filling L1). Writes and deletes go to L2 first, then L1, and
+are published on an invalidation bus so every other process drops its L1 copy; a
+store ignores its own messages (it already changed its L1).
+
+Two races are closed here. (1) A fill must not resurrect a value that an
+invalidation removed while the fill was reading L2: every invalidation and every
+local write bumps a generation under a lock, and a fill stores into L1 only if the
+generation is unchanged since before it read L2. (2) When the bus is not live
+(connection lost, invalidations possibly missed) L1 is cleared and bypassed: reads go
+to L2 until the bus has resubscribed, when L1 is cleared again and used again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachewise._types import MISSING, Key
+from cachewise.errors import ConfigurationError
+from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
+from cachewise.stores.base import LoadTicket
+from cachewise.stores.memory import MemoryStore
+from cachewise.stores.redis import RedisStore
+
+
+@dataclass(frozen=True)
+class _TieredToken:
+    inner: LoadTicket
+    generation: int
+
+
+class TieredStore:
+    """L1 memory in front of L2 Redis, kept coherent across processes by a bus.
+
+    ``bus`` defaults to a :class:`RedisBus` on L2's own Redis (channel
+    ``<namespace>:invalidations``), which the store closes with itself; a bus passed in
+    is the caller's to close. The constructor returns once the bus is live.
+    """
+
+    def __init__(
+        self,
+        l1: MemoryStore,
+        l2: RedisStore,
+        bus: InvalidationBus | None = None,
+        *,
+        ready_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(l1, MemoryStore):
+            raise ConfigurationError(f"l1 must be a MemoryStore, got {type(l1).__name__}")
+        if not isinstance(l2, RedisStore):
+            raise ConfigurationError(f"l2 must be a RedisStore, got {type(l2).__name__}")
+        self.l1 = l1
+        self.l2 = l2
+        self.origin = new_origin()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._owns_bus = bus is None
+        if bus is None:
+            bus = RedisBus(
+                channel=f"{l2.namespace}:invalidations",
+                client=l2.client,
+                ready_timeout=ready_timeout,
+            )
+        self.bus: InvalidationBus = bus
+        self._serving = bus.live
+        bus.subscribe(self._on_invalidation)
+        self._serving = bus.live  # a message may have flipped it while we subscribed
+        self._l1_get = l1.get
+        self._closed = False
+        self.invalidations_received = 0
+        """Keys (or "everything" messages) dropped from L1 because another process said so."""
+
+    def __repr__(self) -> str:
+        return f"TieredStore({self.l1!r}, {self.l2!r}, bus={self.bus!r})"
+
+    # -- the bus ---------------------------------------------------------------------------
+
+    def _on_invalidation(self, message: Invalidation) -> None:
+        if message.origin == self.origin:
+            return
+        with self._lock:
+            self._generation += 1
+            if message.keys is None:
+                self.l1.clear()
+                self._serving = message.live
+            else:
+                self.l1.delete_many(message.keys)
+            self.invalidations_received += 1 if message.keys is None else len(message.keys)
+
+    def _fill(self, generation: int, items: Mapping[Key, Any]) -> None:
+        """Copy L2 values into L1 unless something was invalidated since ``generation``."""
+        with self._lock:
+            if self._generation == generation and self._serving:
+                self.l1.set_many(items)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, key: Key) -> Any:
+        if self._serving:
+            value = self._l1_get(key)
+            if value is not MISSING:
+                return value
+        generation = self._generation
+        value = self.l2.get(key)
+        if value is not MISSING:
+            self._fill(generation, {key: value})
+        return value
+
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        wanted = list(dict.fromkeys(keys))
+        found = self.l1.get_many(wanted) if self._serving else {}
+        missing = [k for k in wanted if k not in found]
+        if missing:
+            generation = self._generation
+            more = self.l2.get_many(missing)
+            if more:
+                self._fill(generation, more)
+                found.update(more)
+        return {k: found[k] for k in wanted if k in found}
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        self.set_many({key: value}, ttl)
+
+    def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        if not items:
+            return
+        self.l2.set_many(items, ttl)
+        with self._lock:
+            self._generation += 1
+            if self._serving:
+                self.l1.set_many(items, ttl)
+        self.bus.publish(list(items), origin=self.origin)
+
+    def delete(self, key: Key) -> bool:
+        return self.delete_many([key]) == 1
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return 0
+        present = self.l2.delete_many(wanted)
+        with self._lock:
+            self._generation += 1
+            self.l1.delete_many(wanted)
+        self.bus.publish(wanted, origin=self.origin)
+        return present
+
+    def clear(self) -> None:
+        self.l2.clear()
+        with self._lock:
+            self._generation += 1
+            self.l1.clear()
+        self.bus.publish(None, origin=self.origin)
+
+    # -- the load guard: L2's, plus an L1 fill ---------------------------------------------
+
+    def begin_load(self, key: Key) -> LoadTicket:
+        generation = self._generation
+        inner = self.l2.begin_load(key)
+        if inner.value is not MISSING:
+            self._fill(generation, {key: inner.value})
+            return inner
+        return LoadTicket(token=_TieredToken(inner, generation))
+
+    def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
+        token = ticket.token
+        if not isinstance(token, _TieredToken):
+            raise ConfigurationError(f"not a TieredStore load ticket: {ticket!r}")
+        stored = self.l2.end_load(key, token.inner, value, ttl)
+        if stored:
+            with self._lock:
+                if self._generation == token.generation and self._serving:
+                    self.l1.set(key, value, ttl)
+        return stored
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the bus (if this store made it), then L2 and L1."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_bus:
+            self.bus.close()
+        self.l2.close()
+        self.l1.close()
