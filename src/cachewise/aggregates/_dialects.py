@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cachewise.aggregates import _sql
-from cachewise.errors import ConfigurationError
+from cachewise.errors import ConfigurationError, SourceError
 
 
 @dataclass(frozen=True)
@@ -375,12 +375,16 @@ class MariaDB(Builder):
     def locked(self) -> Iterator[Connection]:
         """A connection holding the aggregate's named lock (waits for another holder)."""
         with self.engine.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT GET_LOCK(SHA1(CONCAT('cachewise.aggregate:', DATABASE(), '.', :n)), -1)"
-                ),
-                {"n": self.name},
-            )
+            # MariaDB has no "wait forever" (a negative timeout returns NULL at once):
+            # wait in slices until the lock is ours; NULL means an error, not a wait.
+            while True:
+                got = conn.execute(
+                    sa.text(f"SELECT GET_LOCK({_LOCK_NAME}, 5)"), {"n": self.name}
+                ).scalar()
+                if got == 1:
+                    break
+                if got is None:
+                    raise SourceError(f"GET_LOCK failed for aggregate {self.name!r}")
             try:
                 yield conn
             finally:

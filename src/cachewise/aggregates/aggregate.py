@@ -38,6 +38,7 @@ from cachewise.errors import (
 )
 from cachewise.policies import ReadThrough
 from cachewise.pool import connect
+from cachewise.stats import Stats
 from cachewise.stores.base import Store
 from cachewise.stores.memory import MemoryStore
 
@@ -389,6 +390,11 @@ class Aggregate:
     def refreshes(self) -> int:
         """Successful refreshes this object made (by hand or on its schedule)."""
         return self._refreshes
+
+    @property
+    def stats(self) -> Stats:
+        """The read cache's counters: hits are rows served from memory, loads from the DB."""
+        return self._cache.stats
 
     @property
     def engine(self) -> Engine:
