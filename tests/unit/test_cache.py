@@ -280,6 +280,15 @@ def test_background_flusher_retries_until_the_source_returns() -> None:
         assert source.data == {"k": 1}
 
 
+def test_flush_interval_flushes_without_being_asked() -> None:
+    source = FlakySource()
+    with Cache(MemoryStore(), source, write=WriteBack(flush_interval=0.05)) as cache:
+        cache.write("k", 1)
+        assert source.data == {}
+        _wait_for(lambda: source.data == {"k": 1})
+        assert cache.stats.flushes == 1
+
+
 def test_max_batch_splits_flushes_into_batches() -> None:
     source = FlakySource()
     with Cache(MemoryStore(), source, write=WriteBack(flush_interval=3600, max_batch=10)) as c:
