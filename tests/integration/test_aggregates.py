@@ -177,8 +177,13 @@ def test_definition_change_rebuilds_under_the_same_name(db: DB) -> None:
     name = db.name("agg")
     with Aggregate(db.engine, name, GROUPED.format(src=src), key="grp") as agg:
         assert agg.generation == 1
+        assert agg.created
+    with Aggregate(db.engine, name, GROUPED.format(src=src), key="grp") as agg:
+        assert agg.generation == 1  # same definition: attached, not recomputed
+        assert not agg.created
     other = f"SELECT grp, MAX(amount) AS top FROM {src} GROUP BY grp"
     with Aggregate(db.engine, name, other, key="grp") as agg:
+        assert agg.created
         assert agg.generation == 2
         assert int(agg.read("b")["top"]) == 2
         assert agg.columns == ["grp", "top"]

@@ -39,6 +39,8 @@ class State:
     query: str
     key_columns: tuple[str, ...]
     fingerprint: str
+    built: bool = False
+    """True when this call computed the result (not when it found it in place)."""
 
 
 def _state(row: sa.Row[tuple[object, ...]]) -> State:
@@ -155,6 +157,7 @@ class Builder:
             query=sql,
             key_columns=keys,
             fingerprint=digest,
+            built=True,
         )
 
     def record_error(self, message: str) -> None:

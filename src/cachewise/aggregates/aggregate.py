@@ -194,6 +194,8 @@ class Aggregate:
         self._check_interval = check_interval
         self._next_check = time.monotonic() + (check_interval or 0.0)
         self._state = state
+        self.created = state.built
+        """Whether construction computed the result (created or rebuilt the object)."""
         self._generation = state.generation
         self._last_error: str | None = state.last_error
         self._refreshes = 0
