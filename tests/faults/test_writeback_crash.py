@@ -1,0 +1,216 @@
+"""Crash tests: a child writes through a journaled write-back and is SIGKILLed; nothing is lost.
+
+Each round starts ``_writer_child.py`` (4 threads writing to SQLite or PostgreSQL through
+``WriteBack(journal=..., fsync="always")``, logging every attempted and acknowledged
+write), kills it with SIGKILL at a random moment or at a named point inside the code,
+then reopens the cache on the journal (replay), flushes, and checks the table:
+
+- every acknowledged write is there, unless a later write or delete of the key
+  replaced it (no key holds a value older than its last acknowledged write);
+- every row holds a value the child really tried to write (nothing invented);
+- a key whose last acknowledged operation is a delete is absent (or rewritten later).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from cachewise import Cache, MemoryStore, SQLSource, WriteBack
+from cachewise.writeback.journal import inspect_journal
+
+CHILD = Path(__file__).with_name("_writer_child.py")
+
+# (point, highest hit count drawn): where the child kills itself, and how late.
+NAMED_POINTS = {
+    "append.written": 60,  # records written, not yet fsynced
+    "append.synced": 60,  # fsynced, not yet acknowledged
+    "db.commit": 6,  # inside a flush, before the database COMMIT
+    "flushed": 6,  # committed, journal not yet compacted
+    "compact.meta": 6,  # flushed sequence durable, segments not yet deleted
+}
+REQUIRED = {"append.written", "append.synced", "db.commit", "flushed"}
+RANDOM_ROUNDS = 12
+
+Event = tuple[int, int]
+"""A key's operation in write order: (value, 0) a write of value, (value, 1) a delete after it."""
+
+
+class History:
+    """What the children attempted and had acknowledged, per key, across rounds."""
+
+    def __init__(self) -> None:
+        self.attempted: dict[int, set[Event]] = {}
+        self.acked: dict[int, Event] = {}
+        self.kill_points: list[str] = []
+
+    def read(self, log: Path) -> None:
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "K":
+                self.kill_points.append(parts[1])
+            if len(parts) != 3:
+                continue  # READY, or a line cut by the kill
+            tag, key, value = parts[0], int(parts[1]), int(parts[2])
+            event = (value, 1 if tag in "dD" else 0)
+            if tag in "Wd":
+                self.attempted.setdefault(key, set()).add(event)
+            elif tag in "AD":
+                self.acked[key] = max(self.acked.get(key, event), event)
+
+    def problems(self, rows: dict[int, int]) -> list[str]:
+        found = []
+        for key in set(self.attempted) | set(rows):
+            tried = self.attempted.get(key, set())
+            last = self.acked.get(key)
+            if key in rows:
+                state: Event = (rows[key], 0)
+                if state not in tried:
+                    found.append(f"key {key} holds {rows[key]}, never written")
+                    continue
+            else:
+                later_deletes = [e for e in tried if e[1] == 1 and (last is None or e >= last)]
+                if last is None or last[1] == 1 or later_deletes:
+                    continue
+                found.append(f"key {key} is missing; last acknowledged write {last[0]}")
+                continue
+            if last is not None and state < last:
+                found.append(f"key {key} holds {state[0]}, older than acknowledged {last}")
+        return found
+
+
+def _run_child(
+    url: str, table: str, journal: Path, log: Path, base: int, kill: tuple[str, int] | None
+) -> None:
+    args = [sys.executable, str(CHILD), url, table, str(journal), str(log), str(base)]
+    if kill is not None:
+        args += [kill[0], str(kill[1])]
+    errors = log.with_suffix(".err")
+    with errors.open("wb") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while b"READY" not in (log.read_bytes() if log.exists() else b""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"child did not start: {errors.read_text()[-3000:]}")
+            time.sleep(0.01)
+        if kill is not None:
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the point was not reached in time: a random kill instead
+        else:
+            time.sleep(random.uniform(0.02, 0.6))
+            proc.kill()  # SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -9, errors.read_text()[-3000:]
+
+
+def _recover_and_read(url: str, table: str, journal: Path) -> dict[int, int]:
+    """Reopen the cache on the journal (replay), flush it, and read the table back."""
+    with Cache(
+        MemoryStore(), SQLSource(url, table=table), write=WriteBack(journal=journal)
+    ) as cache:
+        cache.flush()
+    report = inspect_journal(journal)
+    assert not report.damage
+    assert all(r.flushed for r in report.records), "records left unflushed after recovery"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(f"SELECT id, v FROM {table}"))
+            return {int(row[0]): int(row[1]) for row in result}
+    finally:
+        engine.dispose()
+
+
+def _crash_rounds(url: str, table: str, tmp_path: Path) -> History:
+    journal = tmp_path / "journal"
+    history = History()
+    kills: list[tuple[str, int] | None] = [
+        (point, random.randint(1, top)) for point, top in NAMED_POINTS.items()
+    ]
+    kills += [None] * RANDOM_ROUNDS
+    random.shuffle(kills)
+    for number, kill in enumerate(kills, start=1):
+        log = tmp_path / f"round-{number}.log"
+        _run_child(url, table, journal, log, number * 10_000_000, kill)
+        history.read(log)
+        rows = _recover_and_read(url, table, journal)
+        problems = history.problems(rows)
+        assert not problems, f"round {number} (kill {kill}): {problems[:5]}"
+    acked = sum(1 for _ in history.acked)
+    assert acked > 10, "the children acknowledged almost nothing: the test proved little"
+    return history
+
+
+def _create_table(url: str, table: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        sa.Table(
+            table,
+            meta,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("v", sa.BigInteger, nullable=False),
+        )
+        meta.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_table(postgres_url: str, unique_name: str) -> Iterator[str]:
+    _create_table(postgres_url, unique_name)
+    yield unique_name
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
+    finally:
+        engine.dispose()
+
+
+def _check_named_points(history: History) -> None:
+    missed = REQUIRED - set(history.kill_points)
+    # A point is drawn once per run with a small hit count; each is reached in practice,
+    # but say which one was not rather than pass silently.
+    assert not missed, f"kill points never reached: {sorted(missed)}"
+
+
+@pytest.mark.slow
+def test_sigkill_loses_no_acknowledged_write_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/crash.db"
+    _create_table(url, "rows")
+    history = _crash_rounds(url, "rows", tmp_path)
+    _check_named_points(history)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigkill_loses_no_acknowledged_write_postgres(
+    postgres_url: str, pg_table: str, tmp_path: Path
+) -> None:
+    history = _crash_rounds(postgres_url, pg_table, tmp_path)
+    _check_named_points(history)
+
+
+def test_the_checker_catches_a_lost_write() -> None:
+    history = History()
+    history.attempted = {1: {(5, 0), (7, 0)}, 2: {(3, 0), (3, 1)}}
+    history.acked = {1: (7, 0), 2: (3, 1)}
+    assert history.problems({1: 7}) == []
+    assert history.problems({1: 5}) != []  # older than acknowledged
+    assert history.problems({}) != []  # acknowledged write missing
+    assert history.problems({1: 7, 2: 3}) != []  # acknowledged delete undone
+    assert history.problems({1: 9}) != []  # a value never written
