@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +37,7 @@ from cachewise.policies import (
 )
 from cachewise.sources.base import Source
 from cachewise.stats import Counter, Stats
-from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store
+from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store, TTLAware
 from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
@@ -91,24 +95,7 @@ class Cache:
         journal: Journal | None = None,
         name: str = "cachewise",
     ) -> None:
-        if not isinstance(store, Store):
-            raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
-        if source is not None and not isinstance(source, Source):
-            raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
-        if read is None:
-            read = ReadThrough() if source is not None else CacheAside()
-        if not isinstance(read, (CacheAside, ReadThrough)):
-            raise ConfigurationError(f"read must be CacheAside() or ReadThrough(), got {read!r}")
-        if source is None and isinstance(read, ReadThrough):
-            raise ConfigurationError("ReadThrough needs a source to read through to")
-        if write is None and source is not None:
-            write = WriteThrough()
-        if write is not None and not isinstance(write, (WriteThrough, WriteBack, WriteAround)):
-            raise ConfigurationError(
-                f"write must be WriteThrough(), WriteBack(...) or WriteAround(), got {write!r}"
-            )
-        if write is not None and source is None:
-            raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
+        read, write = _compose(store, source, read, write)
         self.store = store
         self.source = source
         self.read_policy: ReadPolicy = read
@@ -130,19 +117,34 @@ class Cache:
         self._source_writes = Counter()
         self._invalidations = Counter()
         self._count_hit = self._hits.add
+        self._refresher: ThreadPoolExecutor | None = None
+        self._load_seconds = 0.0
+        self._choose_read_path()
+        self._flusher: Flusher | None = None
+        self._evicted_dirty: list[Key] = []
+        if isinstance(write, WriteBack):
+            self._start_write_back(write, journal)
+
+    def _choose_read_path(self) -> None:
+        """Bind ``read`` to the fastest path the store and read policy allow."""
+        store, read = self.store, self.read_policy
+        if isinstance(read, ReadThrough) and read.refreshes:
+            assert isinstance(store, TTLAware)
+            self._ttl_left = store.ttl_left
+            self.read = self._read_refreshing  # type: ignore[method-assign]
+            return
         hit_path = store.hit_path() if isinstance(store, MemoryStore) else None
         if hit_path is not None:
             self._lookup, self._now, self._touch = hit_path
             self.read = self._read_inline  # type: ignore[method-assign]
-        self._flusher: Flusher | None = None
-        self._evicted_dirty: list[Key] = []
-        if isinstance(write, WriteBack):
-            assert source is not None
-            if journal is None and write.journal is not None:
-                journal = _open_journal(write, store)
-            self._flusher = Flusher(write, source, journal=journal, name=name)
-            if isinstance(store, EvictionAware):
-                store.add_eviction_listener(self._on_evicted)
+
+    def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
+        assert self.source is not None
+        if journal is None and policy.journal is not None:
+            journal = _open_journal(policy, self.store)
+        self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
+        if isinstance(self.store, EvictionAware):
+            self.store.add_eviction_listener(self._on_evicted)
 
     def __repr__(self) -> str:
         write = type(self.write_policy).__name__ if self.write_policy else "none"
@@ -190,6 +192,51 @@ class Cache:
                 self._count_hit()
                 return value
         return self._read_miss(key, default, loader)
+
+    def _read_refreshing(
+        self, key: Key, default: Any = None, *, loader: Loader | None = None
+    ) -> Any:
+        """``read`` for ReadThrough with refresh-ahead or early recomputation."""
+        value = self._store_get(key)
+        if value is MISSING:
+            return self._read_miss(key, default, loader)
+        self._count_hit()
+        left = self._ttl_left(key)
+        if left is not None and self._should_refresh(left):
+            self._refresh_in_background(key, loader or self._source_load)
+        return value
+
+    def _should_refresh(self, left: float) -> bool:
+        policy = self.read_policy
+        assert isinstance(policy, ReadThrough)
+        if policy.refresh_ahead is not None and left < policy.refresh_ahead:
+            return True
+        if policy.early_recompute is not None and self._load_seconds > 0:
+            # XFetch: reload when now - delta * beta * ln(U) >= expiry, i.e. left < that
+            draw = 1.0 - random.random()  # in (0, 1]
+            return left < -self._load_seconds * policy.early_recompute * math.log(draw)
+        return False
+
+    def _source_load(self, key: Key) -> Any:
+        assert self.source is not None
+        return self.source.load(key)
+
+    def _refresh_in_background(self, key: Key, loader: Loader) -> None:
+        if key in self._inflight or self._closed:
+            return
+        if self._refresher is None:
+            with self._inflight_lock:
+                if self._refresher is None:
+                    self._refresher = ThreadPoolExecutor(2, f"{self.name}-refresh")
+        self._refresher.submit(self._refresh, key, loader)
+
+    def _refresh(self, key: Key, loader: Loader) -> None:
+        try:
+            self._load(key, loader)
+        except Exception:
+            logger.warning(
+                "background refresh of %r failed; the entry expires as usual", key, exc_info=True
+            )
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
         check_key(key)
@@ -245,8 +292,11 @@ class Cache:
                 return ticket.value
         self._loads.add()
         self._source_reads.add()
+        started = time.monotonic()
         try:
             value = loader(key)
+            # a smoothed load time: XFetch's delta
+            self._load_seconds += 0.2 * (time.monotonic() - started - self._load_seconds)
         except BaseException:
             if guard is not None and ticket is not None:
                 guard.end_load(key, ticket, MISSING, self._read_ttl)
@@ -548,6 +598,8 @@ class Cache:
         if self._closed:
             return
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.shutdown(wait=True)
         try:
             if self._flusher is not None:
                 self._flusher.close()
@@ -584,6 +636,33 @@ class _MultiLock:
     def __exit__(self, *exc: object) -> None:
         for lock in reversed(self._locks):
             lock.release()
+
+
+def _compose(
+    store: Store, source: Source | None, read: ReadPolicy | None, write: WritePolicy | None
+) -> tuple[ReadPolicy, WritePolicy | None]:
+    """Validate a store/source/policy combination and fill in the defaults."""
+    if not isinstance(store, Store):
+        raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
+    if source is not None and not isinstance(source, Source):
+        raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
+    if read is None:
+        read = ReadThrough() if source is not None else CacheAside()
+    if not isinstance(read, (CacheAside, ReadThrough)):
+        raise ConfigurationError(f"read must be CacheAside() or ReadThrough(), got {read!r}")
+    if source is None and isinstance(read, ReadThrough):
+        raise ConfigurationError("ReadThrough needs a source to read through to")
+    if isinstance(read, ReadThrough) and read.refreshes and not isinstance(store, TTLAware):
+        raise ConfigurationError("refresh_ahead/early_recompute need a store with ttl_left()")
+    if write is None and source is not None:
+        write = WriteThrough()
+    if write is not None and not isinstance(write, (WriteThrough, WriteBack, WriteAround)):
+        raise ConfigurationError(
+            f"write must be WriteThrough(), WriteBack(...) or WriteAround(), got {write!r}"
+        )
+    if write is not None and source is None:
+        raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
+    return read, write
 
 
 def _check_tags(tags: Iterable[str]) -> list[str]:

@@ -51,13 +51,33 @@ class CacheAside:
 
 @dataclass(frozen=True)
 class ReadThrough:
-    """Read policy: on a miss the cache loads from the source, one load per key at a time."""
+    """Read policy: on a miss the cache loads from the source, one load per key at a time.
+
+    Hot keys need not miss at all when they expire: with ``refresh_ahead=s`` a hit on an
+    entry with fewer than ``s`` seconds of TTL left reloads it in the background; with
+    ``early_recompute=beta`` a hit reloads it early with a probability that rises as
+    expiry nears (XFetch: Vattani, Chierichetti & Lowenstein, VLDB 2015), so processes
+    sharing a Redis do not all reload at the same instant.
+    """
 
     ttl: float | None = None
     """TTL for loaded values (``None``: the store's default)."""
+    refresh_ahead: float | None = None
+    """Reload in the background when a hit finds fewer than this many seconds left."""
+    early_recompute: float | None = None
+    """XFetch's beta (1.0 is the paper's default; larger reloads earlier)."""
 
     def __post_init__(self) -> None:
         check_ttl(self.ttl)
+        if self.refresh_ahead is not None:
+            check_positive(self.refresh_ahead, "refresh_ahead")
+        if self.early_recompute is not None:
+            check_positive(self.early_recompute, "early_recompute")
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether hits may trigger a background reload."""
+        return self.refresh_ahead is not None or self.early_recompute is not None
 
 
 @dataclass(frozen=True)

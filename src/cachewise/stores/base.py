@@ -72,6 +72,15 @@ class EvictionAware(Protocol):
         ...
 
 
+@runtime_checkable
+class TTLAware(Protocol):
+    """A store that can tell how long an entry has left (for refresh-ahead)."""
+
+    def ttl_left(self, key: Key) -> float | None:
+        """Seconds until ``key`` expires; None if it has no TTL or is absent."""
+        ...
+
+
 @dataclass(frozen=True)
 class LoadTicket:
     """What a guarded store hands a loader: a token, or the value another process loaded."""
