@@ -1,0 +1,367 @@
+"""cachewise.connect() and pool_stats() against real PostgreSQL, PgBouncer and SQLite."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+import cachewise
+from cachewise import errors
+from cachewise._pgbouncer import free_port
+from cachewise.pool import (
+    PoolStats,
+    connect,
+    connect_direct,
+    dbapi_connection,
+    direct_url,
+    is_pgbouncer,
+    plan,
+    pool_stats,
+    redact,
+)
+
+SECRET = "s3cr3t-Pa55"
+
+
+def _chain_text(err: BaseException) -> str:
+    """Everything a traceback would print about ``err``, causes and contexts included."""
+    return "".join(traceback.format_exception(err)) + repr(err)
+
+
+# --------------------------------------------------------------------------- no server
+
+
+def test_public_names() -> None:
+    assert cachewise.connect is connect
+    assert cachewise.pool_stats is pool_stats
+    assert cachewise.PoolStats is PoolStats
+
+
+def test_plain_postgresql_url_becomes_psycopg3() -> None:
+    assert plan("postgresql://u@h:5432/d").url.drivername == "postgresql+psycopg"
+    assert plan("postgresql+psycopg2://u@h/d").url.drivername == "postgresql+psycopg2"
+
+
+def test_pgbouncer_options_are_consumed_not_passed_to_the_driver() -> None:
+    p = plan("postgresql://u:pw@h:6432/d?pgbouncer=true&direct=db.local:5432&sslmode=disable")
+    assert p.pgbouncer
+    assert p.direct is not None
+    assert (p.direct.host, p.direct.port, p.direct.password) == ("db.local", 5432, "pw")
+    assert dict(p.url.query) == {"sslmode": "disable"}
+    assert not plan("postgresql://u@h/d?pgbouncer=false").pgbouncer
+    assert plan("postgresql://u@h/d?pgbouncer=false", pgbouncer=True).pgbouncer
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("postgresql://u@h/d?pgbouncer=maybe", {}),
+        ("postgresql://u@h/d?direct=nohostport", {}),
+        ("sqlite:///x.db?pgbouncer=true", {}),
+        ("postgresql://u@h/d", {"pool_size": 0}),
+        ("postgresql://u@h/d", {"pool_size": True}),
+        ("postgresql://u@h/d", {"max_overflow": -1}),
+        ("postgresql://u@h/d", {"timeout": 0}),
+        ("postgresql://u@h/d", {"recycle": -5}),
+        ("postgresql://u@h/d", {"lifetime_jitter": 1.0}),
+        ("no-scheme-at-all", {}),
+        ("nosuchdb://u@h/d", {}),
+    ],
+)
+def test_bad_configuration_is_refused(url: str, options: dict[str, object]) -> None:
+    with pytest.raises(errors.ConfigurationError):
+        connect(url, **options)  # type: ignore[arg-type]
+
+
+def test_bad_url_error_never_shows_the_password() -> None:
+    with pytest.raises(errors.ConfigurationError) as info:
+        connect(f"postgresql://alice:{SECRET}@db.example:notaport/app")
+    text = _chain_text(info.value)
+    assert SECRET not in text
+    assert "alice:***@db.example" in text
+
+
+def test_redact_hides_passwords_in_urls_and_conninfo() -> None:
+    assert SECRET not in redact(f"postgresql://a:{SECRET}@h/d")
+    assert SECRET not in redact(f"host=h password={SECRET} dbname=d")
+    assert SECRET not in redact(sa.make_url(f"postgresql://a:{SECRET}@h/d"))
+
+
+def test_engine_repr_and_url_text_hide_the_password() -> None:
+    engine = connect(f"postgresql://alice:{SECRET}@127.0.0.1:1/app")
+    try:
+        assert SECRET not in repr(engine)
+        assert SECRET not in str(engine.url)
+        assert SECRET not in repr(pool_stats(engine))
+    finally:
+        engine.dispose()
+
+
+def test_unreachable_database_is_a_source_error_without_the_password() -> None:
+    engine = connect(f"postgresql://alice:{SECRET}@127.0.0.1:{free_port()}/app", timeout=2)
+    try:
+        with pytest.raises(errors.SourceError) as info, engine.connect():
+            pass
+        text = _chain_text(info.value)
+        assert SECRET not in text
+        assert "alice:***@127.0.0.1" in str(info.value)
+        stats = pool_stats(engine)
+        assert (stats.opened, stats.checked_out) == (0, 0)
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+def test_sqlite_file_runs_in_wal_mode_with_a_busy_timeout(sqlite_url: str) -> None:
+    engine = connect(sqlite_url, timeout=7)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+        for _ in range(5):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1").scalar()
+        stats = pool_stats(engine)
+        assert (stats.acquires, stats.opened, stats.checked_out) == (6, 1, 0)
+    finally:
+        engine.dispose()
+
+
+def test_pool_stats_of_an_engine_not_built_by_connect(sqlite_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    try:
+        first = pool_stats(engine)  # starts counting here
+        assert first.waiting is None
+        assert first.acquire_wait_mean is None
+        assert first.timeouts is None
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        stats = pool_stats(engine)
+        assert stats.acquires == 3
+        assert stats.opened == 1
+        assert stats.checked_out == 0
+    finally:
+        engine.dispose()
+
+
+def test_pool_stats_refuses_what_is_not_an_engine() -> None:
+    with pytest.raises(errors.ConfigurationError):
+        pool_stats("sqlite://")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+def test_connections_are_reused(postgres_url: str) -> None:
+    engine = connect(postgres_url, pool_size=3)
+    try:
+        pids = set()
+        for _ in range(20):
+            with engine.connect() as conn:
+                pids.add(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+        stats = pool_stats(engine)
+        assert stats.acquires == 20
+        assert stats.opened == 1
+        assert stats.checked_out == 0
+        assert stats.acquire_wait_mean is not None
+        assert stats.acquire_wait_p99 is not None
+        assert stats.acquire_wait_p99 >= 0
+        assert set(stats.as_dict()) >= {"size", "checked_out", "waiting", "timeouts"}
+        if not is_pgbouncer(engine):
+            assert len(pids) == 1  # behind PgBouncer the server session may differ
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_many_threads_share_a_bounded_pool(postgres_url: str) -> None:
+    engine = connect(postgres_url, pool_size=3)
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(25):
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1").scalar()
+        except BaseException as err:
+            failures.append(err)
+
+    try:
+        workers = [threading.Thread(target=work) for _ in range(8)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not failures
+        stats = pool_stats(engine)
+        assert stats.acquires == 200
+        assert stats.opened <= 3
+        assert stats.checked_out == 0
+        assert stats.waiting == 0
+        assert stats.timeouts == 0
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_exhausted_pool_raises_pool_timeout_with_its_numbers(postgres_url: str) -> None:
+    engine = connect(postgres_url, pool_size=1, max_overflow=0, timeout=0.2)
+    try:
+        with engine.connect() as held:
+            held.exec_driver_sql("SELECT 1")
+            with pytest.raises(errors.PoolTimeout) as info:
+                engine.connect()
+            message = str(info.value)
+            assert "pool size 1" in message
+            assert "checked out 1" in message
+            assert "0.2s" in message
+            assert pool_stats(engine).checked_out == 1
+        stats = pool_stats(engine)
+        assert stats.timeouts == 1
+        assert stats.checked_out == 0
+        assert stats.waiting == 0
+        with engine.connect() as conn:  # the pool still works
+            assert conn.exec_driver_sql("SELECT 2").scalar() == 2
+        assert pool_stats(engine).opened == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_dbapi_connection_commits_or_rolls_back(postgres_url: str, unique_name: str) -> None:
+    engine = connect(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {unique_name} (id int PRIMARY KEY)")
+        with dbapi_connection(engine) as raw:
+            cursor = raw.cursor()
+            cursor.execute(f"INSERT INTO {unique_name} VALUES (1)")
+            cursor.close()
+
+        def insert_then_fail() -> None:
+            with dbapi_connection(engine) as raw:
+                cursor = raw.cursor()
+                cursor.execute(f"INSERT INTO {unique_name} VALUES (2)")
+                cursor.close()
+                raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):
+            insert_then_fail()
+        with engine.connect() as conn:
+            ids = conn.exec_driver_sql(f"SELECT id FROM {unique_name}").scalars().all()
+        assert ids == [1]
+        assert pool_stats(engine).checked_out == 0
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {unique_name}")
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_direct_url_of_a_direct_engine_is_its_own(postgres_url: str) -> None:
+    engine = connect(postgres_url)
+    try:
+        if is_pgbouncer(engine):
+            assert direct_url(engine).port != engine.url.port
+        else:
+            assert direct_url(engine) == engine.url
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- PgBouncer
+
+
+def _two_sessions_alternating(engine: sa.Engine) -> list[str]:
+    """Two client connections commit different statements in turn; return what went wrong.
+
+    psycopg prepares a statement server-side after 5 executions (counts reset on
+    rollback, so committed work is what gets prepared), naming it ``_pg3_0`` on both
+    connections. Behind a transaction pooler both transactions land on the same server
+    session, where the name means the other connection's statement.
+    """
+    problems: list[str] = []
+    with engine.connect() as first, engine.connect() as second:
+        for i in range(12):
+            for offset, conn in enumerate((first, second)):
+                try:
+                    with conn.begin():
+                        got = conn.execute(sa.text(f"SELECT :x + {offset}"), {"x": i}).scalar()
+                    if got != i + offset:
+                        problems.append(f"wrong answer {got} for {i} + {offset}")
+                except sa.exc.DBAPIError as err:
+                    problems.append(type(err.orig).__name__)
+    return problems
+
+
+@pytest.mark.postgres
+def test_pgbouncer_mode_turns_off_server_side_prepares(pgbouncer_url: str) -> None:
+    engine = connect(pgbouncer_url, pool_size=2)
+    try:
+        assert is_pgbouncer(engine)
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            assert raw.prepare_threshold is None
+        assert _two_sessions_alternating(engine) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_without_pgbouncer_mode_prepared_statements_break_behind_pgbouncer(
+    pgbouncer_url: str,
+) -> None:
+    # The control for the test above: the same work, the mode off, goes wrong.
+    engine = connect(pgbouncer_url, pool_size=2, pgbouncer=False)
+    try:
+        assert _two_sessions_alternating(engine) != []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_listen_notify_goes_through_the_direct_connection(pgbouncer_url: str) -> None:
+    engine = connect(pgbouncer_url)
+    direct = connect_direct(engine)
+    try:
+        assert direct_url(engine).port == direct.url.port
+        assert direct.url.port != engine.url.port
+        assert not is_pgbouncer(direct)
+        listener = psycopg.connect(
+            direct_url(engine).set(drivername="postgresql").render_as_string(False),
+            autocommit=True,
+        )
+        try:
+            listener.execute("LISTEN cw_pool_test")
+            with engine.begin() as conn:  # NOTIFY is fine through PgBouncer
+                conn.exec_driver_sql("NOTIFY cw_pool_test, 'hello'")
+            got = next(listener.notifies(timeout=5.0, stop_after=1))
+            assert got.payload == "hello"
+        finally:
+            listener.close()
+        with direct.connect() as conn:  # a session advisory lock needs the same session
+            assert conn.exec_driver_sql("SELECT pg_try_advisory_lock(424242)").scalar()
+            assert conn.exec_driver_sql("SELECT pg_advisory_unlock(424242)").scalar()
+    finally:
+        direct.dispose()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_pgbouncer_engine_without_direct_url_says_what_to_do(pgbouncer_url: str) -> None:
+    url = sa.make_url(pgbouncer_url).difference_update_query(["direct"])
+    engine = connect(url)
+    try:
+        with pytest.raises(errors.ConfigurationError, match="direct"):
+            direct_url(engine)
+    finally:
+        engine.dispose()
