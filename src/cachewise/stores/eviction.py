@@ -5,15 +5,36 @@ for a victim when it is over capacity. The policy never sees values or time, so 
 same object runs at full speed in trace replay (``bench/hitratio.py``) and is tested
 alone. Policies are not thread-safe; the store serialises calls, except ``on_hit``
 when the policy says ``atomic_hits`` (a single C-level call under the GIL).
+
+Hit path. LRU's hit is ``OrderedDict.move_to_end`` and SIEVE's is ``set.add``: one C
+call each. The other policies need several steps per hit (a counter, a queue move),
+so, like Caffeine's read buffer, their ``on_hit`` is ``deque.append`` on a bounded
+buffer and the recorded hits are replayed, in order, at the start of the next
+insert/remove/evict (which the store runs under its lock). Between two such calls the
+policy would not have evicted anything, so replaying later gives the same decisions;
+only when more than ``HIT_BUFFER`` hits arrive between two misses are the oldest hits
+dropped (Caffeine's buffers are lossy the same way).
+
+Insert-then-evict. The store inserts the new key and then asks for a victim; classic
+policies evict before inserting. Policies that would otherwise pick the key they just
+admitted (LFU, SIEVE, S3-FIFO) pass over it, so they decide as the published
+algorithms do; W-TinyLFU may return it on purpose (admission rejected).
+
+References: SIEVE (Zhang et al., NSDI '24); S3-FIFO (Yang et al., SOSP '23);
+W-TinyLFU and its hill-climbing window (Einziger, Friedman, Manes, "TinyLFU", ACM ToS
+2017; "Adaptive Software Cache Management", Middleware '18; Caffeine).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from cachewise.errors import ConfigurationError
+
+HIT_BUFFER = 1024
+"""Hits a buffered policy remembers between two locked calls (older ones are dropped)."""
 
 
 class EvictionPolicy(Protocol):
@@ -44,12 +65,19 @@ class EvictionPolicy(Protocol):
     def __len__(self) -> int: ...
 
 
+class PolicyFactory(Protocol):
+    """Builds a policy for a store of ``capacity`` entries (``None``: learn it)."""
+
+    def __call__(self, capacity: int | None = None) -> EvictionPolicy: ...
+
+
 class LRU:
     """Least recently used: evict the key whose last access is oldest."""
 
     atomic_hits = True
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int | None = None) -> None:
+        del capacity  # LRU needs no sizing
         self._order: OrderedDict[Hashable, None] = OrderedDict()
         self.on_hit: Callable[[Hashable], None] = self._order.move_to_end
 
@@ -69,83 +97,607 @@ class LRU:
         return len(self._order)
 
 
-class LFU:
+class _Buffered:
+    """Base for policies whose hit is several steps: hits go to a bounded deque first."""
+
+    atomic_hits = True
+
+    def __init__(self) -> None:
+        self._hits: deque[Hashable] = deque(maxlen=HIT_BUFFER)
+        self.on_hit: Callable[[Hashable], None] = self._hits.append
+
+    def _drain(self) -> None:
+        hits = self._hits
+        touch = self._touch
+        while hits:
+            touch(hits.popleft())
+
+    def _touch(self, key: Hashable) -> None:
+        """Apply one buffered hit; ``key`` may have left the cache since."""
+        raise NotImplementedError
+
+
+class LFU(_Buffered):
     """Least frequently used: evict the key with the fewest hits, oldest first among ties.
 
-    Counts start at 1 on insert. Without aging a once-hot key can squat forever;
-    ``max_count`` bounds the counter so a shifted hot set can overtake it.
+    Plain LFU (``aging=False``) keeps counts forever, as libCacheSim's and cachetools'
+    LFU do: a once-hot key squats after the hot set moves. With ``aging=True`` every
+    count is halved each ``10 * capacity`` accesses (TinyLFU's reset), so old fame fades
+    within a few periods and a new hot set can overtake it.
     """
 
-    atomic_hits = False
-
-    def __init__(self, max_count: int | None = None) -> None:
-        self._max_count = max_count
+    def __init__(self, capacity: int | None = None, *, aging: bool = False) -> None:
+        super().__init__()
+        self._capacity = capacity
+        self._aging = aging
+        self._accesses = 0
         self._count: dict[Hashable, int] = {}
         self._buckets: dict[int, OrderedDict[Hashable, None]] = {}
         self._min = 0
-        self.on_hit: Callable[[Hashable], None] = self._hit
+        self._newest: Hashable = _NONE
 
-    def _hit(self, key: Hashable) -> None:
-        count = self._count[key]
-        if self._max_count is not None and count >= self._max_count:
-            self._buckets[count].move_to_end(key)
-            return
+    def _link(self, key: Hashable, count: int) -> None:
+        self._count[key] = count
+        bucket = self._buckets.get(count)
+        if bucket is None:
+            bucket = self._buckets[count] = OrderedDict()
+        bucket[key] = None
+
+    def _unlink(self, key: Hashable, count: int) -> None:
         bucket = self._buckets[count]
         del bucket[key]
         if not bucket:
             del self._buckets[count]
-            if self._min == count:
-                self._min = count + 1
-        self._count[key] = count + 1
-        self._buckets.setdefault(count + 1, OrderedDict())[key] = None
+
+    def _touch(self, key: Hashable) -> None:
+        count = self._count.get(key)
+        if count is None:
+            return
+        self._unlink(key, count)
+        self._link(key, count + 1)
+        if self._min == count and count not in self._buckets:
+            self._min = count + 1
+        if self._aging:
+            self._tick()
+
+    def _tick(self) -> None:
+        self._accesses += 1
+        if self._capacity is not None and self._accesses >= 10 * self._capacity:
+            self._halve()
+
+    def _halve(self) -> None:
+        # Walk buckets from the least count up so merged ties stay least-first.
+        old = self._buckets
+        self._buckets = {}
+        self._accesses = 0
+        for count in sorted(old):
+            for key in old[count]:
+                self._link(key, max(1, count // 2))
+        self._min = min(self._buckets, default=0)
 
     def on_insert(self, key: Hashable) -> None:
-        self._count[key] = 1
-        self._buckets.setdefault(1, OrderedDict())[key] = None
+        self._drain()
+        self._link(key, 1)
         self._min = 1
+        self._newest = key
+        if self._aging:
+            self._tick()
 
     def on_remove(self, key: Hashable) -> None:
+        self._drain()
         count = self._count.pop(key, None)
         if count is None:
             return
-        bucket = self._buckets[count]
-        del bucket[key]
-        if not bucket:
-            del self._buckets[count]
-            if self._min == count:
-                self._min = min(self._buckets, default=0)
+        self._unlink(key, count)
+        if self._min == count and count not in self._buckets:
+            self._min = min(self._buckets, default=0)
 
     def evict(self) -> Hashable:
+        self._drain()
+        if self._capacity is None:
+            self._capacity = max(1, len(self._count) - 1)
         if self._min not in self._buckets:
             self._min = min(self._buckets)
-        bucket = self._buckets[self._min]
-        key, _ = bucket.popitem(last=False)
+        count = self._min
+        bucket = self._buckets[count]
+        key = next(iter(bucket))
+        if key == self._newest and len(bucket) == 1 and len(self._buckets) > 1:
+            # The key just admitted is not a candidate yet (evict-before-insert).
+            count = min(c for c in self._buckets if c != self._min)
+            key = next(iter(self._buckets[count]))
+        self._newest = _NONE
         del self._count[key]
-        if not bucket:
-            del self._buckets[self._min]
+        self._unlink(key, count)
+        if self._min == count and count not in self._buckets:
             self._min = min(self._buckets, default=0)
         return key
 
     def clear(self) -> None:
+        self._hits.clear()
         self._count.clear()
         self._buckets.clear()
         self._min = 0
+        self._accesses = 0
+        self._newest = _NONE
 
     def __len__(self) -> int:
         return len(self._count)
 
 
-POLICIES: dict[str, Callable[[], EvictionPolicy]] = {"lru": LRU, "lfu": LFU}
+def _aging_lfu(capacity: int | None = None) -> LFU:
+    return LFU(capacity, aging=True)
+
+
+class _Gone:
+    """Marks a slot whose key left the cache (keys may be any hashable, even None)."""
+
+    __slots__ = ()
+
+
+_GONE = _Gone()
+_NONE = _Gone()  # "no key" for optional key slots
+
+
+class SIEVE:
+    """SIEVE: a FIFO queue and a hand; a hit only sets a visited bit (``set.add``).
+
+    The hand walks from the oldest key towards the newest: a visited key loses its bit
+    and stays where it is, the first unvisited key is evicted. The queue is a list
+    with tombstones so removing a key from the middle is O(1); it is compacted when
+    half of it is dead.
+    """
+
+    atomic_hits = True
+
+    def __init__(self, capacity: int | None = None) -> None:
+        del capacity
+        self._order: list[Hashable] = []
+        self._pos: dict[Hashable, int] = {}
+        self._visited: set[Hashable] = set()
+        self.on_hit: Callable[[Hashable], None] = self._visited.add
+        self._hand = 0
+        self._dead = 0
+        self._newest: Hashable = _NONE
+
+    def on_insert(self, key: Hashable) -> None:
+        self._visited.discard(key)  # a racing hit may have marked a departed key
+        self._pos[key] = len(self._order)
+        self._order.append(key)
+        self._newest = key
+
+    def on_remove(self, key: Hashable) -> None:
+        index = self._pos.pop(key, None)
+        if index is None:
+            return
+        self._order[index] = _GONE
+        self._visited.discard(key)
+        self._dead += 1
+        if self._dead > len(self._pos):
+            self._compact()
+
+    def _compact(self) -> None:
+        live = [k for k in self._order[: self._hand] if k is not _GONE]
+        hand = len(live)
+        live.extend(k for k in self._order[self._hand :] if k is not _GONE)
+        self._order = live
+        self._pos = {k: i for i, k in enumerate(live)}
+        self._visited.intersection_update(self._pos)
+        self._hand = hand
+        self._dead = 0
+
+    def evict(self) -> Hashable:
+        order = self._order
+        visited = self._visited
+        newest = self._newest
+        self._newest = _NONE
+        hand = self._hand
+        while True:
+            if hand >= len(order):
+                hand = 0
+            key = order[hand]
+            hand += 1
+            if key is _GONE:
+                continue
+            if key in visited:
+                visited.discard(key)
+                continue
+            if key == newest and len(self._pos) > 1:
+                continue  # just admitted: not a candidate yet (evict-before-insert)
+            break
+        order[hand - 1] = _GONE
+        del self._pos[key]
+        self._hand = hand
+        self._dead += 1
+        if self._dead > len(self._pos):
+            self._compact()
+        return key
+
+    def clear(self) -> None:
+        self._order.clear()
+        self._pos.clear()
+        self._visited.clear()
+        self._hand = 0
+        self._dead = 0
+        self._newest = _NONE
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+
+class S3FIFO(_Buffered):
+    """S3-FIFO: a small FIFO (10%) filters one-hit wonders from a main FIFO (90%).
+
+    New keys enter the small queue, or the main queue if the ghost queue (recently
+    evicted keys, no values) remembers them. Leaving the small queue, a key hit at
+    least ``promote_at`` times moves to main, others go to the ghost. The main queue is
+    a 2-bit CLOCK: a key with hits left is reinserted with one fewer.
+    """
+
+    def __init__(
+        self,
+        capacity: int | None = None,
+        *,
+        small_ratio: float = 0.1,
+        ghost_ratio: float = 0.9,
+        promote_at: int = 1,
+    ) -> None:
+        super().__init__()
+        self._small_ratio = small_ratio
+        self._ghost_ratio = ghost_ratio
+        self._promote_at = promote_at
+        self._small: OrderedDict[Hashable, None] = OrderedDict()
+        self._main: OrderedDict[Hashable, None] = OrderedDict()
+        self._ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._freq: dict[Hashable, int] = {}
+        self._newest: Hashable = _NONE
+        self._small_max = 0
+        self._ghost_max = 0
+        if capacity is not None:
+            self._size(capacity)
+
+    def _size(self, capacity: int) -> None:
+        self._small_max = max(1, int(capacity * self._small_ratio))
+        self._ghost_max = max(1, int(capacity * self._ghost_ratio))
+
+    def _touch(self, key: Hashable) -> None:
+        freq = self._freq.get(key)
+        if freq is not None and freq < 3:
+            self._freq[key] = freq + 1
+
+    def on_insert(self, key: Hashable) -> None:
+        self._drain()
+        if key in self._ghost:
+            del self._ghost[key]
+            self._main[key] = None
+        else:
+            self._small[key] = None
+        self._freq[key] = 0
+        self._newest = key
+
+    def on_remove(self, key: Hashable) -> None:
+        self._drain()
+        if self._freq.pop(key, None) is None:
+            return
+        if self._small.pop(key, _NONE) is _NONE:
+            del self._main[key]
+
+    def evict(self) -> Hashable:
+        self._drain()
+        if not self._small_max:
+            self._size(max(1, len(self._freq) - 1))
+        small, main, freq = self._small, self._main, self._freq
+        newest = self._newest if self._newest in small else _NONE
+        self._newest = _NONE
+        while True:
+            in_small = len(small) - (newest is not _NONE)
+            if in_small > 0 and (in_small >= self._small_max or not main):
+                key = small.popitem(last=False)[0]
+                if key == newest:  # not a candidate yet: back to the tail
+                    small[key] = None
+                    continue
+                if freq[key] >= self._promote_at:
+                    freq[key] = 0
+                    main[key] = None
+                    continue
+                del freq[key]
+                self._ghost[key] = None
+                if len(self._ghost) > self._ghost_max:
+                    self._ghost.popitem(last=False)
+                return key
+            if not main:  # only the new key is resident
+                key = small.popitem(last=False)[0]
+                del freq[key]
+                return key
+            key = main.popitem(last=False)[0]
+            left = freq[key]
+            if left:
+                freq[key] = left - 1
+                main[key] = None
+                continue
+            del freq[key]
+            return key
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._small.clear()
+        self._main.clear()
+        self._ghost.clear()
+        self._freq.clear()
+        self._newest = _NONE
+
+    def __len__(self) -> int:
+        return len(self._freq)
+
+
+class WTinyLFU(_Buffered):
+    """W-TinyLFU (Caffeine's layout with a fixed window, exact aged counters).
+
+    A window LRU (``window`` of the capacity, 1% by default) takes new keys; a
+    segmented LRU (probation, protected = 80%) holds the rest. A key leaving the
+    window enters the main space only if it was accessed more often than the
+    probation victim (TinyLFU admission), so scans, loops and one-hit wonders do not
+    flush the frequent keys. Frequencies are counted per key hash in a dict rather
+    than a count-min sketch (exact, and faster in Python), capped at 15 and halved
+    every ``10 * capacity`` accesses, which bounds the table and ages old fame.
+    """
+
+    def __init__(self, capacity: int | None = None, *, window: float = 0.01) -> None:
+        super().__init__()
+        self._window_ratio = window
+        self._window: OrderedDict[Hashable, None] = OrderedDict()
+        self._probation: OrderedDict[Hashable, None] = OrderedDict()
+        self._protected: OrderedDict[Hashable, None] = OrderedDict()
+        self._freq: dict[int, int] = {}
+        self._capacity = 0
+        self._window_max = 1.0
+        self._period = 0
+        self._accesses = 0
+        if capacity is not None:
+            self._size(capacity)
+
+    def _size(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._window_max = float(max(1.0, capacity * self._window_ratio))
+        self._period = 10 * capacity
+
+    def _protected_max(self) -> int:
+        return int(0.8 * (self._capacity - int(self._window_max)))
+
+    def _count(self, key: Hashable) -> None:
+        h = hash(key)
+        freq = self._freq
+        f = freq.get(h, 0)
+        if f < 15:
+            freq[h] = f + 1
+        self._accesses += 1
+        if self._accesses >= self._period and self._period:
+            self._accesses = 0
+            self._freq = {k: v >> 1 for k, v in freq.items() if v > 1}
+
+    def _touch(self, key: Hashable) -> None:
+        if key in self._window:
+            self._window.move_to_end(key)
+        elif key in self._protected:
+            self._protected.move_to_end(key)
+        elif key in self._probation:
+            del self._probation[key]
+            self._protected[key] = None
+            if len(self._protected) > self._protected_max():
+                demoted = self._protected.popitem(last=False)[0]
+                self._probation[demoted] = None
+        else:
+            return
+        self._count(key)
+
+    def on_insert(self, key: Hashable) -> None:
+        self._drain()
+        self._window[key] = None
+        if self._capacity:
+            self._count(key)
+
+    def on_remove(self, key: Hashable) -> None:
+        self._drain()
+        if self._window.pop(key, _NONE) is _NONE and self._probation.pop(key, _NONE) is _NONE:
+            self._protected.pop(key, None)
+
+    def _main_victim(self) -> OrderedDict[Hashable, None]:
+        return self._probation if self._probation else self._protected
+
+    def evict(self) -> Hashable:
+        self._drain()
+        if not self._capacity:
+            self._size(max(1, len(self) - 1))
+        window, probation = self._window, self._probation
+        window_max = int(self._window_max)
+        main_max = self._capacity - window_max
+        # Window overflow moves into free main space without a contest.
+        while len(window) > window_max and len(probation) + len(self._protected) < main_max:
+            probation[window.popitem(last=False)[0]] = None
+        if len(window) > window_max or not (probation or self._protected):
+            candidate = window.popitem(last=False)[0]
+            main = self._main_victim()
+            if not main:
+                return candidate
+            victim = next(iter(main))
+            freq = self._freq
+            if freq.get(hash(candidate), 0) > freq.get(hash(victim), 0):
+                del main[victim]
+                probation[candidate] = None
+                return victim
+            return candidate
+        return self._main_victim().popitem(last=False)[0]
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._window.clear()
+        self._probation.clear()
+        self._protected.clear()
+        self._freq.clear()
+
+    def __len__(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+
+class _Shadow:
+    """A key-only simulation of one policy at the real capacity, scored by its misses."""
+
+    def __init__(self, policy: EvictionPolicy, capacity: int | None) -> None:
+        self.policy = policy
+        self.capacity = capacity
+        self.resident: set[Hashable] = set()
+        self.evicted: deque[Hashable] = deque(maxlen=capacity)
+        self.misses = 0.0
+
+    def access(self, key: Hashable) -> None:
+        if key in self.resident:
+            self.policy.on_hit(key)
+            return
+        self.misses += 1
+        self.resident.add(key)
+        self.policy.on_insert(key)
+        if self.capacity is not None and len(self.resident) > self.capacity:
+            victim = self.policy.evict()
+            self.resident.remove(victim)
+            self.evicted.append(victim)
+
+    def size(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.evicted = deque(maxlen=capacity)
+        while len(self.resident) > capacity:
+            self.resident.remove(self.policy.evict())
+
+    def remove(self, key: Hashable) -> None:
+        if key in self.resident:
+            self.resident.remove(key)
+            self.policy.on_remove(key)
+
+
+class Adaptive(_Buffered):
+    """Follow whichever of several policies has missed least lately (set dueling).
+
+    Each candidate policy runs as a shadow: a key-only simulation at the same
+    capacity, fed every request. Their miss counts are halved every ``10 * capacity``
+    requests, so the score tracks the recent workload. The real cache evicts what the
+    leading shadow evicted (keys it holds that the leader does not), so its contents
+    converge to the leader's within about one cache turnover. No single policy wins
+    every trace (LRU on recency-heavy ones, W-TinyLFU on frequency-heavy ones and
+    loops, S3-FIFO on web-like ones); the duel gets near the best of them, at the cost
+    of one key-only copy of the cache per candidate.
+    """
+
+    def __init__(
+        self,
+        capacity: int | None = None,
+        *,
+        candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo"),
+    ) -> None:
+        super().__init__()
+        self._names = candidates
+        self._shadows = [_Shadow(make_policy(n, capacity), capacity) for n in candidates]
+        self._capacity = capacity
+        self._order: OrderedDict[Hashable, None] = OrderedDict()
+        self._leader = 0
+        self._requests = 0
+
+    @property
+    def leader(self) -> str:
+        """The name of the policy the cache follows now."""
+        return self._names[self._leader]
+
+    def _request(self, key: Hashable) -> None:
+        for shadow in self._shadows:
+            shadow.access(key)
+        self._requests += 1
+        # Elect every `capacity` requests; halve the scores every ten elections.
+        if self._capacity is not None and self._requests % self._capacity == 0:
+            self._elect()
+            if self._requests >= 10 * self._capacity:
+                self._requests = 0
+                for shadow in self._shadows:
+                    shadow.misses /= 2
+
+    def _elect(self) -> None:
+        shadows = self._shadows
+        best = min(range(len(shadows)), key=lambda i: shadows[i].misses)
+        # Switch only for a clear win: flapping would mix two policies' contents.
+        if shadows[best].misses < 0.99 * shadows[self._leader].misses:
+            self._leader = best
+
+    def _touch(self, key: Hashable) -> None:
+        if key in self._order:
+            self._order.move_to_end(key)
+        self._request(key)
+
+    def on_insert(self, key: Hashable) -> None:
+        self._drain()
+        self._order[key] = None
+        self._request(key)
+
+    def on_remove(self, key: Hashable) -> None:
+        self._drain()
+        if self._order.pop(key, _NONE) is not _NONE:
+            for shadow in self._shadows:
+                shadow.remove(key)
+
+    def evict(self) -> Hashable:
+        self._drain()
+        order = self._order
+        if self._capacity is None:
+            self._capacity = max(1, len(order) - 1)
+            for shadow in self._shadows:
+                shadow.size(self._capacity)
+        leader = self._shadows[self._leader]
+        held = leader.resident
+        pending = leader.evicted
+        while pending:
+            key = pending.popleft()
+            if key in order and key not in held:
+                del order[key]
+                return key
+        # After a change of leader: the least recent key the leader does not hold.
+        for _ in range(len(order)):
+            key = next(iter(order))
+            if key not in held:
+                del order[key]
+                return key
+            order.move_to_end(key)
+        return order.popitem(last=False)[0]
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._order.clear()
+        self._shadows = [
+            _Shadow(make_policy(n, self._capacity), self._capacity) for n in self._names
+        ]
+        self._requests = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+POLICIES: dict[str, PolicyFactory] = {
+    "lru": LRU,
+    "lfu": LFU,
+    "lfu-aging": _aging_lfu,
+    "sieve": SIEVE,
+    "s3fifo": S3FIFO,
+    "wtinylfu": WTinyLFU,
+    "adaptive": Adaptive,
+}
 """Eviction policies by the name ``MemoryStore(eviction=...)`` takes."""
 
-DEFAULT_POLICY = "lru"
+DEFAULT_POLICY = "wtinylfu"
 """The policy ``MemoryStore`` uses unless told otherwise (chosen by bench/hitratio.py)."""
 
 
-def make_policy(name: str) -> EvictionPolicy:
-    """Return a new policy by name, or raise ConfigurationError naming the choices."""
+def make_policy(name: str, capacity: int | None = None) -> EvictionPolicy:
+    """Return a new policy by name, or raise ConfigurationError naming the choices.
+
+    ``capacity`` is the store's bound; policies that size queues from it learn it at
+    their first eviction when it is not given.
+    """
     factory = POLICIES.get(name) if isinstance(name, str) else None
     if factory is None:
         choices = ", ".join(sorted(POLICIES))
         raise ConfigurationError(f"unknown eviction policy {name!r}; choose one of {choices}")
-    return factory()
+    return factory(capacity)

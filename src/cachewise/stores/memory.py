@@ -55,7 +55,7 @@ class MemoryStore:
         ):
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self._policy_name = DEFAULT_POLICY if eviction == "auto" else eviction
-        self._policy: EvictionPolicy = make_policy(self._policy_name)
+        self._policy: EvictionPolicy = make_policy(self._policy_name, max_entries)
         self._max = max_entries
         self._jitter = float(ttl_jitter)
         self._clock = clock
