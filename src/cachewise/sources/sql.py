@@ -93,6 +93,7 @@ class SQLSource:
         self._where = f"table {table!r} at {self._engine.url.render_as_string(hide_password=True)}"
         self.chunk_size: int = chunk_size
         try:
+            _check_dialect(self._engine.dialect)
             self._table = self._reflect(table, schema)
             self._target = self._check_columns(key_columns, version)
         except BaseException:
@@ -102,8 +103,8 @@ class SQLSource:
         self._column_order = [c.name for c in self._table.c]
         self._column_names = frozenset(self._column_order)
         self._dialect = self._engine.dialect.name
-        self._form_name = _upsert.DEFAULT_FORMS.get(self._dialect, "values")
-        self._form = _upsert.FORMS.get(self._dialect, {}).get(self._form_name, _upsert.values_form)
+        self._form_name = _upsert.DEFAULT_FORMS[self._dialect]
+        self._form = _upsert.FORMS[self._dialect][self._form_name]
 
     # -- construction -------------------------------------------------------------
 
@@ -357,6 +358,13 @@ class SQLSource:
         raise SourceError(
             f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: {reason}"
         ) from exc
+
+
+def _check_dialect(dialect: sa.Dialect) -> None:
+    if dialect.name not in _upsert.FORMS:
+        raise ConfigurationError(
+            f"SQLSource supports SQLite, PostgreSQL and MariaDB/MySQL, not {dialect.name}"
+        )
 
 
 def _key_columns(key: str | tuple[str, ...]) -> tuple[str, ...]:
