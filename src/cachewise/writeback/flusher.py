@@ -1,7 +1,7 @@
 """The write-back runtime: accepts writes into the dirty set and flushes them in batches.
 
 Threads: writers mark keys dirty under ``_lock`` (held only for dict work, never I/O);
-one flush runs at a time under ``_flush_lock`` (taken by the background thread,
+one flush runs at a time (``FlushLoop.exclusive``, taken by the background thread,
 ``flush()``, eviction pressure and ``close()``). A flush takes a batch out under the
 lock, writes it to the source outside it, then settles the batch under the lock again
 (the shape of psycopg_pool and httpcore: state out under the lock, I/O outside). A
@@ -10,12 +10,10 @@ failed batch stays dirty; the background thread retries it with backoff and jitt
 
 from __future__ import annotations
 
-import atexit
 import logging
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -24,6 +22,7 @@ from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source
 from cachewise.stats import Counter
+from cachewise.writeback.background import FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, DirtySet
 
 logger = logging.getLogger("cachewise.writeback")
@@ -60,6 +59,9 @@ JournalFactory = Callable[[WriteBack], Journal]
 class Flusher:
     """Dirty set + journal + background flush thread for one cache."""
 
+    stores_values = False
+    """The cache stores accepted values itself (the shared runtime stores them in Redis)."""
+
     def __init__(
         self,
         policy: WriteBack,
@@ -74,24 +76,23 @@ class Flusher:
         self._source = source
         self._journal = journal
         self._clock = clock
-        self._rng = rng or random.Random()
         self._dirty = DirtySet()
         self._pending: set[int] = set()
         """Sequences handed out but not yet marked: they hold back journal compaction."""
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
-        self._attempt = 0
         if journal is not None:
             self._replay(journal)
-        self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
-        self._thread.start()
-        _OPEN.add(self)
+        self._loop = FlushLoop(
+            policy, self.flush, lambda: len(self._dirty) > 0, wake=self._wake, rng=rng, name=name
+        )
+        self._loop.start()
+        close_at_exit(self)
 
     # -- state ---------------------------------------------------------------
 
@@ -198,15 +199,8 @@ class Flusher:
         Raises FlushError promptly if the source fails; the entries stay dirty. With
         ``wait=False`` a flush already under way wakes the flusher instead of waiting.
         """
-        if not wait and not self._flush_lock.acquire(blocking=False):
-            self._wake.set()
-            return 0
-        if wait and not self._flush_lock.acquire(timeout=self.policy.flush_timeout):
-            raise FlushError(f"a flush has been running for over {self.policy.flush_timeout}s")
-        try:
-            return self._flush_locked(None if keys is None else set(keys))
-        finally:
-            self._flush_lock.release()
+        only = None if keys is None else set(keys)
+        return self._loop.exclusive(lambda: self._flush_locked(only), wait=wait)
 
     def _flush_locked(self, only: set[Key] | None) -> int:
         written = 0
@@ -248,32 +242,6 @@ class Flusher:
         self.flushes.add()
         self.source_writes.add_many(len(batch))
 
-    def _run(self) -> None:
-        interval = self.policy.flush_interval
-        delay = interval
-        while True:
-            self._wake.wait(delay)
-            self._wake.clear()
-            if self._closed:
-                return
-            if not len(self._dirty):
-                delay = interval
-                continue
-            try:
-                self.flush()
-            except Exception:
-                self._attempt += 1
-                delay = self.policy.retry.delay(self._attempt, self._rng)
-                logger.warning(
-                    "write-back flush failed (attempt %d); retrying in %.2fs",
-                    self._attempt,
-                    delay,
-                    exc_info=True,
-                )
-            else:
-                self._attempt = 0
-                delay = interval
-
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self, timeout: float = 5.0) -> None:
@@ -290,27 +258,13 @@ class Flusher:
         except Exception as exc:
             error = exc
         self._closed = True
-        self._wake.set()
         with self._lock:
             self._room.notify_all()
-        self._thread.join(timeout)
+        self._loop.stop(timeout)
         if self._journal is not None:
             self._journal.close()
-        _OPEN.discard(self)
+        closed(self)
         if error is not None:
             lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
             logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
             raise error
-
-
-_OPEN: weakref.WeakSet[Flusher] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    """Flush every open write-back at interpreter exit, logging (not raising) failures."""
-    for flusher in list(_OPEN):
-        try:
-            flusher.close()
-        except Exception:
-            logger.exception("write-back flush at exit failed")
