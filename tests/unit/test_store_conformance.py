@@ -8,6 +8,7 @@ Add a factory to ``STORE_FACTORIES``: a function of the pytest ``request`` retur
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -52,9 +53,43 @@ def memory_store_lfu(request: pytest.FixtureRequest) -> StoreUnderTest:
     return StoreUnderTest(store, clock.advance)
 
 
+def _redis_namespace(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """A Redis URL and a fresh namespace whose keys are all deleted after the test."""
+    import redis
+
+    url: str = request.getfixturevalue("redis_url")
+    namespace: str = request.getfixturevalue("unique_name")
+
+    def purge() -> None:
+        client = redis.Redis.from_url(url)
+        for wire in client.scan_iter(match=namespace + ":*", count=1000):
+            client.unlink(wire)
+        client.close()
+
+    request.addfinalizer(purge)
+    return url, namespace
+
+
+def redis_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    from cachewise import RedisStore
+
+    url, namespace = _redis_namespace(request)
+    return StoreUnderTest(RedisStore(url, namespace=namespace), time.sleep, ttl_unit=0.2)
+
+
+def tiered_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    from cachewise import RedisStore, TieredStore
+
+    url, namespace = _redis_namespace(request)
+    store = TieredStore(MemoryStore(max_entries=1000), RedisStore(url, namespace=namespace))
+    return StoreUnderTest(store, time.sleep, ttl_unit=0.2)
+
+
 STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
     memory_store,
     memory_store_lfu,
+    redis_store,
+    tiered_store,
 ]
 
 
