@@ -60,7 +60,12 @@ class _ViewSource:
     def __init__(
         self, engine: Engine, name: str, columns: list[str], keys: tuple[str, ...]
     ) -> None:
-        self._engine = engine
+        # One statement is one consistent snapshot already; on PostgreSQL autocommit
+        # saves the BEGIN and ROLLBACK round trips around it (psycopg sets it locally).
+        self._autocommit = engine.dialect.name == "postgresql"
+        self._engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._autocommit else engine
+        )
         cols: list[sa.ColumnClause[Any]] = [sa.column(sa.sql.quoted_name(c, True)) for c in columns]
         self._table = sa.table(sa.sql.quoted_name(name, True), *cols)
         self._keys = [self._table.c[k] for k in keys]
@@ -79,7 +84,8 @@ class _ViewSource:
         try:
             with self._engine.connect() as conn:
                 rows = [dict(r) for r in conn.execute(statement).mappings()]
-                conn.rollback()
+                if not self._autocommit:
+                    conn.rollback()
         except sa.exc.DBAPIError as exc:
             raise SourceError(f"cannot read aggregate {self._table.name!r}: {exc.orig}") from exc
         return rows
@@ -88,8 +94,11 @@ class _ViewSource:
         assert isinstance(key, tuple)
         if key[1] == "rows":
             return self._fetch(self._all)
-        found = self.load_many([key])
-        return found.get(key, MISSING)
+        values = _decode(key[2], self._multi)
+        # One key: equality, not IN, so the statement is one cached plan shape.
+        match = sa.and_(*(col == value for col, value in zip(self._keys, values, strict=True)))
+        rows = self._fetch(sa.select(self._table).where(match))
+        return rows[0] if rows else MISSING
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         by_value: dict[tuple[object, ...], Key] = {}

@@ -1,0 +1,309 @@
+"""Benchmark: the custom aggregation level on PostgreSQL (materialized view + cache).
+
+Two workloads, each on 1M generated source rows (``INSERT ... SELECT generate_series``):
+
+* orders: ``SUM/COUNT per customer`` (10,000 customers). The peer is the aggregate
+  query run directly: the whole ``GROUP BY``, and the per-key form an application
+  would run for one customer (``WHERE customer = :c GROUP BY customer``, with an index
+  on ``customer``). Ours: ``agg.read(key)`` from memory (hot) and from the view's
+  unique index (cold cache). Also the time to create and to refresh the view.
+* page views (the lab's case 6): views per page per hour, 1,000 pages over a week.
+  Reads/s of one dashboard cell ``(page, hour)`` three ways: the raw ``GROUP BY`` over
+  the events (index on ``(page, viewed_at)``), the summary (materialized view) read
+  directly, and ``agg.read((page, hour))`` through the cache.
+
+Keys are drawn from a skewed distribution (a few hot customers/pages), the usual
+shape of dashboard traffic. Big tables are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+if __package__ in {None, ""}:  # run as a script: make ``bench`` and ``cachewise`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cachewise import Aggregate, connect
+
+NAME = "aggregates"
+DEFAULT_POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+RESULTS = Path(__file__).parent / "results" / "aggregates.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", type=int, default=1_000_000, help="source rows per workload")
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--pages", type=int, default=1_000)
+    parser.add_argument("--hours", type=int, default=168, help="hours of page views")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per reads/s measurement")
+    parser.add_argument("--samples", type=int, default=200, help="timed single reads per case")
+    parser.add_argument("--refreshes", type=int, default=3, help="timed refreshes (median)")
+    parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL", DEFAULT_POSTGRES))
+
+
+def _skewed(n: int, rng: random.Random) -> int:
+    """A key index in [0, n): Pareto-like, a few keys take most reads."""
+    return min(n - 1, int(n * (rng.random() ** 3)))
+
+
+def _timed(fn: Callable[[], object], samples: int) -> dict[str, float]:
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times) * 1000, 4),
+        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1000, 4),
+    }
+
+
+def _rate(fn: Callable[[], object], seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            fn()
+        done += 20
+    return round(done / (time.perf_counter() - start), 1)
+
+
+def _orders(engine: sa.Engine, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    table = f"{prefix}_orders"
+    rng = random.Random(7)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, customer INT, amount INT)")
+        )
+        started = time.perf_counter()
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} SELECT i, i % :c, (i * 7919) % 1000 "
+                "FROM generate_series(1, :n) AS i"
+            ),
+            {"c": args.customers, "n": args.rows},
+        )
+        conn.execute(sa.text(f"CREATE INDEX ON {table} (customer)"))
+        conn.execute(sa.text(f"ANALYZE {table}"))
+        load_s = time.perf_counter() - started
+    query = f"SELECT customer, SUM(amount) AS total, COUNT(*) AS n FROM {table} GROUP BY customer"
+    per_key = sa.text(
+        f"SELECT customer, SUM(amount) AS total, COUNT(*) AS n FROM {table} "
+        "WHERE customer = :c GROUP BY customer"
+    )
+    out: dict[str, Any] = {
+        "source_rows": args.rows,
+        "keys": args.customers,
+        "load_s": round(load_s, 2),
+    }
+    started = time.perf_counter()
+    agg = Aggregate(
+        engine, f"{prefix}_by_customer", query, key="customer", max_entries=args.customers * 2
+    )
+    out["create_s"] = round(time.perf_counter() - started, 3)
+    try:
+        with engine.connect() as conn:
+            out["direct_group_by_all"] = _timed(lambda: conn.execute(sa.text(query)).all(), 3)
+            out["direct_per_key"] = _timed(
+                lambda: conn.execute(per_key, {"c": _skewed(args.customers, rng)}).all(),
+                args.samples,
+            )
+            conn.rollback()
+        # Cold: every read misses the cache and reads the view by its unique index.
+        cold_keys = rng.sample(range(args.customers), min(args.samples, args.customers))
+        it = iter(cold_keys)
+        out["agg_read_cold"] = _timed(lambda: agg.read(next(it)), len(cold_keys))
+        for c in range(args.customers):  # warm every key: the hot summary rows
+            agg.read(c)
+        out["agg_read_hot"] = _timed(
+            lambda: agg.read(_skewed(args.customers, rng)), args.samples * 10
+        )
+        assert agg.read(3)["n"] == len(range(3, args.rows + 1, args.customers))
+        refresh_times = []
+        for _ in range(args.refreshes):
+            with engine.begin() as conn:  # 1% of the rows change between refreshes
+                conn.execute(
+                    sa.text(f"UPDATE {table} SET amount = amount + 1 WHERE id % 100 = :r"),
+                    {"r": rng.randrange(100)},
+                )
+            started = time.perf_counter()
+            agg.refresh()
+            refresh_times.append(time.perf_counter() - started)
+        out["refresh_s_median"] = round(statistics.median(refresh_times), 3)
+        out["refresh_s_all"] = [round(t, 3) for t in refresh_times]
+        direct_ms = out["direct_per_key"]["median_ms"]
+        out["ratio_direct_per_key_over_agg_hot"] = round(
+            direct_ms / out["agg_read_hot"]["median_ms"], 1
+        )
+        out["ratio_direct_per_key_over_agg_cold"] = round(
+            direct_ms / out["agg_read_cold"]["median_ms"], 2
+        )
+        out["ratio_group_by_all_over_agg_hot"] = round(
+            out["direct_group_by_all"]["median_ms"] / out["agg_read_hot"]["median_ms"], 0
+        )
+        out["read_cache"] = {"hits": agg.stats.hits, "loads": agg.stats.loads}
+    finally:
+        agg.drop()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    return out
+
+
+def _page_views(engine: sa.Engine, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    table = f"{prefix}_page_views"
+    rng = random.Random(11)
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, page TEXT, viewed_at TIMESTAMPTZ)"
+            )
+        )
+        started = time.perf_counter()
+        # Pages skewed (a few pages get most views), times spread over the week.
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} SELECT i, '/page/' || floor(:p * power(random(), 3))::int, "
+                ":start + (random() * :h) * interval '1 hour' FROM generate_series(1, :n) AS i"
+            ),
+            {"p": args.pages, "h": args.hours, "n": args.rows, "start": start},
+        )
+        conn.execute(sa.text(f"CREATE INDEX ON {table} (page, viewed_at)"))
+        conn.execute(sa.text(f"ANALYZE {table}"))
+        load_s = time.perf_counter() - started
+    query = (
+        f"SELECT page, date_trunc('hour', viewed_at) AS hour, COUNT(*) AS views "
+        f"FROM {table} GROUP BY page, date_trunc('hour', viewed_at)"
+    )
+    raw = sa.text(
+        f"SELECT page, date_trunc('hour', viewed_at) AS hour, COUNT(*) AS views FROM {table} "
+        "WHERE page = :page AND viewed_at >= :hour AND viewed_at < :hour + interval '1 hour' "
+        "GROUP BY page, date_trunc('hour', viewed_at)"
+    )
+    out: dict[str, Any] = {"source_rows": args.rows, "load_s": round(load_s, 2)}
+    started = time.perf_counter()
+    agg = Aggregate(engine, f"{prefix}_hourly", query, key=("page", "hour"), max_entries=200_000)
+    out["create_s"] = round(time.perf_counter() - started, 3)
+    summary = sa.text(
+        f"SELECT page, hour, views FROM {prefix}_hourly WHERE page = :page AND hour = :hour"
+    )
+    try:
+        with engine.connect() as conn:
+            out["summary_rows"] = conn.execute(
+                sa.text(f"SELECT COUNT(*) FROM {prefix}_hourly")
+            ).scalar()
+            conn.rollback()
+
+        def cell() -> tuple[str, dt.datetime]:
+            page = f"/page/{_skewed(args.pages, rng)}"
+            return page, start + dt.timedelta(hours=rng.randrange(args.hours))
+
+        page, hour = "/page/0", start + dt.timedelta(hours=5)
+        with engine.connect() as conn:
+            expected = conn.execute(raw, {"page": page, "hour": hour}).one().views
+            conn.rollback()
+        assert agg.read((page, hour))["views"] == expected
+
+        out.update(_page_reads(engine, agg, raw, summary, cell=cell, seconds=args.seconds))
+        started = time.perf_counter()
+        agg.refresh()
+        out["refresh_s"] = round(time.perf_counter() - started, 3)
+        out["read_cache"] = {"hits": agg.stats.hits, "loads": agg.stats.loads}
+    finally:
+        agg.drop()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    return out
+
+
+def _page_reads(
+    engine: sa.Engine,
+    agg: Aggregate,
+    raw: sa.TextClause,
+    summary: sa.TextClause,
+    *,
+    cell: Callable[[], tuple[str, dt.datetime]],
+    seconds: float,
+) -> dict[str, Any]:
+    """Reads/s of one dashboard cell: raw GROUP BY, the summary directly, agg.read."""
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+
+        def raw_read() -> object:
+            p, h = cell()
+            return conn.execute(raw, {"page": p, "hour": h}).first()
+
+        def summary_read() -> object:
+            p, h = cell()
+            return conn.execute(summary, {"page": p, "hour": h}).first()
+
+        out["raw_group_by_reads_per_s"] = _rate(raw_read, seconds)
+        out["summary_direct_reads_per_s"] = _rate(summary_read, seconds)
+        conn.rollback()
+    # First pass: mostly misses, loaded from the view by its unique index.
+    out["agg_read_first_pass_reads_per_s"] = _rate(lambda: agg.read(cell()), seconds / 2)
+    # Warm every cell (the summary fits in memory), in batches of 1,000 keys.
+    cells = [(r["page"], r["hour"]) for r in agg.rows()]
+    started = time.perf_counter()
+    for i in range(0, len(cells), 1000):
+        agg.read_many(cells[i : i + 1000])
+    out["warm_all_cells_s"] = round(time.perf_counter() - started, 3)
+    out["agg_read_reads_per_s"] = _rate(lambda: agg.read(cell()), seconds)
+    out["ratio_agg_over_raw"] = round(
+        out["agg_read_reads_per_s"] / out["raw_group_by_reads_per_s"], 1
+    )
+    out["ratio_summary_direct_over_raw"] = round(
+        out["summary_direct_reads_per_s"] / out["raw_group_by_reads_per_s"], 2
+    )
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    engine = connect(args.postgres_url)
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SHOW server_version")).scalar()
+            conn.rollback()
+        result: dict[str, Any] = {
+            "database": f"PostgreSQL {version}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()}",
+        }
+        print(f"orders: {args.rows:,} rows, {args.customers:,} customers ...", flush=True)
+        result["orders"] = _orders(engine, args, prefix)
+        print(json.dumps(result["orders"], indent=2))
+        print(
+            f"page views: {args.rows:,} rows, {args.pages:,} pages x {args.hours} h ...", flush=True
+        )
+        result["page_views"] = _page_views(engine, args, prefix)
+        print(json.dumps(result["page_views"], indent=2))
+    finally:
+        engine.dispose()
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    namespace = parser.parse_args()
+    outcome = run(namespace)
+    namespace.out.parent.mkdir(parents=True, exist_ok=True)
+    namespace.out.write_text(json.dumps({"benchmark": NAME, "result": outcome}, indent=2) + "\n")
+    print(f"wrote {namespace.out}")
