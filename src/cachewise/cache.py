@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
@@ -41,6 +41,9 @@ from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store,
 from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
+
+if TYPE_CHECKING:
+    from cachewise.writeback.shared import SharedFlusher
 
 logger = logging.getLogger("cachewise")
 
@@ -120,7 +123,7 @@ class Cache:
         self._refresher: ThreadPoolExecutor | None = None
         self._load_seconds = 0.0
         self._choose_read_path()
-        self._flusher: Flusher | None = None
+        self._flusher: Flusher | SharedFlusher | None = None
         self._evicted_dirty: list[Key] = []
         if isinstance(write, WriteBack):
             self._start_write_back(write, journal)
@@ -140,6 +143,13 @@ class Cache:
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
+        if policy.journal == "redis":
+            if journal is not None:
+                raise ConfigurationError(
+                    "journal='redis' keeps the dirty set in Redis: no journal="
+                )
+            self._flusher = _open_shared(policy, self.source, self.store, self.name)
+            return
         if journal is None and policy.journal is not None:
             journal = _open_journal(policy, self.store)
         self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
@@ -399,7 +409,7 @@ class Cache:
             self.store.set(key, value, ttl)
         elif isinstance(policy, WriteBack):
             assert self._flusher is not None
-            if self._flusher.accept({key: value}):
+            if self._flusher.accept({key: value}) and not self._flusher.stores_values:
                 self.store.set(key, value, ttl)
         else:
             assert self.source is not None
@@ -441,7 +451,8 @@ class Cache:
             elif isinstance(policy, WriteBack):
                 assert self._flusher is not None
                 accepted = self._flusher.accept(items)
-                self.store.set_many({k: items[k] for k in accepted}, ttl)
+                if not self._flusher.stores_values:
+                    self.store.set_many({k: items[k] for k in accepted}, ttl)
             else:
                 assert self.source is not None
                 self.source.save_many(items)
@@ -468,7 +479,8 @@ class Cache:
             elif isinstance(policy, WriteBack):
                 assert self._flusher is not None
                 self._flusher.accept({key: TOMBSTONE})
-                self.store.delete(key)
+                if not self._flusher.stores_values:
+                    self.store.delete(key)
             else:
                 assert self.source is not None
                 self.source.remove(key)
@@ -673,6 +685,18 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
         if not isinstance(tag, str) or not tag:
             raise ConfigurationError(f"a tag must be a non-empty string, got {tag!r}")
     return out
+
+
+def _open_shared(policy: WriteBack, source: Source, store: Store, name: str) -> SharedFlusher:
+    """The shared write-back runtime (imported only when asked for: it needs redis-py)."""
+    try:
+        module = importlib.import_module("cachewise.writeback.shared")
+    except ImportError as exc:
+        raise ConfigurationError(
+            "journal='redis' needs redis-py: pip install 'cachewise[redis]'"
+        ) from exc
+    runtime: SharedFlusher = module.SharedFlusher(policy, source, store, name=name)
+    return runtime
 
 
 def _open_journal(policy: WriteBack, store: Store) -> Journal:

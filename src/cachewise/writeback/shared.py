@@ -1,0 +1,610 @@
+"""The shared write-back runtime: a dirty set kept in Redis, so that any process may flush it.
+
+``WriteBack(journal="redis")`` with a :class:`~cachewise.RedisStore`. The interface is
+the in-process ``Flusher``'s; the state lives in Redis, so every process writing through
+the same namespace shares one dirty set, and Redis persistence (AOF) is the durability.
+
+Layout. A cache key encoded as ``e`` (``codecs.encode_key``) in namespace ``ns``:
+
+    ns:{e}:v     the value, as RedisStore keeps it (no TTL while dirty)
+    ns:{e}:n     the key's version, RedisStore's; INCRed by every write: the sequence
+    ns:{e}:d     the dirty mark, a hash: s (sequence), t (tombstone), p (the encoded
+                 value, again: a dirty write survives ``invalidate`` or ``clear`` of
+                 ``:v``), k (the index token of the write), f (first dirty, ms)
+    ns:{e}:c     a flusher's claim: a random token, SET NX PX
+    ns:{~dirty}:z  the index: encoded keys by first-dirty time (oldest first)
+    ns:{~dirty}:h  the index tokens: encoded key -> token of its latest write
+
+The per-key keys share the hash tag ``{e}`` (one Redis Cluster slot: one Lua script
+changes value, version and mark atomically); the index has its own tag, so it is never
+changed in the same script as a mark. Hence the order of the steps:
+
+- A write first adds its key to the index with a fresh token (one script on the
+  index: this is also where ``max_dirty`` backpressure is decided, atomically across
+  processes), then writes value + version + mark in one script that records the same
+  token. A crash between the two leaves an index entry without a mark, never a mark
+  without an index entry: no dirty key is ever hidden from the flushers.
+- A flush takes index entries oldest first, claims each key (``SET NX PX`` on ``:c``
+  in the script that reads the mark), writes the batch with one ``save_many`` and one
+  ``remove_many``, then per key clears the mark only if its sequence is still the one
+  flushed (a write that landed meanwhile keeps the key dirty), gives ``:v`` the store's
+  default TTL if it is still the flushed value, and releases the claim. Only then
+  does it remove the index entry, and only if the index token is still the cleared
+  mark's: a newer token means a writer is between its two steps.
+- An index entry without a mark (a writer crashed between its steps, or a flusher
+  between clearing and unindexing) is dropped once its token is older than
+  ``orphan_grace``. A writer that itself took longer than half of that between its
+  steps indexes its key again afterwards.
+
+Claims. A per-key claim rather than a Streams consumer group: the dirty state is per
+key (coalesced, with a sequence), a claim lives in the key's own slot so the claim and
+the read of the mark are one script, and a key written a thousand times is one index
+entry, where a stream would carry a thousand entries to acknowledge. A flusher killed
+mid-batch leaves claims that expire after ``claim_ttl`` (``policy.flush_timeout`` by
+default); any flusher then takes the keys over. Flushes are idempotent upserts, so a
+key written twice is harmless; a flusher that finds at settle time that its claim
+expired and its mark is gone re-marks the current value, so a slow flusher's old write
+can never be the last one the source sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cachewise._types import Key, check_positive
+from cachewise.codecs import decode_key, encode_key
+from cachewise.errors import (
+    CacheFullError,
+    ClosedError,
+    CodecError,
+    ConfigurationError,
+    FlushError,
+    InvalidKeyError,
+)
+from cachewise.policies import WriteBack
+from cachewise.sources.base import Source
+from cachewise.stats import Counter
+from cachewise.stores.base import Store
+from cachewise.stores.redis import RedisStore
+from cachewise.writeback.background import FlushLoop, close_at_exit, closed
+from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry
+
+logger = logging.getLogger("cachewise.writeback")
+
+fault_hook: Callable[[str], None] | None = None
+"""Tests set this to pause or die at a named point of a flush: ``claimed`` (keys claimed,
+source not written), ``saved`` (source written, marks not cleared)."""
+
+_VERSION_TTL_MS: Final = 24 * 3600 * 1000
+"""A clean key's version expires as RedisStore's do; a dirty key's never does."""
+
+# KEYS: z, h. ARGV: max_dirty, now ms, token, member... Adds the members to the index
+# unless that would take it past max_dirty. Returns {added (1/0), index size}.
+_RESERVE: Final = """
+local new = 0
+for i = 4, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then new = new + 1 end
+end
+local size = redis.call('ZCARD', KEYS[1])
+if new > 0 and size + new > tonumber(ARGV[1]) then return {0, size} end
+for i = 4, #ARGV do
+  redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[3])
+end
+return {1, size + new}
+"""
+
+# KEYS: z, h. ARGV: now ms, token, member... Indexes members that are not indexed.
+_REINDEX: Final = """
+for i = 3, #ARGV do
+  if redis.call('ZADD', KEYS[1], 'NX', ARGV[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[2])
+  end
+end
+return 1
+"""
+
+# KEYS: z, h. ARGV: member, token, member, token... Unindexes each member whose token
+# is still the one given. Returns how many were removed.
+_UNINDEX: Final = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: v, n, d. ARGV: payload, tombstone ('1'/'0'), token, now ms.
+# Value, version and mark in one step. Returns {sequence, coalesced (1/0)}.
+_MARK: Final = """
+local seq = redis.call('INCR', KEYS[2])
+local old = redis.call('HMGET', KEYS[3], 's', 'f')
+local since = ARGV[4]
+local coalesced = 0
+if old[1] then
+  coalesced = 1
+  since = old[2] or since
+  if seq <= tonumber(old[1]) then
+    seq = tonumber(old[1]) + 1
+    redis.call('SET', KEYS[2], seq)
+  end
+end
+redis.call('PERSIST', KEYS[2])
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('HSET', KEYS[3], 's', seq, 't', ARGV[2], 'p', ARGV[1], 'k', ARGV[3], 'f', since)
+return {seq, coalesced}
+"""
+
+# KEYS: v, n, d. ARGV: token, now ms. Marks the current value dirty again unless the
+# key is dirty already. Returns 1 (marked), 0 (already dirty), -1 (no value to mark).
+_REMARK: Final = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local val = redis.call('GET', KEYS[1])
+if not val then return -1 end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('PERSIST', KEYS[2])
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[3], 's', seq, 't', '0', 'p', val, 'k', ARGV[1], 'f', ARGV[2])
+return 1
+"""
+
+# KEYS: d, c. ARGV: claim token, claim ms. Returns {0} (no mark), {1} (claimed by
+# another flusher) or {2, s, t, p, k}: the mark, now claimed by us.
+_CLAIM: Final = """
+local m = redis.call('HMGET', KEYS[1], 's', 't', 'p', 'k')
+if not m[1] then return {0} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {2, m[1], m[2], m[3], m[4]}
+"""
+
+# KEYS: d, c, v, n. ARGV: sequence flushed, claim token, value px (0 = none), version
+# ttl ms, flushed ('1' = the source has it, '0' = release only).
+# Returns {cleared (1/0), claim still ours (1/0), index token of the cleared mark}.
+_SETTLE: Final = """
+local cleared = 0
+local token = ''
+if ARGV[5] == '1' then
+  local m = redis.call('HMGET', KEYS[1], 's', 'k')
+  if m[1] == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    cleared = 1
+    token = m[2] or ''
+    if redis.call('GET', KEYS[4]) == ARGV[1] and tonumber(ARGV[3]) > 0 then
+      redis.call('PEXPIRE', KEYS[3], ARGV[3])
+    end
+    redis.call('PEXPIRE', KEYS[4], ARGV[4])
+  end
+end
+local owned = 0
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  owned = 1
+end
+return {cleared, owned, token}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """A dirty key this flusher holds the claim of, with what it will write."""
+
+    member: bytes
+    key: Key
+    base: bytes
+    seq: bytes
+    value: Any
+
+
+def _token(now_ms: int) -> str:
+    """An index token: when it was made (for ``orphan_grace``) and 64 random bits."""
+    return f"{now_ms}:{os.urandom(8).hex()}"
+
+
+def _token_ms(token: bytes | None) -> int | None:
+    if not token:
+        return None
+    head = token.split(b":", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _fault(point: str) -> None:
+    hook = fault_hook
+    if hook is not None:
+        hook(point)
+
+
+class SharedFlusher:
+    """The write-back runtime of ``WriteBack(journal="redis")``: dirty set in Redis.
+
+    Same interface as ``Flusher``. ``stores_values`` is True: :meth:`accept` writes the
+    value into the RedisStore atomically with its dirty mark, so the cache must not
+    store it again. ``claim_ttl`` (default ``policy.flush_timeout``) is how long a
+    flusher that died mid-batch holds its keys back; ``orphan_grace`` (the same by
+    default) how long an index entry without a mark is kept for a writer still
+    between its two steps.
+    """
+
+    stores_values = True
+
+    def __init__(
+        self,
+        policy: WriteBack,
+        source: Source,
+        store: Store,
+        *,
+        claim_ttl: float | None = None,
+        orphan_grace: float | None = None,
+        name: str = "cachewise",
+    ) -> None:
+        if not isinstance(store, RedisStore):
+            raise ConfigurationError(
+                f"WriteBack(journal='redis') keeps the dirty set in Redis: the store must be "
+                f"a RedisStore, got {store!r}"
+            )
+        claim_ttl = policy.flush_timeout if claim_ttl is None else claim_ttl
+        orphan_grace = policy.flush_timeout if orphan_grace is None else orphan_grace
+        check_positive(claim_ttl, "claim_ttl")
+        check_positive(orphan_grace, "orphan_grace")
+        self.policy = policy
+        self._source = source
+        self._store = store
+        self._codec = store.codec
+        self._client = store.client
+        self._prefix = f"{store.namespace}:{{"
+        self._index = (
+            f"{store.namespace}:{{~dirty}}:z".encode(),
+            f"{store.namespace}:{{~dirty}}:h".encode(),
+        )
+        self._claim_ms = max(1, math.ceil(claim_ttl * 1000))
+        self._grace_ms = max(1, math.ceil(orphan_grace * 1000))
+        self._value_px = 0 if store.ttl is None else max(1, math.ceil(store.ttl * 1000))
+        register = self._client.register_script
+        self._reserve = register(_RESERVE)
+        self._reindex = register(_REINDEX)
+        self._unindex = register(_UNINDEX)
+        self._mark = register(_MARK)
+        self._remark = register(_REMARK)
+        self._claim = register(_CLAIM)
+        self._settle = register(_SETTLE)
+        self._closed = False
+        self._coalesced = Counter()
+        self.rejected = Counter()
+        """Dirty marks whose value failed to decode (left dirty, logged, never written)."""
+        self.flushes = Counter()
+        self.flush_failures = Counter()
+        self.source_writes = Counter()
+        self._loop = FlushLoop(policy, self.flush, lambda: self.dirty_count > 0, name=name)
+        self._loop.start()
+        close_at_exit(self)
+
+    def __repr__(self) -> str:
+        return f"SharedFlusher({self._store!r})"
+
+    # -- keys and Redis calls -----------------------------------------------------------
+
+    def _base(self, member: str | bytes) -> bytes:
+        text = member if isinstance(member, str) else member.decode()
+        return f"{self._prefix}{text}}}:".encode()
+
+    def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One Redis call; a failure becomes StoreError (chained, password never shown)."""
+        return self._store._call(op, fn, *args, **kwargs)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def dirty_entry(self, key: Key) -> DirtyEntry | None:
+        """The unflushed write of ``key``, if any (read-your-writes)."""
+        base = self._base(encode_key(key))
+        seq, tomb, payload, since = self._call(
+            "dirty mark", self._client.hmget, base + b"d", [b"s", b"t", b"p", b"f"]
+        )
+        if seq is None:
+            return None
+        if tomb == b"1":
+            value: Any = TOMBSTONE
+        else:
+            try:
+                value = self._codec.decode(payload, key=base + b"v")
+            except CodecError:
+                self.rejected.add()
+                logger.warning("dirty value of %r failed to decode; not served", key)
+                return None
+        return DirtyEntry(int(seq), value, int(since or 0) / 1000.0)
+
+    def is_dirty(self, key: Key) -> bool:
+        """Whether ``key`` holds a write not yet in the source (in any process)."""
+        mark = self._base(encode_key(key)) + b"d"
+        return bool(self._call("EXISTS", self._client.exists, mark))
+
+    @property
+    def dirty_count(self) -> int:
+        """Keys in the shared dirty index: the backlog of every process."""
+        return int(self._call("ZCARD", self._client.zcard, self._index[0]))
+
+    @property
+    def coalesced(self) -> int:
+        """Writes of this process that absorbed an earlier unflushed write of the key."""
+        return self._coalesced.value
+
+    def oldest_dirty_age(self) -> float:
+        """Seconds since the oldest dirty key became dirty (wall clock, as Redis holds it)."""
+        first = self._call("ZRANGE", self._client.zrange, self._index[0], 0, 0, withscores=True)
+        if not first:
+            return 0.0
+        return max(0.0, time.time() - float(first[0][1]) / 1000.0)
+
+    def dirty_keys(self) -> list[Key]:
+        """The dirty keys, oldest first."""
+        members = self._call("ZRANGE", self._client.zrange, self._index[0], 0, -1)
+        keys = []
+        for member in members:
+            try:
+                keys.append(decode_key(member.decode()))
+            except (InvalidKeyError, UnicodeDecodeError):
+                logger.warning("undecodable member %r in the dirty index", member)
+        return keys
+
+    # -- writes --------------------------------------------------------------------------
+
+    def accept(self, items: Mapping[Key, Any]) -> list[Key]:
+        """Store each value with its dirty mark in Redis, atomically per key; return the keys.
+
+        The key is indexed first, then value + version + mark are written in one script.
+        Raises CacheFullError at ``max_dirty`` (after blocking, if ``on_full="block"``).
+        """
+        if self._closed:
+            raise ClosedError("write-back is closed")
+        if not items:
+            return []
+        members: list[str] = []
+        payloads: list[tuple[bytes, bytes]] = []
+        for key, value in items.items():  # encode everything before any state changes
+            member = encode_key(key)
+            members.append(member)
+            if value is TOMBSTONE:
+                payloads.append((b"", b"1"))
+            else:
+                payloads.append((self._codec.encode(value, key=self._base(member) + b"v"), b"0"))
+        now = _now_ms()
+        token = _token(now)
+        backlog = self._reserve_room(members, now, token)
+        started = time.monotonic()
+        pipe = self._client.pipeline(transaction=False)
+        for member, (payload, tomb) in zip(members, payloads, strict=True):
+            base = self._base(member)
+            self._mark(
+                keys=[base + b"v", base + b"n", base + b"d"],
+                args=[payload, tomb, token, now],
+                client=pipe,
+            )
+        replies = self._call("write-back mark", pipe.execute)
+        for _seq, coalesced in replies:
+            if coalesced:
+                self._coalesced.add()
+        if (time.monotonic() - started) * 1000 > self._grace_ms / 2:
+            # So slow that a flusher may have taken our index entry for an orphan.
+            self._call(
+                "index", self._reindex, keys=list(self._index), args=[_now_ms(), token, *members]
+            )
+        if backlog >= self.policy.max_batch:
+            self._loop.wake.set()
+        return list(items)
+
+    def _reserve_room(self, members: list[str], now: int, token: str) -> int:
+        """Index the members (backpressure at ``max_dirty``); return the index size."""
+        limit = self.policy.max_dirty
+        if len(members) > limit:
+            raise CacheFullError(f"a batch of {len(members)} keys exceeds max_dirty={limit}")
+        deadline = time.monotonic() + self.policy.block_timeout
+        pause = 0.005
+        while True:
+            added, size = self._call(
+                "index", self._reserve, keys=list(self._index), args=[limit, now, token, *members]
+            )
+            if added:
+                return int(size)
+            self._loop.wake.set()
+            if self.policy.on_full == "raise":
+                raise CacheFullError(f"shared write-back holds max_dirty={limit} dirty keys")
+            if time.monotonic() >= deadline or self._closed:
+                raise CacheFullError(
+                    f"shared write-back held max_dirty={limit} dirty keys for "
+                    f"{self.policy.block_timeout}s (is the source down?)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def flush(self, keys: Iterable[Key] | None = None, *, wait: bool = True) -> int:
+        """Write dirty keys (all, or those of ``keys``) to the source now; return how many.
+
+        Keys another process is flushing at this moment are left to it. Raises
+        FlushError promptly if the source fails; the keys stay dirty.
+        """
+        only = None if keys is None else [encode_key(k).encode() for k in dict.fromkeys(keys)]
+        return self._loop.exclusive(lambda: self._flush_all(only), wait=wait)
+
+    def _flush_all(self, only: list[bytes] | None) -> int:
+        written = 0
+        upto = _now_ms()  # keys first dirty after this are the next flush's
+        seen: set[bytes] = set()
+        size = self.policy.max_batch
+        while True:
+            if only is None:
+                window = self._call(
+                    "ZRANGEBYSCORE",
+                    self._client.zrangebyscore,
+                    self._index[0],
+                    "-inf",
+                    upto,
+                    start=0,
+                    num=len(seen) + size,
+                )
+                members = [m for m in window if m not in seen][:size]
+            else:
+                members, only = only[:size], only[size:]
+            if not members:
+                return written
+            seen.update(members)
+            written += self._flush_batch(members)
+
+    def _flush_batch(self, members: list[bytes]) -> int:
+        tokens = self._call("HMGET", self._client.hmget, self._index[1], members)
+        claim = os.urandom(16).hex().encode()
+        pipe = self._client.pipeline(transaction=False)
+        for member in members:
+            base = self._base(member)
+            self._claim(keys=[base + b"d", base + b"c"], args=[claim, self._claim_ms], client=pipe)
+        replies = self._call("claim", pipe.execute)
+        batch: list[_Claimed] = []
+        orphans: list[bytes] = []
+        undecodable: list[tuple[bytes, bytes]] = []
+        now = _now_ms()
+        for member, token, reply in zip(members, tokens, replies, strict=True):
+            if reply[0] == 0:
+                made = _token_ms(token)
+                if token and made is not None and now - made > self._grace_ms:
+                    orphans += (member, token)
+                continue
+            if reply[0] == 1:
+                continue  # another flusher has it
+            claimed = self._decode_claim(member, reply)
+            if claimed is None:
+                undecodable.append((self._base(member), reply[1]))
+            else:
+                batch.append(claimed)
+        if orphans:
+            self._call("unindex", self._unindex, keys=list(self._index), args=orphans)
+        if undecodable:
+            self._settle_all(undecodable, claim, flushed=False)
+        if not batch:
+            return 0
+        _fault("claimed")
+        self._write_source(batch, claim)
+        _fault("saved")
+        self._release(batch, claim, flushed=True)
+        return len(batch)
+
+    def _decode_claim(self, member: bytes, reply: list[Any]) -> _Claimed | None:
+        seq, tomb, payload = reply[1:4]
+        base = self._base(member)
+        try:
+            key = decode_key(member.decode())
+            value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
+        except (CodecError, InvalidKeyError, UnicodeDecodeError) as exc:
+            self.rejected.add()
+            logger.warning("dirty mark %r cannot be decoded (%s); left dirty", member, exc)
+            return None
+        return _Claimed(member, key, base, seq, value)
+
+    def _write_source(self, batch: list[_Claimed], claim: bytes) -> None:
+        saves = {c.key: c.value for c in batch if c.value is not TOMBSTONE}
+        removes = [c.key for c in batch if c.value is TOMBSTONE]
+        try:
+            if saves:
+                self._source.save_many(saves)
+            if removes:
+                self._source.remove_many(removes)
+        except Exception as exc:
+            self.flush_failures.add()
+            try:
+                self._release(batch, claim, flushed=False)
+            except Exception:  # the claims expire by themselves
+                logger.warning("could not release claims after a failed flush", exc_info=True)
+            raise FlushError(
+                f"shared write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
+            ) from exc
+        self.flushes.add()
+        self.source_writes.add_many(len(batch))
+
+    def _settle_all(
+        self, keys: list[tuple[bytes, bytes]], claim: bytes, *, flushed: bool
+    ) -> list[Any]:
+        """Per ``(base, seq)``: clear the mark if ``flushed`` and still ``seq``; unclaim."""
+        pipe = self._client.pipeline(transaction=False)
+        for b, seq in keys:
+            self._settle(
+                keys=[b + b"d", b + b"c", b + b"v", b + b"n"],
+                args=[seq, claim, self._value_px, _VERSION_TTL_MS, b"1" if flushed else b"0"],
+                client=pipe,
+            )
+        replies: list[Any] = self._call("settle", pipe.execute)
+        return replies
+
+    def _release(self, batch: list[_Claimed], claim: bytes, *, flushed: bool) -> None:
+        """Clear the marks the source now has (if ``flushed``), release our claims."""
+        replies = self._settle_all([(c.base, c.seq) for c in batch], claim, flushed=flushed)
+        if not flushed:
+            return
+        cleared: list[bytes] = []
+        lost: list[_Claimed] = []
+        for c, (was_cleared, owned, token) in zip(batch, replies, strict=True):
+            if was_cleared:
+                cleared += (c.member, token)
+            elif not owned:
+                lost.append(c)
+        if cleared:
+            self._call("unindex", self._unindex, keys=list(self._index), args=cleared)
+        if lost:
+            self._mark_again(lost)
+
+    def _mark_again(self, lost: list[_Claimed]) -> None:
+        """Mark the current values of keys whose claim expired while we wrote them dirty again.
+
+        Another flusher may have written a newer value before our older one landed.
+        """
+        now = _now_ms()
+        token = _token(now)
+        members = [c.member for c in lost]
+        self._call("index", self._reindex, keys=list(self._index), args=[now, token, *members])
+        for c in lost:
+            b = c.base
+            done = self._call(
+                "mark again", self._remark, keys=[b + b"v", b + b"n", b + b"d"], args=[token, now]
+            )
+            logger.warning(
+                "flush of %r outlived its claim (claim_ttl too short?); %s",
+                c.key,
+                "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value",
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what is dirty and stop the background thread (the Cache closes the store).
+
+        If the final flush fails the keys stay dirty in Redis for any other process to
+        flush, and the error is raised after the thread has stopped.
+        """
+        if self._closed:
+            return
+        error: Exception | None = None
+        try:
+            self.flush()
+        except Exception as exc:
+            error = exc
+        self._closed = True
+        self._loop.stop(timeout)
+        closed(self)
+        if error is not None:
+            logger.error("shared write-back closed with keys still dirty in Redis")
+            raise error
