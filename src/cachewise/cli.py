@@ -7,7 +7,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("cachewise._cli_aggregate", "cachewise._cli_journal")
+COMMANDS: tuple[str, ...] = (
+    "cachewise._cli_aggregate",
+    "cachewise._cli_journal",
+    "cachewise.lab.cli",
+)
 """Modules that each add subcommands with ``register(subparsers)``; one job per module."""
 
 

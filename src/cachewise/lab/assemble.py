@@ -1,0 +1,63 @@
+"""How a run is put together: where it runs, its store, and one App per table."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cachewise.lab.database import Database
+from cachewise.lab.metrics import CountingSource
+from cachewise.lab.scenario import Kind, Scenario
+from cachewise.lab.stores import LabMemoryStore, redis_store
+from cachewise.lab.strategies import App, Strategy
+
+
+@dataclass
+class Environment:
+    """Where runs happen: the database, and Redis (``None``: an in-process MemoryStore)."""
+
+    database: Database
+    redis_url: str | None = None
+    kill: bool = True
+    """Measure lost writes by SIGKILLing a child (off only in unit tests of other parts)."""
+
+
+def make_store(env: Environment, scenario: Scenario) -> Any:
+    """A fresh counting store for one run."""
+    if env.redis_url is not None:
+        return redis_store(env.redis_url, f"cwlab-{uuid.uuid4().hex[:12]}")
+    return LabMemoryStore(scenario.cache_entries, scenario.eviction)
+
+
+def strategies_for(kind: Kind, scenario: Scenario, strategy: str) -> dict[str, Strategy]:
+    """The strategy of every table while ``strategy`` is tried on the kind's table."""
+    out = {}
+    for table, spec in scenario.tables.items():
+        name = strategy if table == kind.table else kind.fixed.get(table, spec.strategy)
+        if name is None:
+            name = strategy
+        out[table] = Strategy.parse(name)
+    return out
+
+
+def build_apps(
+    scenario: Scenario,
+    plan: dict[str, Strategy],
+    store: Any,
+    counted: dict[str, CountingSource],
+    journal: Callable[[str], str | None] = lambda table: None,
+) -> dict[str, App]:
+    """One App per table, all sharing ``store``."""
+    return {
+        table: App(
+            plan[table],
+            store,
+            counted[table],
+            admit=scenario.tables[table].admit,
+            journal=journal(table) if plan[table].write == "write-back" else None,
+            name=f"lab-{table}",
+        )
+        for table in scenario.tables
+    }

@@ -1,0 +1,132 @@
+"""A self-contained HTML report: one inline-SVG chart per case, no scripts, no network."""
+
+from __future__ import annotations
+
+from html import escape
+
+from cachewise.lab.runner import CaseResult, KindResult
+
+_CHART_METRICS: tuple[tuple[str, str], ...] = (
+    ("source_reads", "source reads"),
+    ("source_writes", "source writes"),
+    ("read_p99_us", "read p99 µs"),
+    ("write_p99_us", "write p99 µs"),
+    ("stale_reads", "stale reads"),
+    ("lost_writes", "lost writes"),
+)
+_LABEL_W = 230
+_COL_W = 150
+_ROW_H = 22
+_HEAD_H = 28
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}
+h1{margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:1px solid #ccc}
+.dim{color:#666}.ok{color:#187a2f;font-weight:bold}.bad{color:#b3261e;font-weight:bold}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+td,th{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
+td:first-child,th:first-child{text-align:left}tr.win{background:#e6f4ea}
+"""
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric == "hit_ratio":
+        return f"{value:.0%}"
+    if metric.endswith("_us"):
+        return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+    return f"{int(value):,}"
+
+
+def chart(kr: KindResult) -> str:
+    """Small multiples: one bar column per metric, one row per strategy (winner first)."""
+    ranking = kr.decision.ranking
+    width = _LABEL_W + _COL_W * len(_CHART_METRICS)
+    height = _HEAD_H + _ROW_H * len(ranking) + 6
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-size="12" role="img" aria-label="{escape(kr.kind.name)} chart">'
+    ]
+    for col, (metric, label) in enumerate(_CHART_METRICS):
+        x = _LABEL_W + col * _COL_W
+        parts.append(f'<text x="{x}" y="16" font-weight="bold">{escape(label)}</text>')
+        top = max(float(kr.results[s].get(metric, 0)) for s in ranking) or 1.0
+        for row, strategy in enumerate(ranking):
+            value = float(kr.results[strategy].get(metric, 0))
+            y = _HEAD_H + row * _ROW_H
+            bar = (_COL_W - 60) * value / top
+            color = "#2e7d32" if strategy == kr.decision.winner else "#7a8ca3"
+            parts.append(
+                f'<rect x="{x}" y="{y + 3}" width="{bar:.1f}" height="{_ROW_H - 8}" '
+                f'fill="{color}"/>'
+                f'<text x="{x + bar + 4:.1f}" y="{y + 15}">{escape(_fmt(metric, value))}</text>'
+            )
+    for row, strategy in enumerate(ranking):
+        y = _HEAD_H + row * _ROW_H + 15
+        weight = ' font-weight="bold"' if strategy == kr.decision.winner else ""
+        mark = "★ " if strategy == kr.decision.winner else ""
+        parts.append(f'<text x="4" y="{y}"{weight}>{escape(mark + strategy)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(kr: KindResult) -> str:
+    heads = ["strategy", "hit", "src reads", "src writes", "read p50", "read p99"]
+    heads += ["write p50", "write p99", "stale", "lost", "why not"]
+    metrics: tuple[str, ...] = ("hit_ratio", "source_reads", "source_writes", "read_p50_us")
+    metrics += ("read_p99_us", "write_p50_us", "write_p99_us", "stale_reads", "lost_writes")
+    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in heads) + "</tr>"]
+    for s in kr.decision.ranking:
+        cls = ' class="win"' if s == kr.decision.winner else ""
+        cells = "".join(f"<td>{_fmt(m, float(kr.results[s].get(m, 0)))}</td>" for m in metrics)
+        why = escape(kr.decision.reasons.get(s, ""))
+        rows.append(f"<tr{cls}><td>{escape(s)}</td>{cells}<td>{why}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _kind(kr: KindResult) -> str:
+    d = kr.decision
+    agree = kr.kind.workshop == d.winner
+    verdict = (
+        '<span class="ok">✓ agrees</span>'
+        if agree
+        else f'<span class="bad">✗ differs</span> ({escape(kr.workshop_cost or "")})'
+    )
+    out = [
+        f"<h3>{escape(kr.kind.name)}</h3>",
+        f"<p><b>objective:</b> {escape(kr.kind.objective.summary)}<br>"
+        f'<span class="dim">{escape(kr.kind.objective.describe())}</span></p>',
+        chart(kr),
+        f"<p><b>recommended:</b> {escape(d.winner)}<br>",
+    ]
+    if d.runner_up:
+        out.append(f"<b>runner-up:</b> {escape(d.runner_up)} — {escape(kr.cost)}<br>")
+    out.append(f"<b>workshop:</b> {escape(kr.kind.workshop)} {verdict}</p>")
+    for strategy, lost in kr.journal_lost.items():
+        plain = int(kr.results[strategy]["lost_writes"])
+        out.append(
+            f"<p>SIGKILL: {escape(strategy)} lost {plain} acknowledged writes without a "
+            f"journal, {lost} with journal fsync='always'.</p>"
+        )
+    out.append(_table(kr))
+    return "\n".join(out)
+
+
+def render(cases: list[CaseResult], title: str = "cachewise lab") -> str:
+    """The whole report as one HTML document (inline CSS and SVG only)."""
+    body = [f"<h1>{escape(title)}</h1>"]
+    body.append(
+        '<p class="dim">Every candidate strategy run on the same seeded workload against '
+        "a real database; the recommendation is computed from the measurements and the "
+        "case's objective.</p>"
+    )
+    for case in cases:
+        body.append(f"<h2>{escape(case.name)}: {escape(case.title)}</h2>")
+        body.append(f'<p class="dim">{escape(case.story)}</p>')
+        body.extend(_kind(kr) for kr in case.kinds)
+        body.extend(f'<p class="dim">note: {escape(n)}</p>' for n in case.notes)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )

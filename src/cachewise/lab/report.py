@@ -1,0 +1,115 @@
+"""The terminal report: one rich table per case and data kind, the decision beside the workshop."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cachewise.lab.runner import CaseResult, KindResult
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("hit_ratio", "hit"),
+    ("source_reads", "src reads"),
+    ("source_writes", "src writes"),
+    ("read_p50_us", "read p50 µs"),
+    ("read_p99_us", "read p99 µs"),
+    ("write_p50_us", "write p50 µs"),
+    ("write_p99_us", "write p99 µs"),
+    ("stale_reads", "stale"),
+    ("lost_writes", "lost"),
+    ("app_calls", "app calls"),
+    ("evictions", "evict"),
+)
+
+
+def _cell(metric: str, value: float) -> str:
+    if metric == "hit_ratio":
+        return f"{value:.0%}"
+    if metric.endswith("_us"):
+        return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+    return f"{int(value):,}"
+
+
+def kind_table(case: CaseResult, kr: KindResult) -> Table:
+    """The measurements of every strategy for one data kind, the winner marked."""
+    decision = kr.decision
+    title = f"{case.title} — {kr.kind.name}"
+    table = Table(title=title, title_justify="left", header_style="bold", expand=False)
+    table.add_column("strategy", no_wrap=True)
+    for _, header in _COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("why not", overflow="fold", max_width=34)
+    for strategy in decision.ranking:
+        metrics = kr.results[strategy]
+        mark = ""
+        style = ""
+        if strategy == decision.winner:
+            mark, style = "★ ", "bold green"
+        elif strategy == decision.runner_up:
+            mark, style = "2 ", "yellow"
+        if strategy == kr.kind.workshop:
+            mark += "W "
+        cells = [_cell(metric, float(metrics.get(metric, 0))) for metric, _ in _COLUMNS]
+        table.add_row(
+            Text(mark + strategy, style=style), *cells, decision.reasons.get(strategy, "")
+        )
+    return table
+
+
+def summary_lines(kr: KindResult) -> list[Text]:
+    """Winner, runner-up and its cost, the workshop's answer, the journal's effect."""
+    d = kr.decision
+    lines = [Text.assemble(("recommended: ", "bold"), (d.winner, "bold green"))]
+    if d.runner_up:
+        lines.append(Text(f"runner-up:   {d.runner_up} — {kr.cost}"))
+    if kr.kind.workshop == d.winner:
+        lines.append(Text.assemble("workshop:    ", (kr.kind.workshop, "bold"), " ✓ agrees"))
+    else:
+        extra = f" — it costs {kr.workshop_cost}" if kr.workshop_cost else ""
+        lines.append(
+            Text.assemble("workshop:    ", (kr.kind.workshop, "bold red"), f" ✗ differs{extra}")
+        )
+    for strategy, lost in kr.journal_lost.items():
+        plain = int(kr.results[strategy]["lost_writes"])
+        lines.append(
+            Text(
+                f"SIGKILL:     {strategy} lost {plain} acknowledged writes without a journal, "
+                f"{lost} with journal fsync='always'"
+            )
+        )
+    return lines
+
+
+def print_case(console: Console, case: CaseResult) -> None:
+    """Print one case: story, objective, table and decision per data kind, notes."""
+    console.rule(f"[bold]{case.name}[/bold]: {case.title}")
+    console.print(Text(case.story, style="dim"))
+    for kr in case.kinds:
+        console.print(Text.assemble(("objective: ", "bold"), kr.kind.objective.summary))
+        console.print(Text(f"  ({kr.kind.objective.describe()})", style="dim"))
+        console.print(kind_table(case, kr))
+        for line in summary_lines(kr):
+            console.print(line)
+    for note in case.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    console.print(Text(f"{case.seconds:.1f} s", style="dim"))
+
+
+def print_overview(console: Console, cases: list[CaseResult]) -> None:
+    """One line per case and kind: measured recommendation against the workshop's."""
+    table = Table(title="Summary", title_justify="left", header_style="bold")
+    for header in ("case", "data", "recommended (measured)", "workshop", "", "runner-up costs"):
+        table.add_column(header)
+    for case in cases:
+        for kr in case.kinds:
+            agree = kr.kind.workshop == kr.decision.winner
+            table.add_row(
+                case.name,
+                kr.kind.name,
+                Text(kr.decision.winner, style="bold green"),
+                kr.kind.workshop,
+                Text("✓" if agree else "✗", style="green" if agree else "red"),
+                f"{kr.decision.runner_up}: {kr.cost}" if kr.decision.runner_up else "",
+            )
+    console.print(table)

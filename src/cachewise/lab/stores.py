@@ -1,0 +1,89 @@
+"""The lab's stores: the real MemoryStore or RedisStore, counting what the cache does to them.
+
+A case shares one store between several tables' caches, so closing one cache must not
+close the store: the runner closes it with ``shutdown()`` when the run is over.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cachewise._types import Key
+from cachewise.stats import Counter
+from cachewise.stores.memory import MemoryStore
+
+
+class LabMemoryStore(MemoryStore):
+    """A MemoryStore that counts sets and deletes (cache operations) and outlives its caches."""
+
+    def __init__(self, max_entries: int, eviction: str) -> None:
+        super().__init__(max_entries=max_entries, eviction=eviction)
+        self.ops = Counter()
+
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        self.ops.add()
+        super().set(key, value, ttl)
+
+    def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        self.ops.add_many(len(items))
+        super().set_many(items, ttl)
+
+    def delete(self, key: Key) -> bool:
+        self.ops.add()
+        return super().delete(key)
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        wanted = list(keys)
+        self.ops.add_many(len(wanted))
+        return super().delete_many(wanted)
+
+    def close(self) -> None:
+        """Caches close their store; the lab's store is closed by ``shutdown()``."""
+
+    def shutdown(self) -> None:
+        """Really close the store."""
+        super().close()
+
+
+def redis_store(url: str, namespace: str) -> Any:
+    """A counting RedisStore in ``namespace`` (ImportError if RedisStore is not there)."""
+    module = importlib.import_module("cachewise.stores.redis")
+    base: type[Any] = module.RedisStore
+
+    class LabRedisStore(base):  # type: ignore[misc]
+        """A RedisStore that counts sets and deletes and outlives its caches."""
+
+        def __init__(self) -> None:
+            super().__init__(url, namespace=namespace)
+            self.ops = Counter()
+
+        def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+            self.ops.add()
+            super().set(key, value, ttl)
+
+        def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+            self.ops.add_many(len(items))
+            super().set_many(items, ttl)
+
+        def delete(self, key: Key) -> bool:
+            self.ops.add()
+            return bool(super().delete(key))
+
+        def delete_many(self, keys: Iterable[Key]) -> int:
+            wanted = list(keys)
+            self.ops.add_many(len(wanted))
+            return int(super().delete_many(wanted))
+
+        def close(self) -> None:
+            """Closed by ``shutdown()``."""
+
+        def shutdown(self) -> None:
+            """Drop this run's keys, then close the connection."""
+            try:
+                super().clear()
+            finally:
+                super().close()
+
+    return LabRedisStore()
