@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import pickle
 import re
+import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -66,10 +67,10 @@ class Codec(Protocol):
 # Extension type codes. They are part of the stored format: never renumber, only add.
 _EXT_BIGINT: Final = 1  # int beyond msgpack's 64-bit range: two's complement, big-endian
 _EXT_DECIMAL: Final = 2  # str(Decimal): exact, incl. sign of zero, exponent, NaN, sNaN
-_EXT_DATETIME: Final = 3  # [y, mo, d, h, mi, s, us, fold, tz]
-_EXT_DATE: Final = 4  # [y, mo, d]
-_EXT_TIME: Final = 5  # [h, mi, s, us, fold, tz]
-_EXT_TIMEDELTA: Final = 6  # [days, seconds, microseconds]
+_EXT_DATETIME: Final = 3  # struct _DATETIME, then the zone (see _encode_tz)
+_EXT_DATE: Final = 4  # struct _DATE
+_EXT_TIME: Final = 5  # struct _TIME, then the zone
+_EXT_TIMEDELTA: Final = 6  # struct _TIMEDELTA
 _EXT_UUID: Final = 7  # the 16 bytes
 _EXT_TUPLE: Final = 8  # the items, as a msgpack array
 
@@ -82,43 +83,62 @@ except ImportError:  # pragma: no cover - stdlib on every supported Python
     _ZONEINFO = None
 
 
-def _encode_tz(tz: dt.tzinfo | None, probe: dt.datetime | None) -> Any:
-    """A zone as plain data: None, ["z", zone key] or ["o", days, seconds, us, name]."""
+_DATETIME = struct.Struct(">HBBBBBIB")  # y, mo, d, h, mi, s, us, fold; then the zone
+_TIME = struct.Struct(">BBBIB")  # h, mi, s, us, fold; then the zone
+_DATE = struct.Struct(">HBB")
+_TIMEDELTA = struct.Struct(">iII")  # days, seconds, microseconds (also a zone's offset)
+_UTC: Final = dt.timezone.utc
+
+
+def _encode_tz(tz: dt.tzinfo | None, probe: dt.datetime | None) -> bytes:
+    """A zone as bytes: b"" (naive), U (UTC), Z+key (zoneinfo), O+offset or N+offset+name."""
     if tz is None:
-        return None
+        return b""
+    if tz is _UTC:
+        return b"U"
     if _ZONEINFO is not None and isinstance(tz, _ZONEINFO):
-        zone_key = getattr(tz, "key", None)
+        zone_key: str | None = getattr(tz, "key", None)
         if zone_key is not None:
-            return ["z", zone_key]
+            return b"Z" + zone_key.encode("utf-8")
     if isinstance(tz, dt.timezone):
-        fixed = tz.utcoffset(None)
+        offset = tz.utcoffset(None)
         name: str | None = tz.tzname(None)
-        if name == dt.timezone(fixed).tzname(None):
+        if name == dt.timezone(offset).tzname(None):
             name = None  # the generated "UTC+01:00": rebuild it rather than freeze it
-        return ["o", fixed.days, fixed.seconds, fixed.microseconds, name]
-    # Any other tzinfo (pytz, dateutil, a ZoneInfo read from a file): its offset at this
-    # instant, as a fixed-offset zone. Documented in docs/codecs.md.
-    offset = tz.utcoffset(probe)
-    if offset is None:
-        raise CodecError(f"cannot encode tzinfo {type(tz).__name__}: it has no fixed offset")
-    return ["o", offset.days, offset.seconds, offset.microseconds, tz.tzname(probe)]
+    else:
+        # Any other tzinfo (pytz, dateutil, a ZoneInfo read from a file): its offset at
+        # this instant, as a fixed-offset zone. Documented in docs/codecs.md.
+        maybe = tz.utcoffset(probe)
+        if maybe is None:
+            raise CodecError(f"cannot encode tzinfo {type(tz).__name__}: it has no fixed offset")
+        offset, name = maybe, tz.tzname(probe)
+    packed = _TIMEDELTA.pack(offset.days, offset.seconds, offset.microseconds)
+    if name is None:
+        return b"O" + packed
+    return b"N" + packed + name.encode("utf-8", "surrogatepass")
 
 
-def _decode_tz(data: Any) -> dt.tzinfo | None:
-    if data is None:
+def _decode_tz(data: bytes) -> dt.tzinfo | None:
+    if not data:
         return None
-    if data[0] == "z":
+    kind = data[:1]
+    if kind == b"U":
+        return _UTC
+    if kind == b"Z":
         if _ZONEINFO is None:  # pragma: no cover
             raise CodecError("a zoneinfo zone was stored but zoneinfo is unavailable")
         try:
-            zone: dt.tzinfo = _ZONEINFO(data[1])
+            zone: dt.tzinfo = _ZONEINFO(data[1:].decode("utf-8"))
         except Exception as exc:
-            raise CodecError(f"unknown time zone {data[1]!r}") from exc
+            raise CodecError("unknown time zone") from exc
         return zone
-    if data[0] == "o":
-        offset = dt.timedelta(days=data[1], seconds=data[2], microseconds=data[3])
-        return dt.timezone(offset) if data[4] is None else dt.timezone(offset, data[4])
-    raise CodecError(f"unknown time zone form {data[0]!r}")
+    if kind in (b"O", b"N"):
+        days, seconds, micros = _TIMEDELTA.unpack_from(data, 1)
+        offset = dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        if kind == b"O":
+            return dt.timezone(offset)
+        return dt.timezone(offset, data[1 + _TIMEDELTA.size :].decode("utf-8", "surrogatepass"))
+    raise CodecError(f"unknown time zone form {kind!r}")
 
 
 def _int_to_bytes(value: int) -> bytes:
@@ -163,27 +183,29 @@ def _ext(code: int, value: Any) -> msgpack.ExtType:
     return msgpack.ExtType(code, _pack(value))
 
 
-def _datetime_parts(v: dt.datetime) -> list[Any]:
-    return [v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold,
-            _encode_tz(v.tzinfo, v)]  # fmt: skip
+def _encode_datetime(v: dt.datetime) -> msgpack.ExtType:
+    head = _DATETIME.pack(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold)
+    return msgpack.ExtType(_EXT_DATETIME, head + _encode_tz(v.tzinfo, v))
 
 
-def _time_parts(v: dt.time) -> list[Any]:
-    return [v.hour, v.minute, v.second, v.microsecond, v.fold, _encode_tz(v.tzinfo, None)]
+def _encode_time(v: dt.time) -> msgpack.ExtType:
+    head = _TIME.pack(v.hour, v.minute, v.second, v.microsecond, v.fold)
+    return msgpack.ExtType(_EXT_TIME, head + _encode_tz(v.tzinfo, None))
 
 
 def _make_datetime(data: bytes) -> dt.datetime:
-    y, mo, d, h, mi, s, us, fold, tz = _unpack(data)
-    return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
+    y, mo, d, h, mi, s, us, fold = _DATETIME.unpack_from(data)
+    tz = _decode_tz(data[_DATETIME.size :])
+    return dt.datetime(y, mo, d, h, mi, s, us, tzinfo=tz, fold=fold)
 
 
 def _make_time(data: bytes) -> dt.time:
-    h, mi, s, us, fold, tz = _unpack(data)
-    return dt.time(h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
+    h, mi, s, us, fold = _TIME.unpack_from(data)
+    return dt.time(h, mi, s, us, tzinfo=_decode_tz(data[_TIME.size :]), fold=fold)
 
 
 def _make_timedelta(data: bytes) -> dt.timedelta:
-    days, seconds, micros = _unpack(data)
+    days, seconds, micros = _TIMEDELTA.unpack(data)
     return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
 
 
@@ -192,10 +214,12 @@ _ENCODERS: Final[dict[type, Callable[[Any], msgpack.ExtType]]] = {
     int: lambda v: msgpack.ExtType(_EXT_BIGINT, _int_to_bytes(v)),  # beyond 64 bits
     tuple: lambda v: _ext(_EXT_TUPLE, list(v)),
     Decimal: lambda v: msgpack.ExtType(_EXT_DECIMAL, str(v).encode("ascii")),
-    dt.datetime: lambda v: _ext(_EXT_DATETIME, _datetime_parts(v)),
-    dt.date: lambda v: _ext(_EXT_DATE, [v.year, v.month, v.day]),
-    dt.time: lambda v: _ext(_EXT_TIME, _time_parts(v)),
-    dt.timedelta: lambda v: _ext(_EXT_TIMEDELTA, [v.days, v.seconds, v.microseconds]),
+    dt.datetime: _encode_datetime,
+    dt.date: lambda v: msgpack.ExtType(_EXT_DATE, _DATE.pack(v.year, v.month, v.day)),
+    dt.time: _encode_time,
+    dt.timedelta: lambda v: msgpack.ExtType(
+        _EXT_TIMEDELTA, _TIMEDELTA.pack(v.days, v.seconds, v.microseconds)
+    ),
     uuid.UUID: lambda v: msgpack.ExtType(_EXT_UUID, v.bytes),
 }
 
@@ -204,7 +228,7 @@ _DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     _EXT_TUPLE: lambda data: tuple(_unpack(data)),
     _EXT_DECIMAL: lambda data: Decimal(data.decode("ascii")),
     _EXT_DATETIME: _make_datetime,
-    _EXT_DATE: lambda data: dt.date(*_unpack(data)),
+    _EXT_DATE: lambda data: dt.date(*_DATE.unpack(data)),
     _EXT_TIME: _make_time,
     _EXT_TIMEDELTA: _make_timedelta,
     _EXT_UUID: lambda data: uuid.UUID(bytes=data),

@@ -32,7 +32,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from cachewise._types import MISSING, Key, check_positive, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
@@ -48,7 +48,11 @@ _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
 _FAILED: Final = object()
 """What a fail-open read returns when Redis could not be reached."""
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
-"""Versions outlive any load by far; they expire so idle keys do not pile up."""
+"""A version key expires this long after it was created, so idle keys do not pile up.
+
+Safe because a load only stores if the version it saw is the version now: a version
+that expired *during* a load reads as a change (refused), and going from "no version"
+back to "no version" across a write would need a load longer than this."""
 
 # KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms.
 _SET: Final = """
@@ -57,8 +61,9 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return 1
 """
 
@@ -72,8 +77,9 @@ for i = 1, #KEYS, 2 do
   else
     redis.call('SET', KEYS[i], payload)
   end
-  redis.call('INCR', KEYS[i + 1])
-  redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+  if redis.call('INCR', KEYS[i + 1]) == 1 then
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
+  end
 end
 return 1
 """
@@ -83,8 +89,9 @@ _DELETE: Final = """
 local n = 0
 for i = 1, #KEYS, 2 do
   n = n + redis.call('DEL', KEYS[i])
-  redis.call('INCR', KEYS[i + 1])
-  redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+  if redis.call('INCR', KEYS[i + 1]) == 1 then
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+  end
 end
 return n
 """
@@ -197,6 +204,9 @@ class RedisStore:
         self.client: redis.Redis = client
         self._get = client.get
         self._set = client.register_script(_SET)
+        self._set_sha = self._set.sha
+        self._evalsha = client.evalsha
+        self._default_px = _px(self._ttl)
         self._set_many = client.register_script(_SET_MANY)
         self._delete = client.register_script(_DELETE)
         self._begin = client.register_script(_BEGIN)
@@ -340,9 +350,18 @@ class RedisStore:
         """Store ``value`` and bump ``key``'s version, atomically (one script)."""
         self._check_open()
         vkey, nkey = self._keys(key)
-        px = self._ttl_px(ttl)
+        px = self._default_px if ttl is None else _px(check_ttl(ttl))
         payload = self.codec.encode(value, key=vkey)
-        self._call("SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS])
+        try:
+            self._evalsha(self._set_sha, 2, vkey, nkey, payload, px, _VERSION_TTL_MS)
+        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: the Script object reloads
+            self._call("SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS])
+            return
+        except RedisError as exc:
+            failure = exc
+        else:
+            return
+        raise self._translate("SET", failure)
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item and bump every version in one atomic script."""

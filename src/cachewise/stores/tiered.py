@@ -27,6 +27,10 @@ from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
 
 
+def _always_missing(_key: Key) -> Any:
+    return MISSING
+
+
 @dataclass(frozen=True)
 class _TieredToken:
     inner: LoadTicket
@@ -66,11 +70,10 @@ class TieredStore:
                 ready_timeout=ready_timeout,
             )
         self.bus: InvalidationBus = bus
-        self._serving = bus.live
-        bus.subscribe(self._on_invalidation)
-        self._serving = bus.live  # a message may have flipped it while we subscribed
-        self._l1_get = l1.get
         self._closed = False
+        self._set_serving(bus.live)
+        bus.subscribe(self._on_invalidation)
+        self._set_serving(bus.live)  # a message may have flipped it while we subscribed
         self.invalidations_received = 0
         """Keys (or "everything" messages) dropped from L1 because another process said so."""
 
@@ -86,10 +89,14 @@ class TieredStore:
             self._generation += 1
             if message.keys is None:
                 self.l1.clear()
-                self._serving = message.live
+                self._set_serving(message.live)
             else:
                 self.l1.delete_many(message.keys)
             self.invalidations_received += 1 if message.keys is None else len(message.keys)
+
+    def _set_serving(self, serving: bool) -> None:
+        self._serving = serving
+        self._l1_get = self.l1.get if serving else _always_missing
 
     def _fill(self, generation: int, items: Mapping[Key, Any]) -> None:
         """Copy L2 values into L1 unless something was invalidated since ``generation``."""
@@ -99,11 +106,11 @@ class TieredStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(self, key: Key) -> Any:
-        if self._serving:
-            value = self._l1_get(key)
-            if value is not MISSING:
-                return value
+    def get(self, key: Key, _missing: Any = MISSING) -> Any:
+        # The hot path: one L1 lookup. _l1_get answers MISSING while the bus is not live.
+        value = self._l1_get(key)
+        if value is not _missing:
+            return value
         generation = self._generation
         value = self.l2.get(key)
         if value is not MISSING:
