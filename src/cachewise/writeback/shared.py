@@ -77,9 +77,10 @@ from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry
 
 logger = logging.getLogger("cachewise.writeback")
 
-fault_hook: Callable[[str], None] | None = None
-"""Tests set this to pause or die at a named point of a flush: ``claimed`` (keys claimed,
-source not written), ``saved`` (source written, marks not cleared)."""
+fault_hook: Callable[[str, list[Key]], None] | None = None
+"""Tests set this to pause or die at a named point of a flush, with the batch's keys:
+``claimed`` (keys claimed, source not written), ``saved`` (source written, marks not
+cleared)."""
 
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
 """A clean key's version expires as RedisStore's do; a dirty key's never does."""
@@ -225,10 +226,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _fault(point: str) -> None:
+def _fault(point: str, batch: list[_Claimed]) -> None:
     hook = fault_hook
     if hook is not None:
-        hook(point)
+        hook(point, [c.key for c in batch])
 
 
 class SharedFlusher:
@@ -498,9 +499,9 @@ class SharedFlusher:
             self._settle_all(undecodable, claim, flushed=False)
         if not batch:
             return 0
-        _fault("claimed")
+        _fault("claimed", batch)
         self._write_source(batch, claim)
-        _fault("saved")
+        _fault("saved", batch)
         self._release(batch, claim, flushed=True)
         return len(batch)
 
