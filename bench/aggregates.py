@@ -94,7 +94,7 @@ def _orders(engine: sa.Engine, args: argparse.Namespace, prefix: str) -> dict[st
         started = time.perf_counter()
         conn.execute(
             sa.text(
-                f"INSERT INTO {table} SELECT i, i % :c, (i * 7919) % 1000 "
+                f"INSERT INTO {table} SELECT i, i % :c, (i::bigint * 7919) % 1000 "
                 "FROM generate_series(1, :n) AS i"
             ),
             {"c": args.customers, "n": args.rows},

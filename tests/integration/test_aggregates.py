@@ -149,6 +149,11 @@ def test_refresh_shows_changes_and_hot_rows_come_from_memory(db: DB) -> None:
         for _ in range(50):
             assert int(agg.read("a")["total"]) == 10
         assert agg.stats.loads == loads  # 50 reads, no database round trip
+        assert agg.read("zz") is None
+        loads = agg.stats.loads
+        assert agg.read("zz", default=0) == 0
+        assert agg.read_many(["zz", "a"]).keys() == {"a"}
+        assert agg.stats.loads == loads  # "no such row" is cached too (per generation)
         db.sql(f"UPDATE {src} SET amount = 99 WHERE id = 1")
         assert int(agg.read("a")["total"]) == 10  # not refreshed yet: the old result
         agg.refresh()

@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cachewise._types import MISSING, Key
+from cachewise._types import Key
 from cachewise.aggregates import _sql
 from cachewise.aggregates._dialects import Builder, State, builder_for
 from cachewise.aggregates._runner import Runner
@@ -45,6 +45,10 @@ from cachewise.stores.memory import MemoryStore
 logger = logging.getLogger("cachewise.aggregates")
 
 _T = TypeVar("_T")
+
+ABSENT: Final = None
+"""What the cache holds for a key with no row: within one generation the answer cannot
+change, so dashboards asking for empty cells (an hour with no views) hit memory too."""
 
 _BATCH = 500
 """Keys per ``IN (...)`` when loading many rows."""
@@ -76,9 +80,14 @@ class _ViewSource:
         return f"_ViewSource({self._table.name!r})"
 
     def _where(self, wanted: list[tuple[object, ...]]) -> sa.ColumnElement[bool]:
-        if self._multi:
-            return sa.tuple_(*self._keys).in_(wanted)
-        return self._keys[0].in_([w[0] for w in wanted])
+        if not self._multi:
+            return self._keys[0].in_([w[0] for w in wanted])
+        # Each column's IN list first: PostgreSQL matches those against the unique
+        # index, where a bare row-value IN list scans the whole view.
+        columns = [
+            col.in_(list(dict.fromkeys(w[i] for w in wanted))) for i, col in enumerate(self._keys)
+        ]
+        return sa.and_(*columns, sa.tuple_(*self._keys).in_(wanted))
 
     def _fetch(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
@@ -98,7 +107,7 @@ class _ViewSource:
         # One key: equality, not IN, so the statement is one cached plan shape.
         match = sa.and_(*(col == value for col, value in zip(self._keys, values, strict=True)))
         rows = self._fetch(sa.select(self._table).where(match))
-        return rows[0] if rows else MISSING
+        return rows[0] if rows else ABSENT
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         by_value: dict[tuple[object, ...], Key] = {}
@@ -114,6 +123,8 @@ class _ViewSource:
                 cache_key = by_value.get(tuple(row[n] for n in names))
                 if cache_key is not None:
                     found[cache_key] = row
+        for key in by_value.values():
+            found.setdefault(key, ABSENT)
         return found
 
     def save(self, key: Key, value: Any) -> None:
@@ -357,7 +368,8 @@ class Aggregate:
         """
         self._check_open()
         self._maybe_check()
-        return self._cache.read(self._cache_key(key), default)
+        row = self._cache.read(self._cache_key(key), ABSENT)
+        return default if row is ABSENT else row
 
     def read_many(self, keys: Iterable[object]) -> dict[Any, dict[str, Any]]:
         """The rows found for ``keys``, by key; misses are loaded in batched selects."""
@@ -365,7 +377,7 @@ class Aggregate:
         self._maybe_check()
         wanted = {self._cache_key(k): k for k in keys}
         found = self._cache.read_many(list(wanted))
-        return {wanted[ck]: row for ck, row in found.items()}
+        return {wanted[ck]: row for ck, row in found.items() if row is not ABSENT}
 
     def rows(self) -> list[dict[str, Any]]:
         """Every row of the result, ordered by key: one consistent snapshot."""
