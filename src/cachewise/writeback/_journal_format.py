@@ -2,7 +2,8 @@
 
 Pure bytes in, bytes out; the journal (``journal.py``) does the file I/O.
 
-A segment file is ``MAGIC`` followed by records. A record is::
+A segment file is ``MAGIC`` followed by records, then (while it is the active segment,
+or after a crash) zeros up to its preallocated size. A record is::
 
     u32 length        of the payload
     u32 length ^ 0xFFFFFFFF
@@ -24,6 +25,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
+
+from cachewise import codecs
 from cachewise._types import Key
 from cachewise.codecs import Codec
 from cachewise.errors import CodecError
@@ -44,6 +48,8 @@ HEADER: Final = struct.Struct("<IIIQB")
 _CRC_FROM: Final = 12
 """The CRC covers the header from ``seq`` on, and the payload."""
 
+_LENGTHS: Final = struct.Struct("<III")
+_SEQ_KIND: Final = struct.Struct("<QB")
 _KEY_LEN: Final = struct.Struct("<I")
 _META: Final = struct.Struct("<8sQI")
 MAX_PAYLOAD: Final = 1 << 30
@@ -81,6 +87,8 @@ class Scan:
     records: list[RawRecord]
     end: int
     problem: str | None
+    padding: int = 0
+    """Zero bytes after the last record (a preallocated segment's unused tail)."""
 
 
 def encode_payload(codec: Codec, key: Key, value: Any) -> tuple[int, bytes]:
@@ -110,9 +118,56 @@ def decode_payload(codec: Codec, kind: int, payload: bytes) -> tuple[Key, Any]:
 def encode_record(seq: int, kind: int, payload: bytes) -> bytes:
     """The bytes of one record."""
     length = len(payload)
-    head = HEADER.pack(length, length ^ 0xFFFFFFFF, 0, seq, kind)
-    crc = zlib.crc32(payload, zlib.crc32(head[_CRC_FROM:]))
-    return HEADER.pack(length, length ^ 0xFFFFFFFF, crc, seq, kind) + payload
+    tail = _SEQ_KIND.pack(seq, kind)
+    crc = zlib.crc32(payload, zlib.crc32(tail))
+    return _LENGTHS.pack(length, length ^ 0xFFFFFFFF, crc) + tail + payload
+
+
+class RecordEncoder:
+    """Turns writes into record bytes; not thread-safe (the journal calls it under a lock).
+
+    With the default codec it packs with one reusable ``msgpack.Packer`` (the codec's own
+    options and type hook, so the bytes are exactly ``codec.encode``'s) and remembers the
+    encodings of recent keys: the write path is microseconds and hot keys repeat.
+    """
+
+    _KEY_CACHE_SIZE: Final = 65_536
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+        self._packer: Any = None
+        if type(codec) is codecs.MsgpackCodec:
+            self._packer = msgpack.Packer(
+                default=codecs._default,
+                use_bin_type=True,
+                strict_types=True,
+                unicode_errors="surrogatepass",
+            )
+        self._keys: dict[Key, bytes] = {}
+
+    def _encode(self, value: Any, key: Key | None) -> bytes:
+        if self._packer is None:
+            return self._codec.encode(value, key)
+        try:
+            return self._packer.pack(value)  # type: ignore[no-any-return]
+        except CodecError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
+
+    def record(self, seq: int, key: Key, value: Any) -> bytes:
+        """The record of a write of ``value`` (or TOMBSTONE) to ``key``."""
+        keys = self._keys
+        key_part = keys.get(key)
+        if key_part is None:
+            encoded = self._encode(key, None)
+            key_part = _KEY_LEN.pack(len(encoded)) + encoded
+            if len(keys) >= self._KEY_CACHE_SIZE:
+                keys.clear()
+            keys[key] = key_part
+        if value is TOMBSTONE:
+            return encode_record(seq, DELETE, key_part)
+        return encode_record(seq, PUT, key_part + self._encode(value, key))
 
 
 def _record_at(data: bytes | memoryview, offset: int) -> tuple[RawRecord | None, str | None]:
@@ -140,9 +195,14 @@ def scan(data: bytes) -> Scan:
     view = memoryview(data)
     records: list[RawRecord] = []
     offset = len(MAGIC)
-    while offset < len(data):
+    size = len(data)
+    while offset < size:
         record, problem = _record_at(view, offset)
         if record is None:
+            if data.count(0, offset) == size - offset:
+                # Segments are preallocated and written through a memory map: the records
+                # end where the zeros start. Zeros *followed by data* are damage.
+                return Scan(records, offset, None, size - offset)
             return Scan(records, offset, problem)
         records.append(record)
         offset = record.end

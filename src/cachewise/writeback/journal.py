@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -106,6 +107,35 @@ class _Segment:
     size: int
     records: int = 0
     max_seq: int = 0
+
+
+class _Active:
+    """The segment being appended to: preallocated and written through a memory map."""
+
+    __slots__ = ("capacity", "fd", "map", "open", "segment")
+
+    def __init__(self, segment: _Segment, fd: int, capacity: int) -> None:
+        self.segment = segment
+        self.fd = fd
+        self.capacity = capacity
+        self.map = mmap.mmap(fd, capacity)
+        self.open = True
+
+    def seal(self) -> None:
+        """Unmap, cut the zero tail off and fsync (the size change too); close the file."""
+        try:
+            self.map.close()
+            os.ftruncate(self.fd, self.segment.size)
+            os.fsync(self.fd)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Unmap and close without syncing (once; the fd number is never closed twice)."""
+        if self.open:
+            self.open = False
+            self.map.close()
+            os.close(self.fd)
 
 
 def _segment_name(index: int) -> str:
@@ -198,6 +228,7 @@ class FileJournal:
         self.path = Path(path)
         self.fsync: FsyncMode = fsync
         self._codec = codec or default_codec()
+        self._encoder = fmt.RecordEncoder(self._codec)
         self._segment_bytes = segment_bytes
         self._sync_interval = sync_interval
         self._write_lock = threading.Lock()
@@ -216,7 +247,7 @@ class FileJournal:
         self._lock_fd = self._take_lock()
         try:
             self._replayed, self._last_seq = self._load()
-            self._active, self._fd = self._create_segment(self._next_index())
+            self._active = self._create_segment(self._next_index(), segment_bytes)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -269,6 +300,8 @@ class FileJournal:
                 raise JournalCorruptError(damage.segment, damage.offset, damage.reason)
             if damage is not None:
                 self._truncate_torn(path, damage, len(data))
+            elif scan.padding:
+                self._truncate_padding(path, scan.end)
             segment = _Segment(index, path, scan.end, len(scan.records))
             for record in scan.records:
                 segment.max_seq = max(segment.max_seq, record.seq)
@@ -310,24 +343,46 @@ class FileJournal:
         except OSError as exc:
             raise JournalError(f"cannot truncate torn journal tail {path}") from exc
 
+    def _truncate_padding(self, path: Path, end: int) -> None:
+        """Cut the zero tail a crash left on a preallocated segment (not damage)."""
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise JournalError(f"cannot truncate journal segment {path}") from exc
+
     def _next_index(self) -> int:
         existing = [s.index for s in self._closed_segments]
         return max(existing, default=0) + 1
 
-    def _create_segment(self, index: int) -> tuple[_Segment, int]:
+    def _create_segment(self, index: int, capacity: int) -> _Active:
+        """A new segment, its blocks reserved up front and mapped.
+
+        ``posix_fallocate`` reserves the disk space now, so a full disk is an error here
+        rather than a SIGBUS on a later store into the map. Appends are then a memory copy
+        into the page cache (which a killed process cannot lose) with no system call and
+        no GIL release per write; ``fsync`` on the file makes them durable.
+        """
         path = self.path / _segment_name(index)
+        capacity = max(capacity, len(fmt.MAGIC) + 1)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
         try:
             _write_all(fd, fmt.MAGIC)
+            os.posix_fallocate(fd, 0, capacity)
             os.fsync(fd)
             _fsync_dir(self.path)
+            return _Active(_Segment(index, path, len(fmt.MAGIC)), fd, capacity)
         except OSError as exc:
             os.close(fd)
+            path.unlink(missing_ok=True)
             raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
-        return _Segment(index, path, len(fmt.MAGIC)), fd
 
     # -- the Journal protocol --------------------------------------------------------
 
@@ -345,24 +400,25 @@ class FileJournal:
         """Write records; with fsync='always' return only once they are on disk."""
         if not records:
             return
-        chunks = []
-        top = 0
-        for seq, key, value in records:  # encode before any I/O: a bad value changes nothing
-            kind, payload = fmt.encode_payload(self._codec, key, value)
-            chunks.append(fmt.encode_record(seq, kind, payload))
-            top = max(top, seq)
-        data = b"".join(chunks)
         with self._write_lock:
+            # Encoded first: a value the codec refuses raises before any byte is written.
+            encode = self._encoder.record
+            if len(records) == 1:
+                seq, key, value = records[0]
+                data, top = encode(seq, key, value), seq
+            else:
+                data = b"".join([encode(seq, key, value) for seq, key, value in records])
+                top = max(seq for seq, _, _ in records)
             self._check_usable()
-            if self._active.size >= self._segment_bytes:
-                self._rotate_locked()
+            active = self._active.segment
+            end = active.size + len(data)
+            if end > self._active.capacity:
+                self._rotate_locked(len(fmt.MAGIC) + len(data))
                 self._maybe_want_compaction()
-            try:
-                _write_all(self._fd, data)
-            except OSError as exc:
-                raise self._fail("write", exc) from exc
-            active = self._active
-            active.size += len(data)
+                active = self._active.segment
+                end = active.size + len(data)
+            self._active.map[active.size : end] = data
+            active.size = end
             active.records += len(records)
             active.max_seq = max(active.max_seq, top)
             self._last_seq = max(self._last_seq, top)
@@ -382,7 +438,7 @@ class FileJournal:
             with self._write_lock:
                 if not self._usable():
                     return
-                active = self._active
+                active = self._active.segment
                 if active.records and active.max_seq <= upto:
                     try:
                         self._rotate_locked()
@@ -402,13 +458,15 @@ class FileJournal:
         self._thread.join()
         with self._compact_lock, self._write_lock, self._sync_lock:
             self._closed = True
-            if self._failed is None and self._synced < self._written:
-                try:
-                    os.fsync(self._fd)
-                except OSError as exc:
-                    logger.error("journal %s: final fsync failed: %s", self.path, exc)  # noqa: TRY400
-            os.close(self._fd)
-            os.close(self._lock_fd)
+            try:
+                if self._failed is None and self._active.open:
+                    self._active.seal()  # fsyncs what was written, trims the zero tail
+                else:
+                    self._active.release()  # leave the file as it is: reopen replays it
+            except OSError as exc:
+                logger.error("journal %s: final sync failed: %s", self.path, exc)  # noqa: TRY400
+            finally:
+                os.close(self._lock_fd)
 
     # -- inspection helpers (tests, CLI) ---------------------------------------------
 
@@ -420,7 +478,7 @@ class FileJournal:
     def size(self) -> int:
         """Bytes in all segments."""
         with self._write_lock:
-            return self._active.size + sum(s.size for s in self._closed_segments)
+            return self._active.segment.size + sum(s.size for s in self._closed_segments)
 
     @property
     def failed(self) -> bool:
@@ -457,27 +515,28 @@ class FileJournal:
             if self._synced >= ticket:
                 return
             self._check_usable()
-            target = self._written  # only complete writes are counted: all in this fd
+            target = self._written  # only complete writes are counted: all in this file
             try:
-                os.fsync(self._fd)
+                os.fsync(self._active.fd)  # covers stores through the map: one page cache
             except OSError as exc:
                 raise self._fail("fsync", exc) from exc
             self._synced = target
 
-    def _rotate_locked(self) -> None:
+    def _rotate_locked(self, need: int = 0) -> None:
         """Seal the active segment (fsynced) and start the next; ``_write_lock`` held."""
         with self._sync_lock:
             self._check_usable()
-            if self._synced < self._written:
-                try:
-                    os.fsync(self._fd)
-                except OSError as exc:
-                    raise self._fail("fsync", exc) from exc
-                self._synced = self._written
-            segment, fd = self._create_segment(self._active.index + 1)
-            os.close(self._fd)
-            self._closed_segments.append(self._active)
-            self._active, self._fd = segment, fd
+            old = self._active
+            new = self._create_segment(old.segment.index + 1, max(self._segment_bytes, need))
+            try:
+                old.seal()
+            except OSError as exc:
+                new.release()
+                new.segment.path.unlink(missing_ok=True)
+                raise self._fail("fsync", exc) from exc
+            self._synced = self._written
+            self._closed_segments.append(old.segment)
+            self._active = new
 
     # -- compaction ------------------------------------------------------------------
 
