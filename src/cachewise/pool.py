@@ -606,28 +606,37 @@ def is_pgbouncer(engine: Engine) -> bool:
     return info.pgbouncer if info is not None else False
 
 
-def direct_url(engine: Engine) -> URL:
+def direct_url(target: Engine | str | URL) -> URL:
     """The URL of PostgreSQL itself, for session features a pooler cannot carry.
 
     LISTEN/NOTIFY receivers and session-level advisory locks need one server session for
-    as long as they live; behind PgBouncer in transaction mode they must bypass it. For
-    an engine not in PgBouncer mode this is the engine's own URL. The URL keeps its
-    password (the caller connects with it); its ``repr`` and ``str`` hide it.
+    as long as they live; behind PgBouncer in transaction mode they must bypass it.
+    ``target`` is an engine from ``connect()`` or a URL in ``connect()``'s syntax (the
+    ``?pgbouncer=``/``?direct=`` options are read and removed). For an engine or URL
+    not in PgBouncer mode this is its own URL (plain ``postgresql://`` becomes psycopg
+    3). The URL keeps its password (the caller connects with it); its ``repr`` and
+    ``str`` hide it. For a libpq/psycopg conninfo string use
+    ``direct_url(x).set(drivername="postgresql").render_as_string(hide_password=False)``.
     """
-    info = _INFO.get(engine)
-    if info is None:
-        return engine.url
-    if info.direct is None:
+    if isinstance(target, Engine):
+        info = _INFO.get(target)
+        if info is None:
+            return target.url
+        direct, shown = info.direct, target.url
+    else:
+        p = plan(target)
+        direct, shown = p.direct or (None if p.pgbouncer else p.url), p.url
+    if direct is None:
         raise ConfigurationError(
-            f"{redact(engine.url)} goes through PgBouncer and no direct URL was given: "
+            f"{redact(shown)} goes through PgBouncer and no direct URL was given: "
             "pass direct_url= to connect() or add ?direct=HOST:PORT to the URL"
         )
-    return info.direct
+    return direct
 
 
-def connect_direct(engine: Engine, *, pool_size: int = 1, **options: Any) -> Engine:
-    """An engine on ``direct_url(engine)``: same database, never through PgBouncer."""
-    return connect(direct_url(engine), pool_size=pool_size, pgbouncer=False, **options)
+def connect_direct(target: Engine | str | URL, *, pool_size: int = 1, **options: Any) -> Engine:
+    """An engine on ``direct_url(target)``: same database, never through PgBouncer."""
+    return connect(direct_url(target), pool_size=pool_size, pgbouncer=False, **options)
 
 
 # --------------------------------------------------------------------------- the fast lane

@@ -365,3 +365,13 @@ def test_pgbouncer_engine_without_direct_url_says_what_to_do(pgbouncer_url: str)
             direct_url(engine)
     finally:
         engine.dispose()
+
+
+def test_direct_url_of_a_url_string() -> None:
+    assert direct_url("postgresql://u:pw@h:5432/d").drivername == "postgresql+psycopg"
+    through = f"postgresql://u:{SECRET}@h:6432/d?pgbouncer=true&direct=db:5432"
+    found = direct_url(through)
+    assert (found.host, found.port, found.password, dict(found.query)) == ("db", 5432, SECRET, {})
+    with pytest.raises(errors.ConfigurationError) as info:
+        direct_url(f"postgresql://u:{SECRET}@h:6432/d?pgbouncer=true")
+    assert SECRET not in _chain_text(info.value)
