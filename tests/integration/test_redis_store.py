@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -471,3 +473,21 @@ def test_password_never_in_repr_or_errors() -> None:
         assert PASSWORD not in _texts(bad.value)
     finally:
         server.close()
+
+
+def test_cachewise_imports_without_redis_py() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import cachewise\n"
+        "from cachewise.invalidation import LocalBus\n"
+        "assert 'RedisStore' in cachewise.__all__ and cachewise.MemoryStore\n"
+        "LocalBus().publish([1])\n"
+        "try:\n"
+        "    cachewise.RedisStore\n"
+        "except ImportError:\n"
+        "    print('lazy')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "lazy"

@@ -167,6 +167,10 @@ def test_not_live_bus_clears_and_bypasses_l1_until_live_again(
     assert len(store.l1) == 0
     assert store.get("k") == 1  # served from L2 ...
     assert len(store.l1) == 0  # ... and not copied into an L1 we cannot trust
+    store.set("k", 1)
+    ticket = store.begin_load("other")
+    store.end_load("other", ticket, "loaded", None)
+    assert len(store.l1) == 0  # nothing fills L1 while the bus is down
     store._on_invalidation(Invalidation(keys=None, origin="", live=True))
     assert store.get("k") == 1
     assert store.l1.get("k") == 1
