@@ -149,14 +149,32 @@ class RedisServer:
         appendonly: bool = False,
         appendfsync: str = "always",
         extra: list[str] | None = None,
+        tls: bool = False,
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server not found on PATH")
         self.dir = Path(tempfile.mkdtemp(prefix="cw-redis-"))
         self.port = free_port()
         self.pidfile = self.dir / "redis.pid"
+        self.cert = self.dir / "cert.pem"
+        """With ``tls=True``: the self-signed certificate (for 127.0.0.1) clients trust."""
+        tls_args: list[str] = []
+        if tls:
+            key = self.dir / "key.pem"
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                 "-keyout", str(key), "-out", str(self.cert), "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            tls_args = [
+                "--tls-port", str(self.port), "--tls-cert-file", str(self.cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(self.cert),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         self.args = [
-            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--port", "0" if tls else str(self.port), *tls_args,
+            "--bind", "127.0.0.1", "--dir", str(self.dir),
             "--save", "", "--daemonize", "yes", "--pidfile", str(self.pidfile),
             "--logfile", str(self.dir / "redis.log"),
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,

@@ -475,6 +475,32 @@ def test_password_never_in_repr_or_errors() -> None:
         server.close()
 
 
+def test_tls_with_acl_user_and_password() -> None:
+    server = RedisServer(
+        tls=True, extra=["--user", "alice", "on", f">{PASSWORD}", "~*", "&*", "+@all"]
+    )
+    server.start()
+    try:
+        url = (
+            f"rediss://alice:{PASSWORD}@127.0.0.1:{server.port}/0"
+            f"?ssl_cert_reqs=required&ssl_ca_certs={server.cert}"
+        )
+        s = RedisStore(url, namespace="cw", timeout=2.0)
+        try:
+            s.set("k", {"over": "tls"})
+            assert s.get("k") == {"over": "tls"}
+            assert PASSWORD not in repr(s)
+        finally:
+            s.close()
+        plain = RedisStore(f"redis://alice:{PASSWORD}@127.0.0.1:{server.port}/0", timeout=1.0)
+        with pytest.raises(StoreError) as info:  # plain text to a TLS port: refused
+            plain.get("k")
+        assert PASSWORD not in _texts(info.value)
+        plain.close()
+    finally:
+        server.close()
+
+
 def test_cachewise_imports_without_redis_py() -> None:
     code = (
         "import sys; sys.modules['redis'] = None\n"
