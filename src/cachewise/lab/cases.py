@@ -70,6 +70,7 @@ def _banking(p: Params, rng: random.Random) -> Scenario:
             recent[a].append(key)
             latest.append(key)
             h.write("bal", f"b{a}", 64, group=str(a))
+    del ops[p["ops"] :]
     return Scenario(
         h.workload,
         {"txn": TableSpec(), "bal": TableSpec(strategy="cache-aside")},
@@ -109,7 +110,7 @@ BANKING = Case(
     ),
     defaults={
         "accounts": 3000,
-        "ops": 6000,
+        "ops": 4000,
         "history": 3,
         "session_share": 0.06,
         "revisit_gap": 600,
@@ -181,7 +182,7 @@ STOCK = Case(
     ),
     defaults={
         "tickers": 300,
-        "ops": 8000,
+        "ops": 5000,
         "write_share": 0.8,
         "zipf": 1.1,
         "value_size": 64,
@@ -321,7 +322,7 @@ CMS_SUBSITE = Case(
     defaults={
         "hot": 80,
         "archive": 4000,
-        "ops": 6000,
+        "ops": 4000,
         "archive_share": 0.3,
         "edit_share": 0.05,
         "zipf": 1.0,
@@ -390,7 +391,7 @@ EHR = Case(
     ),
     defaults={
         "patients": 400,
-        "ops": 4000,
+        "ops": 3000,
         "write_share": 0.2,
         "race_share": 0.05,
         "direct_share": 0.1,
@@ -460,7 +461,7 @@ PAGE_VIEWS = Case(
     ),
     defaults={
         "urls": 300,
-        "ops": 8000,
+        "ops": 5000,
         "read_share": 0.1,
         "zipf": 1.0,
         "bucket_ops": 1000,

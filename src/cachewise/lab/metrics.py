@@ -103,7 +103,7 @@ class CountingSource:
 
     def load(self, key: Key) -> Any:
         self._count(reads=1)
-        value = self.inner.load(key)
+        value = _plain_row(self.inner.load(key))
         pause = self.pause
         if pause is not None and pause.key == key:
             pause.hold()
@@ -112,7 +112,7 @@ class CountingSource:
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         wanted = list(keys)
         self._count(reads=len(wanted))
-        found = self.inner.load_many(wanted)
+        found = {k: _plain_row(v) for k, v in self.inner.load_many(wanted).items()}
         pause = self.pause
         if pause is not None and pause.key in wanted:
             pause.hold()
@@ -134,6 +134,17 @@ class CountingSource:
         wanted = list(keys)
         self.inner.remove_many(wanted)
         self._count(writes=len(wanted))
+
+
+def _plain_row(value: Any) -> Any:
+    """A row with plain ``str`` column names.
+
+    SQLAlchemy names columns with a ``str`` subclass (``quoted_name``), which a codec
+    that keeps types exactly (Redis) refuses; the lab caches plain rows.
+    """
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return value
 
 
 class PausePoint:

@@ -138,19 +138,23 @@ def decide(results: Metrics, objective: Objective, order: Sequence[str]) -> Deci
 
 
 def cost(results: Metrics, objective: Objective, winner: str, other: str) -> str:
-    """What choosing ``other`` instead of ``winner`` costs, by the first criterion it loses."""
-    fallback = ""
+    """What choosing ``other`` instead of ``winner`` costs.
+
+    The criterion that eliminated ``other``; if it survived every criterion, the one
+    that broke the tie (counts before latencies, as ``decide`` does).
+    """
+    worse = []
     for crit in objective.criteria:
         mine = float(results[winner][crit.metric])
         theirs = float(results[other][crit.metric])
-        worse = theirs > mine if crit.goal == "min" else theirs < mine
-        if not worse:
-            continue
-        text = _compare(crit.metric, mine, theirs)
-        if not crit.ok(theirs, mine):
-            return text
-        fallback = fallback or f"{text} (within tolerance)"
-    return fallback or "ties on every criterion (kept the earlier candidate)"
+        if theirs > mine if crit.goal == "min" else theirs < mine:
+            if not crit.ok(theirs, mine):
+                return _compare(crit.metric, mine, theirs)
+            worse.append((crit.metric.endswith("_us"), crit.metric, mine, theirs))
+    if not worse:
+        return "ties on every criterion (kept the earlier candidate)"
+    _, metric, mine, theirs = min(worse, key=lambda w: w[0])
+    return f"{_compare(metric, mine, theirs)} (within tolerance; breaks the tie)"
 
 
 def _compare(metric: str, mine: float, theirs: float) -> str:

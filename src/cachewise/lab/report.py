@@ -31,15 +31,23 @@ def _cell(metric: str, value: float) -> str:
     return f"{int(value):,}"
 
 
-def kind_table(case: CaseResult, kr: KindResult) -> Table:
-    """The measurements of every strategy for one data kind, the winner marked."""
+WIDE = 150
+"""Terminals at least this wide get the "why not" column; narrower ones get it below."""
+
+
+def kind_table(case: CaseResult, kr: KindResult, *, why: bool = True) -> Table:
+    """The measurements of every strategy for one data kind, the winner marked.
+
+    ★ marks the recommendation, 2 the runner-up, W the workshop's answer.
+    """
     decision = kr.decision
     title = f"{case.title} — {kr.kind.name}"
     table = Table(title=title, title_justify="left", header_style="bold", expand=False)
     table.add_column("strategy", no_wrap=True)
     for _, header in _COLUMNS:
         table.add_column(header, justify="right")
-    table.add_column("why not", overflow="fold", max_width=34)
+    if why:
+        table.add_column("why not", overflow="fold", max_width=40)
     for strategy in decision.ranking:
         metrics = kr.results[strategy]
         mark = ""
@@ -51,9 +59,9 @@ def kind_table(case: CaseResult, kr: KindResult) -> Table:
         if strategy == kr.kind.workshop:
             mark += "W "
         cells = [_cell(metric, float(metrics.get(metric, 0))) for metric, _ in _COLUMNS]
-        table.add_row(
-            Text(mark + strategy, style=style), *cells, decision.reasons.get(strategy, "")
-        )
+        if why:
+            cells.append(decision.reasons.get(strategy, ""))
+        table.add_row(Text(mark + strategy, style=style), *cells)
     return table
 
 
@@ -88,7 +96,14 @@ def print_case(console: Console, case: CaseResult) -> None:
     for kr in case.kinds:
         console.print(Text.assemble(("objective: ", "bold"), kr.kind.objective.summary))
         console.print(Text(f"  ({kr.kind.objective.describe()})", style="dim"))
-        console.print(kind_table(case, kr))
+        wide = console.width >= WIDE
+        console.print(kind_table(case, kr, why=wide))
+        if not wide:
+            for strategy in kr.decision.ranking:
+                if strategy in kr.decision.reasons:
+                    console.print(
+                        Text(f"  why not {strategy}: {kr.decision.reasons[strategy]}", style="dim")
+                    )
         for line in summary_lines(kr):
             console.print(line)
     for note in case.notes:
