@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 _EVERYTHING: Final = "*"
+_PING_AFTER: Final = 5.0  # seconds of silence before the Redis listener checks its peer
 _PG_NOTIFY_LIMIT: Final = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 _PG_IDENT: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -299,10 +301,21 @@ class RedisBus(_ListenerBus):
         try:
             pubsub.subscribe(self.channel)
             pubsub.connection.register_connect_callback(self._on_reconnect)
+            last_heard = time.monotonic()
+            pinged = False
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.2)
+                now = time.monotonic()
                 if message is None:
+                    # A silent peer may be a half-open TCP connection: ping it, and give
+                    # up on it (reconnect, clearing L1s) if even the ping goes unanswered.
+                    if now - last_heard > _PING_AFTER and not pinged:
+                        pubsub.ping()
+                        pinged = True
+                    elif now - last_heard > 2 * _PING_AFTER:
+                        raise TimeoutError("no reply to PING on the pub/sub connection")
                     continue
+                last_heard, pinged = now, False
                 kind = message["type"]
                 if kind == "subscribe":
                     self._came_up()

@@ -88,6 +88,7 @@ def test_a_write_in_one_store_drops_the_others_l1_copy(
 ) -> None:
     a, b, c = make(), make(), make()
     a.set("k", "old")
+    assert eventually(lambda: b.invalidations_received == c.invalidations_received == 1)
     warm(b, "k", "old")
     warm(c, "k", "old")
     a.set("k", "new")
@@ -103,6 +104,7 @@ def test_a_write_in_one_store_drops_the_others_l1_copy(
 def test_clear_and_many_propagate(make: Callable[..., TieredStore]) -> None:
     a, b = make(), make()
     a.set_many({1: "a", 2: "b", 3: "c"})
+    assert eventually(lambda: b.invalidations_received == 3)
     assert eventually(
         lambda: b.get_many([1, 2, 3]) == b.l1.get_many([1, 2, 3]) == {1: "a", 2: "b", 3: "c"}
     )
@@ -188,6 +190,7 @@ def test_pubsub_connection_killed_no_stale_l1_read_after_reconnect() -> None:
     admin = redis.Redis.from_url(server.url)
     try:
         a.set("k", "v1")
+        assert eventually(lambda: b.invalidations_received == 1)
         warm(b, "k", "v1")
         admin.acl_setuser("bob", enabled=False, reset_passwords=False)
         assert admin.client_kill_filter(_type="pubsub", user="bob") == 1
