@@ -41,6 +41,7 @@ import sqlalchemy
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
+from sqlalchemy.util import queue as sqla_queue
 
 from cachewise._types import check_positive
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
@@ -275,8 +276,6 @@ class _Recorder:
         self.opened = Counter()
         self.invalidated = Counter()
         self.recycled = Counter()
-        self.entered = Counter()
-        self.left = Counter()
         self.waits: deque[float] = deque(maxlen=_WAIT_WINDOW)
         self._wait_total = 0.0
         self._lock = threading.Lock()
@@ -302,12 +301,69 @@ class _Recorder:
         return recent[min(len(recent) - 1, int(len(recent) * 0.99))]
 
 
+class _Waiter:
+    """One caller waiting for a connection: a locked lock that ``put`` releases."""
+
+    __slots__ = ("item", "lock")
+
+    def __init__(self) -> None:
+        self.item: Any = None
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+
+class _HandoffQueue(sqla_queue.Queue[Any]):
+    """QueuePool's queue with psycopg_pool's waiting discipline: FIFO waiters, hand-off.
+
+    SQLAlchemy's queue wakes a waiter with ``Condition.notify`` and lets any thread take
+    the returned connection; under the GIL the thread that returned it usually takes it
+    back, and the woken waiter sleeps again (measured: ~50 us of CPU per request at 16
+    threads on 5 connections). Here a returned connection goes straight to the oldest
+    waiter, so nobody wakes for nothing and waits are served in order.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        super().__init__(maxsize, use_lifo)
+        self._waiters: deque[_Waiter] = deque()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        with self.mutex:
+            if not self._empty():  # never non-empty while someone waits: put() hands off
+                return self._get()
+            if not block:
+                raise sqla_queue.Empty
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        if timeout is None:
+            waiter.lock.acquire()
+        else:
+            waiter.lock.acquire(True, max(timeout, 0.0))
+        with self.mutex:
+            if waiter.item is not None:  # handed off, possibly just as we timed out
+                return waiter.item
+            self._waiters.remove(waiter)
+            raise sqla_queue.Empty
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self.mutex:
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                waiter.item = item
+                waiter.lock.release()
+                return
+            if self._full():  # QueuePool only puts without blocking
+                raise sqla_queue.Full
+            self._put(item)
+
+
 class _ObservedQueuePool(QueuePool):
     """SQLAlchemy's ``QueuePool`` with the time to get a connection measured.
 
     Only ``connect()`` is wrapped: checkout, pre-ping, recycling and return are
     SQLAlchemy's own code.
     """
+
+    _queue_class = _HandoffQueue
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         recorder = kw.pop("_cw_recorder", None)
@@ -316,7 +372,6 @@ class _ObservedQueuePool(QueuePool):
 
     def connect(self) -> Any:  # PoolProxiedConnection; Any keeps the override compatible
         recorder = self._cw
-        recorder.entered.add()
         start = time.perf_counter()
         try:
             conn = super().connect()
@@ -325,16 +380,15 @@ class _ObservedQueuePool(QueuePool):
             raise PoolTimeout(
                 f"no connection free within {self._timeout:g}s: pool size {self.size()}, "
                 f"checked out {self.checkedout()}, overflow {max(self.overflow(), 0)}"
-                f"/{self._max_overflow}, waiting {self._waiting() - 1}"
+                f"/{self._max_overflow}, waiting {self.waiting()}"
             ) from err
-        finally:
-            recorder.left.add()
         recorder.acquires.add()
         recorder.waited(time.perf_counter() - start)
         return conn
 
-    def _waiting(self) -> int:
-        return self._cw.entered.value - self._cw.left.value
+    def waiting(self) -> int:
+        """Callers queued for a connection now."""
+        return len(self._pool._waiters) if isinstance(self._pool, _HandoffQueue) else 0
 
     def recreate(self) -> _ObservedQueuePool:
         # dispose() swaps in a new pool; the counters live on across it.
@@ -414,7 +468,7 @@ def pool_stats(engine: Engine) -> PoolStats:
         size=size,
         checked_out=checked_out,
         overflow=overflow,
-        waiting=(recorder.entered.value - recorder.left.value) if recorder.timed else None,
+        waiting=pool.waiting() if isinstance(pool, _ObservedQueuePool) else None,
         acquires=acquires,
         acquire_wait_mean=recorder.wait_mean(acquires),
         acquire_wait_p99=recorder.wait_p99(),

@@ -375,3 +375,33 @@ def test_direct_url_of_a_url_string() -> None:
     with pytest.raises(errors.ConfigurationError) as info:
         direct_url(f"postgresql://u:{SECRET}@h:6432/d?pgbouncer=true")
     assert SECRET not in _chain_text(info.value)
+
+
+def test_waiters_are_served_in_arrival_order(sqlite_url: str) -> None:
+    # A returned connection goes to the oldest waiter, never to a later arrival.
+    engine = connect(sqlite_url, pool_size=1, timeout=30)
+    served: list[int] = []
+
+    def wait_then_record(n: int) -> None:
+        with engine.connect():
+            served.append(n)
+
+    try:
+        held = engine.connect()
+        workers = []
+        for n in range(4):
+            worker = threading.Thread(target=wait_then_record, args=(n,))
+            worker.start()
+            workers.append(worker)
+            for _ in range(2000):  # until this one is queued (counts, not time)
+                if pool_stats(engine).waiting == n + 1:
+                    break
+                threading.Event().wait(0.005)
+            assert pool_stats(engine).waiting == n + 1
+        held.close()
+        for worker in workers:
+            worker.join()
+        assert served == [0, 1, 2, 3]
+        assert pool_stats(engine).opened == 1
+    finally:
+        engine.dispose()
