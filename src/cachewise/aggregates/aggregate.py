@@ -80,14 +80,9 @@ class _ViewSource:
         return f"_ViewSource({self._table.name!r})"
 
     def _where(self, wanted: list[tuple[object, ...]]) -> sa.ColumnElement[bool]:
-        if not self._multi:
-            return self._keys[0].in_([w[0] for w in wanted])
-        # Each column's IN list first: PostgreSQL matches those against the unique
-        # index, where a bare row-value IN list scans the whole view.
-        columns = [
-            col.in_(list(dict.fromkeys(w[i] for w in wanted))) for i, col in enumerate(self._keys)
-        ]
-        return sa.and_(*columns, sa.tuple_(*self._keys).in_(wanted))
+        if self._multi:
+            return sa.tuple_(*self._keys).in_(wanted)
+        return self._keys[0].in_([w[0] for w in wanted])
 
     def _fetch(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
@@ -359,7 +354,7 @@ class Aggregate:
                 f"aggregate {self.name!r} is keyed by {self.key_columns!r}: "
                 f"read it with a tuple of {len(self.key_columns)} values, got {key!r}"
             )
-        return (self._generation, "k", tuple(_sql.encode_part(p) for p in key))
+        return (self._generation, "k", tuple(map(_sql.encode_part, key)))
 
     def read(self, key: object, default: Any = None) -> Any:
         """The result row (a dict of column to value) whose key is ``key``, or ``default``.
