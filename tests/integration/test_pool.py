@@ -405,3 +405,19 @@ def test_waiters_are_served_in_arrival_order(sqlite_url: str) -> None:
         assert pool_stats(engine).opened == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_connections_are_retired_after_their_lifetime(postgres_url: str) -> None:
+    engine = connect(postgres_url, pool_size=1, recycle=0.05, lifetime_jitter=0)
+    try:
+        with engine.connect() as conn:
+            first = conn.connection.driver_connection
+        threading.Event().wait(0.1)  # outlive the lifetime
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection is not first
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        stats = pool_stats(engine)
+        assert (stats.recycled, stats.invalidated, stats.opened) == (1, 0, 2)
+    finally:
+        engine.dispose()
