@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 
 from cachewise import Cron, Every, OnChange
+from cachewise.aggregates._runner import Runner
 from cachewise.aggregates.schedules import Backoff, Debouncer, check_schedule
 from cachewise.errors import ConfigurationError
 
@@ -110,3 +114,83 @@ def test_backoff_grows_with_jitter_and_caps_then_resets() -> None:
     assert backoff.failed() == 0.5
     low = Backoff(initial=1.0, maximum=60.0, rng=lambda: 0.0)
     assert low.failed() == 0.5  # jitter keeps at least half the ceiling
+
+
+class _FakeClock:
+    """Wall-clock seconds that jump ahead on every read: minutes pass in milliseconds."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now = start
+        self.step = step
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.now += self.step
+            return self.now
+
+
+def _run_until(runner: Runner, done: Callable[[], bool], limit: float = 10.0) -> None:
+    runner.start()
+    deadline = time.monotonic() + limit
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    runner.stop()
+
+
+def test_runner_fires_on_cron_ticks() -> None:
+    clock = _FakeClock(_ts("2026-01-01T10:00:30"), step=7.0)
+    fired: list[float] = []
+
+    def attempt() -> bool:
+        fired.append(clock.now)
+        return True
+
+    runner = Runner("t", Cron("* * * * *"), attempt, clock=clock, max_wait=0.001)
+    _run_until(runner, lambda: len(fired) >= 3)
+    assert len(fired) >= 3
+    minutes = [int(t // 60) for t in fired]
+    assert minutes == sorted(set(minutes))  # at most one refresh per cron minute
+    assert all(t - m * 60 < 30 for t, m in zip(fired, minutes, strict=True))  # just after ticks
+
+
+def test_runner_retries_a_failed_refresh_with_backoff_before_the_next_tick() -> None:
+    clock = _FakeClock(0.0, step=2.0)
+    outcomes = [False, False, True]
+    calls: list[float] = []
+
+    def attempt() -> bool:
+        calls.append(clock.now)
+        return outcomes[len(calls) - 1] if len(calls) <= len(outcomes) else True
+
+    # Every 10 minutes: without retries the second attempt would come 600 s later.
+    runner = Runner("t", Every(600), attempt, clock=clock, max_wait=0.001)
+    _run_until(runner, lambda: len(calls) >= 3)
+    assert len(calls) >= 3
+    assert calls[2] - calls[0] < 120  # the retries came long before the next scheduled run
+    assert calls[1] - calls[0] < 60  # backoff starts at 0.5 s (jittered), not an hour
+
+
+def test_runner_debounces_watcher_changes_into_one_refresh() -> None:
+    clock = _FakeClock(0.0, step=0.001)
+    changes = iter([True] * 50 + [False] * 10_000)
+    calls: list[float] = []
+
+    class Burst:
+        def wait(self, timeout: float) -> bool:
+            return next(changes, False)
+
+        def close(self) -> None:
+            pass
+
+    spec = OnChange(tables=["t"], debounce=0.5, max_delay=100.0)
+
+    def attempt() -> bool:
+        calls.append(clock.now)
+        return True
+
+    runner = Runner("t", spec, attempt, Burst(), clock=clock, max_wait=0.001)
+    _run_until(runner, lambda: len(calls) >= 1)
+    time.sleep(0.05)  # a second refresh, if any were wrongly due, would land by now
+    runner.stop()
+    assert len(calls) == 1  # 50 change notices, one refresh

@@ -38,12 +38,14 @@ class Runner:
         *,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
+        max_wait: float = _SLICE,
     ) -> None:
         self._name = name
         self._schedule = schedule
         self._attempt = attempt
         self._watcher = watcher
         self._clock = clock
+        self._max_wait = max_wait
         self.stop_event = stop if stop is not None else threading.Event()
         self._thread = threading.Thread(
             target=self._main, name=f"cachewise-aggregate-{name}", daemon=True
@@ -79,7 +81,7 @@ class Runner:
             dues = [t for t in (next_at, retry_at) if t is not None]
             if debouncer is not None and (due := debouncer.due_at()) is not None:
                 dues.append(due)
-            timeout = min([_SLICE, *(max(0.0, t - now) for t in dues)])
+            timeout = min([self._max_wait, *(max(0.0, t - now) for t in dues)])
             if self._watcher is not None and debouncer is not None:
                 if self._watch(timeout, backoff):
                     debouncer.note_change(self._clock())
