@@ -408,3 +408,14 @@ def test_a_source_outage_keeps_keys_dirty_then_the_flusher_drains_them(
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}_away"'))
         engine.dispose()
+
+
+def test_flush_of_named_keys_writes_only_those(redis_url: str, namespace: str) -> None:
+    source = CountingSource({})
+    with _cache(redis_url, namespace, source, max_batch=2) as cache:
+        cache.write_many({i: i for i in range(6)})
+        runtime = cache._flusher
+        assert runtime is not None
+        assert runtime.flush([0, 2, 4, 99]) == 3  # 99 is not dirty: nothing to write
+        assert source.batches == [{0: 0, 2: 2}, {4: 4}]  # max_batch per source call
+        assert sorted(cache.dirty_keys()) == [1, 3, 5]

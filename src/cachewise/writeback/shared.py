@@ -445,24 +445,28 @@ class SharedFlusher:
         return self._loop.exclusive(lambda: self._flush_all(only), wait=wait)
 
     def _flush_all(self, only: list[bytes] | None) -> int:
-        written = 0
-        upto = _now_ms()  # keys first dirty after this are the next flush's
-        seen: set[bytes] = set()
         size = self.policy.max_batch
+        if only is not None:
+            return sum(self._flush_batch(only[i : i + size]) for i in range(0, len(only), size))
+        # Keys indexed after this flush began are the next flush's, so a flush ends under a
+        # stream of new keys. The newest score, not our clock: writers' clocks differ.
+        newest = self._call("ZRANGE", self._client.zrange, self._index[0], -1, -1, withscores=True)
+        if not newest:
+            return 0
+        upto = float(newest[0][1])
+        written = 0
+        seen: set[bytes] = set()
         while True:
-            if only is None:
-                window = self._call(
-                    "ZRANGEBYSCORE",
-                    self._client.zrangebyscore,
-                    self._index[0],
-                    "-inf",
-                    upto,
-                    start=0,
-                    num=len(seen) + size,
-                )
-                members = [m for m in window if m not in seen][:size]
-            else:
-                members, only = only[:size], only[size:]
+            window = self._call(
+                "ZRANGEBYSCORE",
+                self._client.zrangebyscore,
+                self._index[0],
+                "-inf",
+                upto,
+                start=0,
+                num=len(seen) + size,
+            )
+            members = [m for m in window if m not in seen][:size]
             if not members:
                 return written
             seen.update(members)
