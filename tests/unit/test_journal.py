@@ -161,9 +161,22 @@ def test_bad_configuration_is_refused_before_anything_changes(tmp_path: Path) ->
         FileJournal(tmp_path / "file")
 
 
-def test_redis_journal_is_not_available_yet() -> None:
+def test_open_journal_refuses_redis_and_none() -> None:
     with pytest.raises(ConfigurationError, match="redis"):
-        Cache(MemoryStore(), MappingSource(), write=WriteBack(journal="redis"))
+        journal_mod.open_journal(WriteBack(journal="redis"), MemoryStore())
+    with pytest.raises(ConfigurationError):
+        journal_mod.open_journal(WriteBack(), MemoryStore())
+
+
+def test_open_journal_honours_the_policy(tmp_path: Path) -> None:
+    journal = journal_mod.open_journal(
+        WriteBack(journal=tmp_path / "j", fsync="always"), MemoryStore()
+    )
+    try:
+        assert journal.fsync == "always"
+        assert journal.path == tmp_path / "j"
+    finally:
+        journal.close()
 
 
 def test_a_value_the_codec_refuses_changes_nothing(tmp_path: Path) -> None:

@@ -214,16 +214,18 @@ class Flusher:
                     batch = [(k, e) for k in only if (e := self._dirty.get(k)) is not None]
                     only = set()
             if not batch:
+                if written and self._journal is not None:
+                    # Once per flush, not per batch: the watermark is a scan of the dirty set.
+                    with self._lock:
+                        watermark = self._dirty.low_watermark()
+                        if self._pending:
+                            watermark = min(watermark, min(self._pending) - 1)
+                    self._journal.flushed(watermark)
                 return written
             self._write_batch(batch)
             with self._lock:
                 self._dirty.settle(batch)
-                watermark = self._dirty.low_watermark()
-                if self._pending:
-                    watermark = min(watermark, min(self._pending) - 1)
                 self._room.notify_all()
-            if self._journal is not None:
-                self._journal.flushed(watermark)
             written += len(batch)
 
     def _write_batch(self, batch: list[tuple[Key, DirtyEntry]]) -> None:

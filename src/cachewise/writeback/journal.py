@@ -94,8 +94,8 @@ def open_journal(policy: WriteBack, store: Store) -> FileJournal:
         raise ConfigurationError("this WriteBack has no journal")
     if isinstance(policy.journal, str) and policy.journal == "redis":
         raise ConfigurationError(
-            "journal='redis' (a dirty set kept in Redis) is not available yet; "
-            "give journal a local directory path"
+            "journal='redis' keeps the dirty set in Redis (the shared write-back runtime), "
+            "not in a local journal"
         )
     return FileJournal(policy.journal, fsync=policy.fsync)
 
