@@ -412,10 +412,10 @@ def test_a_source_outage_keeps_keys_dirty_then_the_flusher_drains_them(
 
 def test_flush_of_named_keys_writes_only_those(redis_url: str, namespace: str) -> None:
     source = CountingSource({})
-    with _cache(redis_url, namespace, source, max_batch=2) as cache:
+    with _cache(redis_url, namespace, source) as cache:
         cache.write_many({i: i for i in range(6)})
         runtime = cache._flusher
         assert runtime is not None
         assert runtime.flush([0, 2, 4, 99]) == 3  # 99 is not dirty: nothing to write
-        assert source.batches == [{0: 0, 2: 2}, {4: 4}]  # max_batch per source call
+        assert source.batches == [{0: 0, 2: 2, 4: 4}]
         assert sorted(cache.dirty_keys()) == [1, 3, 5]
