@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import threading
 import time
@@ -45,25 +46,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lag-samples", type=int, default=300)
 
 
-def _per_op(fn: Callable[[], Any], ops: int) -> float:
+def _per_op(fn: Callable[[], Any], ops: int) -> tuple[float, float]:
+    """Wall-clock and this process's CPU nanoseconds per call."""
+    cpu = time.process_time_ns()
     start = time.perf_counter_ns()
     for _ in range(ops):
         fn()
-    return (time.perf_counter_ns() - start) / ops
+    wall = (time.perf_counter_ns() - start) / ops
+    return wall, (time.process_time_ns() - cpu) / ops
 
 
 BEST: dict[str, float] = {}
 """The fastest round of each candidate (less sensitive to a noisy neighbour than the median)."""
+CPU: dict[str, float] = {}
+"""Median client CPU per call: what the library itself costs, whatever Redis and the
+neighbours do with the wall clock."""
 
 
 def _rounds(cands: dict[str, Callable[[], Any]], ops: int, rounds: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in cands}
+    cpu: dict[str, list[float]] = {name: [] for name in cands}
     for fn in cands.values():  # warm-up: scripts loaded, connections open
         _per_op(fn, max(10, ops // 20))
     for _ in range(rounds):
         for name, fn in cands.items():
-            samples[name].append(_per_op(fn, ops))
+            wall, used = _per_op(fn, ops)
+            samples[name].append(wall)
+            cpu[name].append(used)
     BEST.update({name: min(values) for name, values in samples.items()})
+    CPU.update({name: statistics.median(values) for name, values in cpu.items()})
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -79,7 +90,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store = RedisStore(args.url, namespace=namespace)
     payload = default_codec().encode(ROW)
     raw_key = f"{namespace}:raw".encode()
-    results: dict[str, Any] = {"value_bytes": len(payload), "ops": args.ops, "rounds": args.rounds}
+    results: dict[str, Any] = {
+        "value_bytes": len(payload),
+        "ops": args.ops,
+        "rounds": args.rounds,
+        "load_average_1min": os.getloadavg()[0],  # a shared machine: say how busy it was
+        "cpus": os.cpu_count(),
+    }
     try:
         raw.set(raw_key, payload)
         store.set(("product", 123456), ROW)
@@ -104,6 +121,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "store_ns": single["RedisStore.get"],
             "ratio": single["RedisStore.get"] / single["raw GET"],
             "best_round_ratio": BEST["RedisStore.get"] / BEST["raw GET"],
+            "raw_cpu_ns": CPU["raw GET"],
+            "store_cpu_ns": CPU["RedisStore.get"],
+            "cpu_ratio": CPU["RedisStore.get"] / CPU["raw GET"],
         }
         results["set"] = {
             "raw_ns": single["raw SET"],
@@ -112,6 +132,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": single["RedisStore.set"] / single["raw SET"],
             "ratio_vs_raw_script": single["RedisStore.set"] / single["raw EVALSHA"],
             "best_round_ratio": BEST["RedisStore.set"] / BEST["raw SET"],
+            "raw_cpu_ns": CPU["raw SET"],
+            "store_cpu_ns": CPU["RedisStore.set"],
+            "cpu_ratio": CPU["RedisStore.set"] / CPU["raw SET"],
         }
 
         keys = [("product", i) for i in range(100)]
@@ -239,17 +262,24 @@ def _pct(sorted_values: list[float], q: float) -> float:
 
 def _print(results: dict[str, Any]) -> None:
     get, set_ = results["get"], results["set"]
-    print(f"value: a {results['value_bytes']}-byte row; median of {results['rounds']} rounds")
+    print(
+        f"value: a {results['value_bytes']}-byte row; median of {results['rounds']} rounds; "
+        f"load average {results['load_average_1min']:.1f} on {results['cpus']} CPUs"
+    )
     print(f"  raw GET            {get['raw_ns'] / 1000:8.1f} us")
     print(
         f"  RedisStore.get     {get['store_ns'] / 1000:8.1f} us   {get['ratio']:5.2f}x raw "
-        f"(best rounds: {get['best_round_ratio']:.2f}x)"
+        f"(best rounds: {get['best_round_ratio']:.2f}x; client CPU "
+        f"{get['raw_cpu_ns'] / 1000:.1f} -> {get['store_cpu_ns'] / 1000:.1f} us, "
+        f"{get['cpu_ratio']:.2f}x)"
     )
     print(f"  raw SET            {set_['raw_ns'] / 1000:8.1f} us")
     print(f"  raw EVALSHA (same script) {set_['raw_script_ns'] / 1000:8.1f} us")
     print(
         f"  RedisStore.set     {set_['store_ns'] / 1000:8.1f} us   {set_['ratio']:5.2f}x raw SET "
-        f"(best rounds: {set_['best_round_ratio']:.2f}x)"
+        f"(best rounds: {set_['best_round_ratio']:.2f}x; client CPU "
+        f"{set_['raw_cpu_ns'] / 1000:.1f} -> {set_['store_cpu_ns'] / 1000:.1f} us, "
+        f"{set_['cpu_ratio']:.2f}x)"
     )
     many = results["get_many_100"]
     print(f"  get_many(100)      {many['get_many_ns'] / 1000:8.1f} us")
