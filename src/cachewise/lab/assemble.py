@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachewise.lab.database import Database
+from sqlalchemy.engine import Engine
+
+from cachewise.lab.database import Database, DerivedSource, sources
 from cachewise.lab.metrics import CountingSource
 from cachewise.lab.scenario import Kind, Scenario
 from cachewise.lab.stores import LabMemoryStore, redis_store
@@ -42,6 +44,20 @@ def strategies_for(kind: Kind, scenario: Scenario, strategy: str) -> dict[str, S
     return out
 
 
+def make_sources(
+    engine: Engine, names: dict[str, str], scenario: Scenario, plan: dict[str, Strategy]
+) -> dict[str, CountingSource]:
+    """A counted source per table: its table, or the value derived from another one."""
+    out = {}
+    for table, source in sources(engine, names).items():
+        derived = scenario.tables[table].derived
+        if derived is not None and plan[table].name == "cache-aside":
+            out[table] = CountingSource(DerivedSource(engine, names[derived[0]], derived[1]))
+        else:
+            out[table] = CountingSource(source)
+    return out
+
+
 def build_apps(
     scenario: Scenario,
     plan: dict[str, Strategy],
@@ -56,6 +72,7 @@ def build_apps(
             store,
             counted[table],
             admit=scenario.tables[table].admit,
+            derived=isinstance(counted[table].inner, DerivedSource),
             journal=journal(table) if plan[table].write == "write-back" else None,
             name=f"lab-{table}",
         )

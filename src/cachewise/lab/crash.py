@@ -21,9 +21,14 @@ from collections import defaultdict
 from typing import Any
 
 from cachewise._types import MISSING
-from cachewise.lab.assemble import Environment, build_apps, make_store, strategies_for
-from cachewise.lab.database import create_tables, drop_tables, row, sources, table_names
-from cachewise.lab.metrics import CountingSource
+from cachewise.lab.assemble import (
+    Environment,
+    build_apps,
+    make_sources,
+    make_store,
+    strategies_for,
+)
+from cachewise.lab.database import create_tables, drop_tables, row, table_names
 from cachewise.lab.scenario import Kind, Scenario
 from cachewise.lab.workloads import Op
 
@@ -115,18 +120,17 @@ class Pending:
         engine = self.env.database.engine(crash=True)
         try:
             acked = self._kill()
-            raw = sources(engine, self.names)
+            counted = make_sources(engine, self.names, self.scenario, self.plan)
             if self.journal:
                 # The restarted application: opening the journal replays it, closing flushes.
                 store = make_store(self.env, self.scenario)
-                counted = {t: CountingSource(s) for t, s in raw.items()}
                 apps = build_apps(self.scenario, self.plan, store, counted, self.journal_path)
                 for app in apps.values():
                     app.close()
                 store.shutdown()
             lost = 0
             for (table, key), versions in acked.items():
-                found = raw[table].load(key)
+                found = counted[table].inner.load(key)
                 have = 0 if found is MISSING else int(found["v"])
                 lost += sum(1 for v in versions if v > have)
             return lost
@@ -142,7 +146,7 @@ class Pending:
         """In the child: run the workload's first ``stop`` operations, report each ack."""
         engine = self.env.database.engine(crash=True)
         store = make_store(self.env, self.scenario)
-        counted = {t: CountingSource(s) for t, s in sources(engine, self.names).items()}
+        counted = make_sources(engine, self.names, self.scenario, self.plan)
         apps = build_apps(self.scenario, self.plan, store, counted, self.journal_path)
         workload = self.scenario.workload
         for index, op in enumerate(workload.ops[:stop], 1):

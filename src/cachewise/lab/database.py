@@ -10,13 +10,15 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cachewise._types import Key
+from cachewise.errors import ConfigurationError
 from cachewise.lab.workloads import Op
 from cachewise.pool import connect
 from cachewise.sources.sql import SQLSource
@@ -87,6 +89,7 @@ def create_tables(engine: Engine, names: dict[str, str], seed: dict[str, list[Op
             sa.Column("v", sa.Integer, nullable=False),
             sa.Column("grp", sa.String(80), nullable=False),
             sa.Column("payload", sa.Text, nullable=False),
+            sa.Index(f"{real}_grp", "grp"),
         )
     meta.create_all(engine)
     with engine.begin() as conn:
@@ -101,6 +104,45 @@ def drop_tables(engine: Engine, names: dict[str, str]) -> None:
     for real in names.values():
         sa.Table(real, meta, sa.Column("k", sa.String(80), primary_key=True))
     meta.drop_all(engine)
+
+
+class DerivedSource:
+    """A value computed by the application from another table: the rows of a group.
+
+    What cache-aside lets an application do with a derived value such as a balance:
+    compute it on a miss with one aggregate query instead of storing and updating it.
+    Its version is the number of rows in the group (one per transaction).
+    """
+
+    def __init__(self, engine: Engine, table: str, prefix: str) -> None:
+        self._table = sa.Table(table, sa.MetaData(), autoload_with=engine)
+        self._engine = engine
+        self._prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"DerivedSource({self._table.name!r})"
+
+    def load(self, key: Key) -> Any:
+        group = str(key).removeprefix(self._prefix)
+        query = sa.select(sa.func.count()).where(self._table.c.grp == group)
+        with self._engine.connect() as conn:
+            count = int(conn.execute(query).scalar_one())
+        return {"k": key, "v": count, "grp": group, "payload": ""}
+
+    def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        return {key: self.load(key) for key in keys}
+
+    def save(self, key: Key, value: Any) -> None:
+        raise ConfigurationError("a derived value is computed, not saved")
+
+    def save_many(self, items: Mapping[Key, Any]) -> None:
+        raise ConfigurationError("a derived value is computed, not saved")
+
+    def remove(self, key: Key) -> None:
+        raise ConfigurationError("a derived value is computed, not removed")
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        raise ConfigurationError("a derived value is computed, not removed")
 
 
 def sources(engine: Engine, names: dict[str, str]) -> dict[str, SQLSource]:

@@ -45,27 +45,34 @@ def percentile(samples: list[float], fraction: float) -> float:
 class Recorder:
     """Accumulates one strategy run's latencies and counters (thread-safe appends)."""
 
-    read_ns: list[int] = field(default_factory=list)
-    write_ns: list[int] = field(default_factory=list)
+    read_ns: dict[str, list[int]] = field(default_factory=dict)
+    """Read latencies per table: a kind's percentiles are over its own table."""
+    write_ns: dict[str, list[int]] = field(default_factory=dict)
     cache_reads: int = 0
     stale_reads: int = 0
     app_calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def read(self, elapsed_ns: int | None, stale: bool, calls: int) -> None:
+    def read(self, table: str, elapsed_ns: int | None, stale: bool, calls: int) -> None:
         """Count one application read (``elapsed_ns=None``: not a latency sample)."""
         with self._lock:
             if elapsed_ns is not None:
-                self.read_ns.append(elapsed_ns)
+                self.read_ns.setdefault(table, []).append(elapsed_ns)
             self.cache_reads += 1
             self.stale_reads += stale
             self.app_calls += calls
 
-    def write(self, elapsed_ns: int, calls: int) -> None:
+    def write(self, table: str, elapsed_ns: int, calls: int) -> None:
         """Count one application write."""
         with self._lock:
-            self.write_ns.append(elapsed_ns)
+            self.write_ns.setdefault(table, []).append(elapsed_ns)
             self.app_calls += calls
+
+    def latency_us(self, table: str, fraction: float) -> tuple[float, float]:
+        """(read, write) latency percentile of ``table`` in microseconds."""
+        reads = [n / 1000 for n in self.read_ns.get(table, [])]
+        writes = [n / 1000 for n in self.write_ns.get(table, [])]
+        return percentile(reads, fraction), percentile(writes, fraction)
 
     def stale(self) -> None:
         """Count a stale read by another system (a direct database read)."""

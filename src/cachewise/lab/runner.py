@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachewise.lab import crash
-from cachewise.lab.assemble import Environment, build_apps, make_store, strategies_for
-from cachewise.lab.database import create_tables, drop_tables, row, sources, table_names
-from cachewise.lab.metrics import CountingSource, PausePoint, Recorder, is_stale, percentile
+from cachewise.lab.assemble import (
+    Environment,
+    build_apps,
+    make_sources,
+    make_store,
+    strategies_for,
+)
+from cachewise.lab.database import create_tables, drop_tables, row, table_names
+from cachewise.lab.metrics import CountingSource, PausePoint, Recorder, is_stale
 from cachewise.lab.objective import Decision, cost, decide
 from cachewise.lab.scenario import Case, Kind, Scenario
 from cachewise.lab.strategies import App
@@ -64,9 +70,9 @@ def _measure(env: Environment, scenario: Scenario, kind: Kind, strategy: str) ->
     apps: dict[str, App] = {}
     try:
         create_tables(engine, names, workload.seed_rows)
-        raw = sources(engine, names)
-        counted = {t: CountingSource(s) for t, s in raw.items()}
-        apps = build_apps(scenario, strategies_for(kind, scenario, strategy), store, counted)
+        plan = strategies_for(kind, scenario, strategy)
+        counted = make_sources(engine, names, scenario, plan)
+        apps = build_apps(scenario, plan, store, counted)
         rec = Recorder()
         fan_out = max((op.fan_out for op in workload.ops), default=1)
         with ThreadPoolExecutor(max_workers=max(2, fan_out)) as pool:
@@ -84,10 +90,10 @@ def _measure(env: Environment, scenario: Scenario, kind: Kind, strategy: str) ->
             "hit_ratio": 1.0 - cache_loads / rec.cache_reads if rec.cache_reads else 0.0,
             "source_reads": cache_loads,
             "source_writes": sum(c.writes for c in counted.values()),
-            "read_p50_us": percentile([n / 1000 for n in rec.read_ns], 0.50),
-            "read_p99_us": percentile([n / 1000 for n in rec.read_ns], 0.99),
-            "write_p50_us": percentile([n / 1000 for n in rec.write_ns], 0.50),
-            "write_p99_us": percentile([n / 1000 for n in rec.write_ns], 0.99),
+            "read_p50_us": rec.latency_us(kind.table, 0.50)[0],
+            "read_p99_us": rec.latency_us(kind.table, 0.99)[0],
+            "write_p50_us": rec.latency_us(kind.table, 0.50)[1],
+            "write_p99_us": rec.latency_us(kind.table, 0.99)[1],
             "stale_reads": rec.stale_reads,
             "lost_writes": 0,
             "app_calls": rec.app_calls,
@@ -116,11 +122,11 @@ def execute(
     if op.kind == "write":
         start = clock()
         calls = app.write(op.key, row(op))
-        rec.write(clock() - start, calls)
+        rec.write(op.table, clock() - start, calls)
     elif op.kind == "read":
         start = clock()
         value, calls = app.read(op.key)
-        rec.read(clock() - start, is_stale(value, op.version), calls)
+        rec.read(op.table, clock() - start, is_stale(value, op.version), calls)
     elif op.kind == "direct":
         # Another system reads the database itself (not through the cache).
         if is_stale(_plain(counted[op.table].inner.load(op.key)), op.version):
@@ -143,7 +149,7 @@ def _burst(op: Op, app: App, rec: Recorder, pool: ThreadPoolExecutor) -> None:
         barrier.wait(10.0)
         start = time.perf_counter_ns()
         value, calls = app.read(op.key)
-        rec.read(time.perf_counter_ns() - start, is_stale(value, op.version), calls)
+        rec.read(op.table, time.perf_counter_ns() - start, is_stale(value, op.version), calls)
 
     for future in [pool.submit(reader) for _ in range(op.fan_out)]:
         future.result()
@@ -169,12 +175,12 @@ def _race(
     source.pause = None
     wstart = time.perf_counter_ns()
     calls = app.write(op.key, row(op))
-    rec.write(time.perf_counter_ns() - wstart, calls)
+    rec.write(op.table, time.perf_counter_ns() - wstart, calls)
     pause.release.set()
     value, rcalls = future.result()
     # Overlapping the write, the old version or the new one are both correct answers.
     # Its latency includes the wait for the write, so it is left out of the percentiles.
-    rec.read(None, is_stale(value, op.version - 1), rcalls)
+    rec.read(op.table, None, is_stale(value, op.version - 1), rcalls)
 
 
 @dataclass

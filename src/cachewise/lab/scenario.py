@@ -23,6 +23,10 @@ class TableSpec:
 
     strategy: str | None = None
     admit: Callable[[str], bool] | None = None
+    derived: tuple[str, str] | None = None
+    """``(table, key prefix)``: under plain cache-aside the application computes this
+    value from that table's rows of the group named by the key after the prefix (a
+    balance from the transactions) instead of storing it."""
 
 
 @dataclass

@@ -101,9 +101,11 @@ class App:
         *,
         admit: Callable[[str], bool] | None = None,
         journal: str | None = None,
+        derived: bool = False,
         name: str = "lab",
     ) -> None:
         self.strategy = strategy
+        self._derived = derived
         self.source = source
         self.store = store
         self._admit = admit
@@ -145,6 +147,10 @@ class App:
 
     def write(self, key: str, row: dict[str, Any]) -> int:
         """Write ``row`` as the application would; return the application calls made."""
+        if self._derived:
+            # Nothing stored to update: the next read computes the value afresh.
+            self.cache.invalidate(key)
+            return 1
         if self.cache.write_policy is None:
             self.source.save(key, row)
             self.cache.invalidate(key)

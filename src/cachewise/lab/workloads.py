@@ -98,10 +98,10 @@ class History:
         """The last version written of ``key`` (0: never written)."""
         return self._versions.get((table, key), 0)
 
-    def seed(self, table: str, key: str, size: int, group: str = "") -> None:
-        """A row the database holds before the run (version 1)."""
-        self._versions[(table, key)] = 1
-        op = Op("write", table, key, 1, size, group)
+    def seed(self, table: str, key: str, size: int, group: str = "", version: int = 1) -> None:
+        """A row the database holds before the run (at ``version``, 1 unless said)."""
+        self._versions[(table, key)] = version
+        op = Op("write", table, key, version, size, group)
         self.workload.seed_rows.setdefault(table, []).append(op)
 
     def write(self, table: str, key: str, size: int, group: str = "") -> Op:
