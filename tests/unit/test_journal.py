@@ -18,6 +18,7 @@ import pytest
 
 from cachewise import Cache, MappingSource, MemoryStore, WriteBack
 from cachewise.cli import main as cli_main
+from cachewise.codecs import default_codec
 from cachewise.errors import (
     CodecError,
     ConfigurationError,
@@ -31,6 +32,7 @@ from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.journal import FileJournal, inspect_journal
 from tests.helpers import FlakySource
 
+CODEC = default_codec()
 ROW = {
     "id": 7,
     "name": "caf\u00e9 \U0001f600",
@@ -293,6 +295,43 @@ def test_a_torn_tail_of_zeros_is_truncated(tmp_path: Path) -> None:
         assert len(_records(journal)) == 3
     finally:
         journal.close()
+
+
+def _unsealed_segment(path: Path, tail: bytes) -> Path:
+    """A segment as a killed process leaves it: preallocated, records, then zeros."""
+    path.mkdir()
+    records = [
+        fmt.encode_record(seq, *fmt.encode_payload(CODEC, seq, {"v": seq})) for seq in (1, 2)
+    ]
+    body = fmt.MAGIC + b"".join(records) + tail
+    segment = path / "0000000000000001.seg"
+    segment.write_bytes(body + b"\x00" * (4 << 20))
+    return segment
+
+
+def test_the_zero_tail_of_a_killed_process_segment_is_not_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    segment = _unsealed_segment(tmp_path / "j", b"")
+    with caplog.at_level(logging.WARNING, logger="cachewise.writeback.journal"):
+        journal = FileJournal(tmp_path / "j")
+    try:
+        assert [k for _, k, _ in _records(journal)] == [1, 2]
+        assert "torn" not in caplog.text
+    finally:
+        journal.close()
+    assert fmt.scan(segment.read_bytes()).padding == 0  # the zero tail was cut off
+
+
+def test_a_record_torn_by_a_kill_mid_copy_is_truncated(tmp_path: Path) -> None:
+    third = fmt.encode_record(3, *fmt.encode_payload(CODEC, 3, {"v": 3}))
+    segment = _unsealed_segment(tmp_path / "j", third[:-4])  # cut before its last bytes
+    journal = FileJournal(tmp_path / "j")
+    try:
+        assert [k for _, k, _ in _records(journal)] == [1, 2]
+    finally:
+        journal.close()
+    assert fmt.scan(segment.read_bytes()).problem is None
 
 
 @pytest.mark.parametrize("where", ["length", "crc", "seq", "payload"])

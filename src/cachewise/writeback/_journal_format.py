@@ -216,7 +216,9 @@ def valid_record_after(data: bytes, offset: int) -> int | None:
     corruption in the middle (intact records follow: never skipped silently).
     """
     view = memoryview(data)
-    for start in range(offset + 1, len(data) - HEADER.size + 1):
+    # No header fits in the zero tail of a preallocated segment: stop where it begins.
+    limit = len(data.rstrip(b"\x00"))
+    for start in range(offset + 1, limit - 8 + 1):
         length, check = struct.unpack_from("<II", view, start)
         if length ^ 0xFFFFFFFF != check:  # cheap filter before the CRC
             continue
