@@ -15,7 +15,7 @@ to L2 until the bus has resubscribed, when L1 is cleared again and used again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,7 @@ class TieredStore:
         self.bus: InvalidationBus = bus
         self._closed = False
         self._set_serving(bus.live)
+        self.get = self._hot_get()  # type: ignore[method-assign,assignment]
         bus.subscribe(self._on_invalidation)
         self._set_serving(bus.live)  # a message may have flipped it while we subscribed
         self.invalidations_received = 0
@@ -94,6 +95,19 @@ class TieredStore:
                 self.l1.delete_many(message.keys)
             self.invalidations_received += 1 if message.keys is None else len(message.keys)
 
+    def _hot_get(self) -> Callable[[Key], Any]:
+        # Calls L1 directly: while the bus is not live L1 is empty and nothing fills
+        # it (every L1 write checks _serving under the lock), so no flag is needed here.
+        l1_get, get_l2, missing = self.l1.get, self._get_l2, MISSING
+
+        def get(key: Key) -> Any:
+            value = l1_get(key)
+            if value is not missing:
+                return value
+            return get_l2(key)
+
+        return get
+
     def _set_serving(self, serving: bool) -> None:
         self._serving = serving
         self._l1_get = self.l1.get if serving else _always_missing
@@ -106,11 +120,18 @@ class TieredStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(self, key: Key, _missing: Any = MISSING) -> Any:
-        # The hot path: one L1 lookup. _l1_get answers MISSING while the bus is not live.
+    def get(self, key: Key) -> Any:
+        """Return ``key`` from L1, else from L2 (filling L1), else ``MISSING``.
+
+        The instance's ``get`` is a closure over L1 made in ``__init__`` (one frame less
+        on the hot path); this method is its behaviour and its fallback.
+        """
         value = self._l1_get(key)
-        if value is not _missing:
+        if value is not MISSING:
             return value
+        return self._get_l2(key)
+
+    def _get_l2(self, key: Key) -> Any:
         generation = self._generation
         value = self.l2.get(key)
         if value is not MISSING:
