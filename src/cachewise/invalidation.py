@@ -325,6 +325,9 @@ class RedisBus(_ListenerBus):
                     self._subscribers.deliver_wire(text)
         finally:
             self._pubsub = None
+            if pubsub.connection is not None:
+                # The connection goes back to the pool: its later reconnects are not ours.
+                pubsub.connection.deregister_connect_callback(self._on_reconnect)
             pubsub.close()
 
     def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
