@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,10 +25,10 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
 from cachewise._pgbouncer import PgBouncer
-from cachewise.pool import DEFAULT_POOL_SIZE, connect, dbapi_connection
+from cachewise.pool import DEFAULT_POOL_SIZE, connect, dbapi_connection, direct_url
 
 Request = Callable[[int], object]
 
@@ -246,15 +247,20 @@ def _layers(url: URL, table: str, repeat: int = 2000) -> dict[str, float]:
 
 
 @contextmanager
-def _maybe_bouncer(url: URL, wanted: bool) -> Iterator[str | None]:
+def _maybe_bouncer(url: URL, wanted: bool, notes: list[str]) -> Iterator[str | None]:
+    """A conninfo through a PgBouncer of our own, or None if unwanted or it cannot start."""
     if not wanted:
         yield None
         return
-    bouncer = PgBouncer(url.host or "127.0.0.1", url.port or 5432)
     try:
+        bouncer = PgBouncer(url.host or "127.0.0.1", url.port or 5432)
         bouncer.start()
-        through = url.set(host="127.0.0.1", port=bouncer.port)
-        yield _conninfo(through)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        notes.append(f"PgBouncer left out: {str(err).splitlines()[0]}")
+        yield None
+        return
+    try:
+        yield _conninfo(url.set(host="127.0.0.1", port=bouncer.port))
     finally:
         bouncer.close()
 
@@ -277,9 +283,8 @@ def measure(
     alike; the stock QueuePool keeps SQLAlchemy's defaults (5 + 10 overflow). The
     small version for the lab: ``measure(url, threads=(1,), seconds=0.3, rounds=2)``.
     """
-    parsed = make_url(url) if isinstance(url, str) else url
-    if parsed.drivername in {"postgresql", "postgres"}:
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    # PostgreSQL itself: a URL through PgBouncer would put every contender behind it.
+    parsed = direct_url(url)
     size = pool_size or DEFAULT_POOL_SIZE
     table = f"cw_poolbench_{os.getpid()}_{random.randrange(1 << 30):x}"
     say = progress or (lambda _: None)
@@ -291,11 +296,16 @@ def measure(
         "seconds_per_round": seconds,
         "rounds": rounds,
         "cores": os.cpu_count(),
+        "notes": [],
         "results": [],
     }
     try:
-        with _maybe_bouncer(parsed, "PgBouncer new connection" in contenders) as bounced:
-            built = [_build(name, parsed, table, size, bounced) for name in contenders]
+        wanted = "PgBouncer new connection" in contenders
+        with _maybe_bouncer(parsed, wanted, out["notes"]) as bounced:
+            names = [
+                n for n in contenders if bounced is not None or n != "PgBouncer new connection"
+            ]
+            built = [_build(name, parsed, table, size, bounced) for name in names]
             try:
                 for n_threads in threads:
                     for c in built:  # warm up: fill pools, prepare statements

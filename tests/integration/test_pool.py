@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 
@@ -419,5 +420,30 @@ def test_connections_are_retired_after_their_lifetime(postgres_url: str) -> None
             assert conn.exec_driver_sql("SELECT 1").scalar() == 1
         stats = pool_stats(engine)
         assert (stats.recycled, stats.invalidated, stats.opened) == (1, 0, 2)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_pooling_measurement_runs_every_contender(postgres_url: str) -> None:
+    from cachewise._poolmeasure import CONTENDERS, measure
+
+    found = measure(postgres_url, threads=(2,), seconds=0.05, rounds=1, rows=50, layers=False)
+    ran = {row["contender"]: row for row in found["results"]}
+    expected = (
+        set(CONTENDERS) if not found["notes"] else set(CONTENDERS) - {"PgBouncer new connection"}
+    )
+    assert set(ran) == expected
+    assert all(row["requests"] > 0 and row["threads"] == 2 for row in ran.values())
+    assert found["ratios"]["psycopg_pool @2"]["x_psycopg_pool"] == 1.0
+    engine = connect(postgres_url)
+    try:
+        with engine.connect() as conn:  # the measurement's table is gone
+            left = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE %(p)s",
+                {"p": f"cw_poolbench_{os.getpid()}_%"},
+            ).scalar()
+        assert left == 0
     finally:
         engine.dispose()
