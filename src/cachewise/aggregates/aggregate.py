@@ -299,7 +299,7 @@ class Aggregate:
                 self._last_error = str(exc)
                 try:
                     self._builder.record_error(self._last_error)
-                except sa.exc.DBAPIError:
+                except (sa.exc.DBAPIError, CachewiseError):  # the database may be down
                     logger.debug("aggregate %s: could not record the error", self.name)
                 raise
             self._refreshes += 1
@@ -338,8 +338,9 @@ class Aggregate:
             if state is not None:
                 self._last_error = state.last_error
                 self._adopt(state)
-        except sa.exc.DBAPIError as exc:
-            # The cached rows are still the best answer we have; say why once.
+        except (sa.exc.DBAPIError, CachewiseError) as exc:
+            # The database is unreachable (pool.connect() raises SourceError): the
+            # cached rows are still the best answer we have.
             logger.debug("aggregate %s: freshness check failed: %s", self.name, exc)
         finally:
             self._check_lock.release()
