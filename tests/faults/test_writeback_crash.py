@@ -37,7 +37,7 @@ NAMED_POINTS = {
     "compact.meta": 6,  # flushed sequence durable, segments not yet deleted
 }
 REQUIRED = {"append.written", "append.synced", "db.commit", "flushed"}
-RANDOM_ROUNDS = 12
+RANDOM_ROUNDS = 16
 
 Event = tuple[int, int]
 """A key's operation in write order: (value, 0) a write of value, (value, 1) a delete after it."""
