@@ -339,9 +339,13 @@ class _HandoffQueue(sqla_queue.Queue[Any]):
         else:
             waiter.lock.acquire(True, max(timeout, 0.0))
         with self.mutex:
+            if waiter.item is None:
+                # A put() may still run re-entrantly here (the mutex is an RLock for the
+                # pool's weakref callbacks) and hand off to us: then we are not queued.
+                with suppress(ValueError):
+                    self._waiters.remove(waiter)
             if waiter.item is not None:  # handed off, possibly just as we timed out
                 return waiter.item
-            self._waiters.remove(waiter)
             raise sqla_queue.Empty
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
