@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 result["writes"] += _writes(engine, table, args, tmp)
                 result["flush_rows_per_s"][dialect] = _flush_rate(
-                    engine, table, args.flush_rows, tmp
+                    engine, table, args.flush_rows, tmp, args.repeat
                 )
                 if dialect == "postgresql":
                     result["coalescing"][dialect] = _coalescing(engine, table, 3.0)
