@@ -174,7 +174,6 @@ def test_a_case_with_redis_as_the_store(redis_url: str) -> None:
             CASES[2],
             Environment(database, redis_url=redis_url),
             quick=True,
-            overrides={"ops": "150"},
         )
     finally:
         database.cleanup()

@@ -253,7 +253,7 @@ CMS_SHARED = Case(
                 (
                     NO_STALE,
                     NO_LOSS,
-                    Criterion("source_reads", rel=0.1),
+                    Criterion("source_reads", rel=0.05),
                     Criterion("read_p99_us", rel=1.0),
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,
@@ -265,10 +265,10 @@ CMS_SHARED = Case(
         ),
     ),
     defaults={
-        "items": 60,
+        "items": 40,
         "ops": 600,
         "subsites": 8,
-        "write_share": 0.05,
+        "write_share": 0.06,
         "zipf": 0.8,
         "value_size": 2000,
         "cache_entries": 1000,
