@@ -8,7 +8,8 @@ SIEVE, W-TinyLFU and Bélády (via an oracleGeneral binary file, which carries t
 next-access times Bélády needs). The table gives the best online peer per row and
 our default policy's gap to it and to LRU. It also times each policy's hit path.
 
-Run: ``python bench/hitratio.py [--traces a,b] [--policies lru,adaptive] [--no-peer]``.
+Run: ``python -m bench hitratio [--traces a,b] [--policies lru,adaptive] [--no-peer]``
+(or ``python bench/hitratio.py ...``); ``--hit-cost-only`` re-times the hit path alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="", help="cache sizes as fractions, e.g. 0.01,0.1")
     parser.add_argument("--no-peer", action="store_true", help="skip libCacheSim")
     parser.add_argument("--no-hit-cost", action="store_true", help="skip hit-path timing")
+    parser.add_argument(
+        "--hit-cost-only",
+        action="store_true",
+        help="only time the hit path; merge into the existing --out file",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--output", type=Path, default=RESULTS)
 
 
 def load_trace(path: Path) -> list[int]:
@@ -158,42 +163,40 @@ def run_trace(path: Path, policies: list[str], sizes: list[float], peer: bool) -
     }
 
 
-def hit_cost(policies: list[str], entries: int = 10_000, hits: int = 200_000) -> dict[str, Any]:
-    """Nanoseconds per ``on_hit`` and per ``MemoryStore.get`` hit, with cachetools' LRU."""
+def hit_cost(policies: list[str], entries: int = 10_000, hits: int = 100_000) -> dict[str, Any]:
+    """Nanoseconds per ``on_hit`` and per ``MemoryStore.get`` hit, with cachetools' LRU.
+
+    Rounds alternate between the candidates and keep each one's best, so a noisy
+    neighbour slows every candidate alike instead of whichever ran at the time.
+    """
+    import cachetools
+
     from cachewise.stores.memory import MemoryStore
 
     keys = [f"key:{i}" for i in range(entries)]
     probe = [keys[(i * 7919) % entries] for i in range(hits)]
-
-    def per_call(fn: Callable[[str], object]) -> float:
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            for key in probe:
-                fn(key)
-            best = min(best, time.perf_counter() - started)
-        return best / hits * 1e9
-
-    result: dict[str, Any] = {"entries": entries, "policy_on_hit_ns": {}, "store_get_ns": {}}
-    result["loop_baseline_ns"] = per_call(len)
+    calls: dict[str, Callable[[str], object]] = {"loop baseline (len)": len}
     for name in policies:
         policy = make_policy(name, entries)
         for key in keys:
             policy.on_insert(key)
-        result["policy_on_hit_ns"][name] = per_call(policy.on_hit)
+        calls[f"{name}.on_hit"] = policy.on_hit
         store = MemoryStore(max_entries=entries, eviction=name)
         for key in keys:
             store.set(key, key)
-        result["store_get_ns"][name] = per_call(store.get)
-    try:
-        import cachetools
-    except ImportError:
-        return result
+        calls[f"MemoryStore[{name}].get"] = store.get
     lru: cachetools.LRUCache[str, str] = cachetools.LRUCache(maxsize=entries)
     for key in keys:
         lru[key] = key
-    result["cachetools_lru_get_ns"] = per_call(lru.get)
-    return result
+    calls["cachetools.LRUCache.get"] = lru.get
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(7):
+        for label, fn in calls.items():
+            started = time.perf_counter()
+            for key in probe:
+                fn(key)
+            best[label] = min(best[label], (time.perf_counter() - started) / hits * 1e9)
+    return {"entries": entries, "ns_per_call": {k: round(v, 1) for k, v in best.items()}}
 
 
 def _pp(value: float) -> str:
@@ -207,6 +210,11 @@ def summarise(traces: list[dict[str, Any]], default: str) -> dict[str, Any]:
     for trace in traces:
         for row in trace["rows"]:
             ours = row["ours"]
+            peer = row.get("peer", {})
+            if "lru" in ours and peer:
+                worst_lru_err = max(worst_lru_err, abs(ours["lru"] - peer["LRU"]) * 100)
+            if "lfu" in ours and peer:
+                worst_lfu_err = max(worst_lfu_err, abs(ours["lfu"] - peer["LFU"]) * 100)
             if default not in ours:
                 continue
             label = f"{trace['trace']}@{row['size']:.1%}"
@@ -221,11 +229,6 @@ def summarise(traces: list[dict[str, Any]], default: str) -> dict[str, Any]:
                 worst_best = max(worst_best, gap)
                 if gap > 1.0:
                     misses.append(f"{label}: {gap:.2f} pp above best online")
-                peer = row["peer"]
-                if "lru" in ours:
-                    worst_lru_err = max(worst_lru_err, abs(ours["lru"] - peer["LRU"]) * 100)
-                if "lfu" in ours:
-                    worst_lfu_err = max(worst_lfu_err, abs(ours["lfu"] - peer["LFU"]) * 100)
     return {
         "default": default,
         "worst_gap_to_best_online_pp": worst_best,
@@ -272,6 +275,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not path.exists():
             raise SystemExit(f"no trace {path}")
     policies = [p for p in args.policies.split(",") if p] or list(POLICIES)
+    if args.hit_cost_only:
+        saved: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+        saved = saved.get("result", saved)  # python -m bench wraps the result in a record
+        saved["hit_cost"] = hit_cost(policies)
+        print(json.dumps(saved["hit_cost"], indent=2))
+        _save(args, saved)
+        return saved
     sizes = [float(s) for s in args.sizes.split(",") if s] or list(SIZES)
     peer = not args.no_peer
     if peer:
@@ -282,9 +292,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     # Largest traces first so the two workers finish together.
     paths.sort(key=lambda p: p.stat().st_size, reverse=True)
+    by_name: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_trace, p, policies, sizes, peer) for p in paths]
-        by_name = {f.result()["trace"]: f.result() for f in futures}
+        for future in as_completed(futures):
+            done = future.result()
+            by_name[done["trace"]] = done
+            elapsed = time.perf_counter() - started
+            print(f"[{elapsed:6.0f}s] {done['trace']} done", file=sys.stderr, flush=True)
     traces = [by_name[n] for n in names]
     summary = summarise(traces, DEFAULT_POLICY)
     result: dict[str, Any] = {
@@ -304,9 +319,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(json.dumps(summary, indent=2))
     if "hit_cost" in result:
         print(json.dumps(result["hit_cost"], indent=2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    _save(args, result)
     return result
+
+
+def _save(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    # Under ``python -m bench`` the runner writes the file; standalone, we do.
+    if getattr(args, "standalone", False):
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def _peer_version() -> str:
@@ -318,8 +339,9 @@ def _peer_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="hitratio", description=__doc__)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     add_arguments(parser)
-    run(parser.parse_args(argv))
+    run(parser.parse_args(argv, argparse.Namespace(standalone=True)))
     return 0
 
 

@@ -18,6 +18,7 @@ from cachewise.stores.eviction import (
     SIEVE,
     Adaptive,
     EvictionPolicy,
+    FrequencySketch,
     WTinyLFU,
     make_policy,
 )
@@ -121,6 +122,21 @@ def test_s3fifo_ghost_hit_readmits_to_main() -> None:
     # x came back through the ghost into main; the newcomers in small go before it.
     assert "x" in replay.resident
     assert set(replay.evicted[1:]) <= set(range(10)) | set(range(100, 104))
+
+
+def test_sketch_counts_caps_at_15_and_halves_each_period() -> None:
+    sketch = FrequencySketch(capacity=100, period=1000)
+    for _ in range(3):
+        sketch.add(7)
+    for _ in range(40):
+        sketch.add(8)
+    assert sketch.estimate(7) == 3
+    assert sketch.estimate(8) == 15
+    assert sketch.estimate(9) == 0
+    for i in range(1000 - 43):
+        sketch.add(10_000 + i)  # the 1000th addition halves every counter
+    assert sketch.estimate(7) == 1
+    assert sketch.estimate(8) == 7
 
 
 def test_wtinylfu_rejects_a_cold_candidate_and_admits_a_frequent_one() -> None:
