@@ -447,3 +447,41 @@ def test_the_pooling_measurement_runs_every_contender(postgres_url: str) -> None
         assert left == 0
     finally:
         engine.dispose()
+
+
+def test_timeouts_racing_hand_offs_lose_no_connection(sqlite_url: str) -> None:
+    # Waiters time out while connections are being handed to them: every connection must
+    # end up back in the pool, none opened beyond the pool's size.
+    engine = connect(sqlite_url, pool_size=2, timeout=0.002)
+    outcomes = {"ok": 0, "timeout": 0}
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        for _ in range(60):
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+                key = "ok"
+            except errors.PoolTimeout:
+                key = "timeout"
+            with lock:
+                outcomes[key] += 1
+
+    try:
+        workers = [threading.Thread(target=hammer) for _ in range(10)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert outcomes["ok"] + outcomes["timeout"] == 600, outcomes
+        stats = pool_stats(engine)
+        assert (stats.checked_out, stats.waiting) == (0, 0)
+        assert stats.opened <= 2
+        assert stats.acquires == outcomes["ok"]
+        assert stats.timeouts == outcomes["timeout"]
+        both = [engine.connect(), engine.connect()]  # both connections are free again
+        for conn in both:
+            conn.close()
+        assert pool_stats(engine).opened <= 2
+    finally:
+        engine.dispose()
