@@ -574,3 +574,27 @@ def test_fault_hook_sees_every_point_of_a_write_and_flush(
     assert seen[:2] == ["append.written", "append.synced"]
     assert "flushed" in seen
     assert "compact.meta" in seen
+
+
+@pytest.mark.parametrize("content", [b"", b"CWJ", b"\x00" * 4096])
+def test_a_newest_segment_whose_header_never_landed_is_dropped(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "j"
+    _write_crashed(path, [(1, "a", {"v": 1})])
+    (path / "0000000000000009.seg").write_bytes(content)
+    journal = FileJournal(path)
+    try:
+        assert [k for _, k, _ in _records(journal)] == ["a"]
+    finally:
+        journal.close()
+    assert not (path / "0000000000000009.seg").exists()
+
+
+def test_an_older_segment_without_its_header_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    _write_crashed(path, [(1, "a", {"v": 1})])
+    (path / "0000000000000000.seg").write_bytes(b"\x00" * 64)
+    with pytest.raises(JournalCorruptError) as info:
+        FileJournal(path)
+    assert info.value.offset == 0

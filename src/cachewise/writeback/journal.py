@@ -195,7 +195,10 @@ def _classify(path: Path, data: bytes, scan: fmt.Scan, last: bool) -> Damage | N
         return None
     if scan.end == 0:
         # A segment created but its header not (fully) written: a crash at creation.
-        torn = last and len(data) < len(fmt.MAGIC) and fmt.MAGIC.startswith(data)
+        unwritten = data.count(0) == len(data) or (
+            len(data) < len(fmt.MAGIC) and fmt.MAGIC.startswith(data)
+        )
+        torn = last and unwritten
         return Damage(str(path), 0, scan.problem, torn)
     torn = last and fmt.valid_record_after(data, scan.end) is None
     return Damage(str(path), scan.end, scan.problem, torn)
