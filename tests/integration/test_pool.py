@@ -485,3 +485,17 @@ def test_timeouts_racing_hand_offs_lose_no_connection(sqlite_url: str) -> None:
         assert pool_stats(engine).opened <= 2
     finally:
         engine.dispose()
+
+
+@pytest.mark.mysql
+def test_mysql_connections_are_reused_and_pinged(mysql_url: str) -> None:
+    engine = connect(mysql_url, pool_size=2)
+    try:
+        assert engine.pool._pre_ping  # a round-trip ping: no cheaper check for MySQL
+        for _ in range(5):
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        stats = pool_stats(engine)
+        assert (stats.acquires, stats.opened, stats.checked_out) == (5, 1, 0)
+    finally:
+        engine.dispose()
