@@ -14,9 +14,15 @@ for the URL's dialect and makes it observable:
   keep on one server connection; session features (LISTEN, session advisory locks) go to
   PostgreSQL itself through ``direct_url()`` / ``connect_direct()``.
 * SQLite files run in WAL mode with a busy timeout, so readers do not block the writer.
+* Waiting callers are served first come, first served: the pool's queue hands a returned
+  connection straight to the oldest waiter (psycopg_pool's discipline) instead of
+  waking one that may find it taken back; see ``_HandoffQueue``.
+* ``dbapi_connection()`` lends a pooled DBAPI connection for one transaction, skipping
+  SQLAlchemy's Connection/Result layers, which cost more per short query than the pool.
 
 Statistics come from a ``QueuePool`` subclass that only times ``connect()`` and from pool
 events (``connect``, ``invalidate``, ``checkout``); each handler is a counter increment.
+After ``os.fork()`` a child drops the pools it inherited without closing them.
 Errors are translated at this boundary: an exhausted pool raises ``PoolTimeout`` with the
 pool's numbers, an unreachable database ``SourceError``, a bad URL ``ConfigurationError``;
 none of them carries a password, not even in the ``__cause__`` chain.
