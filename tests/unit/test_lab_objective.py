@@ -69,7 +69,7 @@ def test_remaining_ties_use_exact_counts_before_latency() -> None:
     objective = Objective((Criterion("read_p50_us", rel=1.0), Criterion("app_calls", rel=0.05)), "")
     assert decide(results, objective, ["b", "a"]).winner == "a"
     assert cost(results, objective, "a", "b") == (
-        "+1% application calls (within tolerance; breaks the tie)"
+        "+1% app calls (within tolerance; breaks the tie)"
     )
 
 

@@ -117,7 +117,7 @@ def _check_params(names: list[str], params: dict[str, dict[str, str]], quick: bo
 def run(args: argparse.Namespace) -> int:
     """The ``cachewise lab`` handler."""
     # Piped output (a log, a file) gets the full width rather than rich's 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=report.WIDE + 20)
+    console = Console() if sys.stdout.isatty() else Console(width=report.WIDE + 30)
     errors = Console(stderr=True)
     names = list(dict.fromkeys(args.case)) if args.case else list(CASE_NAMES)
     try:

@@ -27,8 +27,8 @@ LABELS: dict[str, str] = {
     "write_p99_us": "write p99 latency",
     "stale_reads": "stale reads",
     "lost_writes": "lost writes",
-    "app_calls": "application calls",
-    "cache_ops": "cache writes/deletes",
+    "app_calls": "app calls",
+    "cache_ops": "cache sets/deletes",
     "evictions": "evictions",
 }
 
@@ -120,9 +120,8 @@ def decide(results: Metrics, objective: Objective, order: Sequence[str]) -> Deci
         for s in alive:
             if s not in keep:
                 stage[s] = (index, crit.excess(values[s], best))
-                reasons[s] = f"{LABELS[crit.metric]}: {_fmt(crit.metric, values[s])} vs best " + (
-                    f"{_fmt(crit.metric, best)}"
-                )
+                shown = f"{_fmt(crit.metric, values[s])} vs {_fmt(crit.metric, best)}"
+                reasons[s] = f"{LABELS[crit.metric]} {shown}"
         alive = keep
 
     # Remaining ties: the exact counts first (repeatable), then the latencies (noisy).
