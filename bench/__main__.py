@@ -22,6 +22,7 @@ BENCHMARKS = {
     "pooling": "bench.pooling",
     "redis": "bench.redis",
     "writeback": "bench.writeback",
+    "shared-writeback": "bench.shared_writeback",
     "aggregates": "bench.aggregates",
 }
 RESULTS = Path(__file__).parent / "results"

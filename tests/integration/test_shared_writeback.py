@@ -419,3 +419,34 @@ def test_flush_of_named_keys_writes_only_those(redis_url: str, namespace: str) -
         assert runtime.flush([0, 2, 4, 99]) == 3  # 99 is not dirty: nothing to write
         assert source.batches == [{0: 0, 2: 2, 4: 4}]
         assert sorted(cache.dirty_keys()) == [1, 3, 5]
+
+
+@pytest.mark.parametrize("cluster_slots", [False, True])
+def test_batches_larger_than_one_script_call(
+    redis_url: str, namespace: str, cluster_slots: bool
+) -> None:
+    """Marks, claims and settles go in chunks (per hash slot, as under Redis Cluster)."""
+    from redis.crc import key_slot
+
+    source = CountingSource({})
+    with _cache(redis_url, namespace, source, max_batch=5000) as cache:
+        runtime = cache._flusher
+        assert isinstance(runtime, shared.SharedFlusher)
+        slots: set[int] = set()
+        if cluster_slots:  # group as a RedisCluster client would, and record the slots seen
+
+            def slot(key: bytes) -> int:
+                slots.add(key_slot(key))
+                return key_slot(key)
+
+            runtime._slot = slot
+        items: dict[Key, Any] = {i: i for i in range(700)}
+        cache.write_many(items)
+        evens: dict[Key, Any] = {i: -i for i in range(0, 700, 2)}
+        cache.write_many(evens)
+        assert cache.stats.coalesced == 350
+        assert cache.flush() == 700
+        assert source.batches == [{i: (-i if i % 2 == 0 else i) for i in range(700)}]
+        assert cache.stats.dirty == 0
+        if cluster_slots:
+            assert len(slots) > 100  # 700 keys spread over many slots, each its own call

@@ -53,9 +53,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cachewise._types import Key, check_positive
 from cachewise.codecs import decode_key, encode_key
@@ -76,6 +76,8 @@ from cachewise.writeback.background import FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry
 
 logger = logging.getLogger("cachewise.writeback")
+
+T = TypeVar("T")
 
 fault_hook: Callable[[str, list[Key]], None] | None = None
 """Tests set this to pause or die at a named point of a flush, with the batch's keys:
@@ -125,29 +127,33 @@ end
 return n
 """
 
-# KEYS: v, n, d. ARGV: payload, tombstone ('1'/'0'), token, now ms.
-# Value, version and mark in one step. Returns {sequence, coalesced (1/0)}.
+# KEYS: v, n, d per key. ARGV: token, now ms, then payload, tombstone ('1'/'0') per key.
+# Value, version and mark of each key in one step. Returns how many writes coalesced.
 _MARK: Final = """
-local seq = redis.call('INCR', KEYS[2])
-local old = redis.call('HMGET', KEYS[3], 's', 'f')
-local since = ARGV[4]
 local coalesced = 0
-if old[1] then
-  coalesced = 1
-  since = old[2] or since
-  if seq <= tonumber(old[1]) then
-    seq = tonumber(old[1]) + 1
-    redis.call('SET', KEYS[2], seq)
+for i = 1, #KEYS, 3 do
+  local j = i + 2 - (i - 1) / 3
+  local payload, tomb = ARGV[j], ARGV[j + 1]
+  local seq = redis.call('INCR', KEYS[i + 1])
+  local old = redis.call('HMGET', KEYS[i + 2], 's', 'f')
+  local since = ARGV[2]
+  if old[1] then
+    coalesced = coalesced + 1
+    since = old[2] or since
+    if seq <= tonumber(old[1]) then
+      seq = tonumber(old[1]) + 1
+      redis.call('SET', KEYS[i + 1], seq)
+    end
   end
+  redis.call('PERSIST', KEYS[i + 1])
+  if tomb == '1' then
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], payload)
+  end
+  redis.call('HSET', KEYS[i + 2], 's', seq, 't', tomb, 'p', payload, 'k', ARGV[1], 'f', since)
 end
-redis.call('PERSIST', KEYS[2])
-if ARGV[2] == '1' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('HSET', KEYS[3], 's', seq, 't', ARGV[2], 'p', ARGV[1], 'k', ARGV[3], 'f', since)
-return {seq, coalesced}
+return coalesced
 """
 
 # KEYS: v, n, d. ARGV: token, now ms. Marks the current value dirty again unless the
@@ -163,40 +169,57 @@ redis.call('HSET', KEYS[3], 's', seq, 't', '0', 'p', val, 'k', ARGV[1], 'f', ARG
 return 1
 """
 
-# KEYS: d, c. ARGV: claim token, claim ms. Returns {0} (no mark), {1} (claimed by
-# another flusher) or {2, s, t, p, k}: the mark, now claimed by us.
+# KEYS: d, c per key. ARGV: claim token, claim ms. Returns per key {0} (no mark), {1}
+# (claimed by another flusher) or {2, s, t, p}: the mark, now claimed by us.
 _CLAIM: Final = """
-local m = redis.call('HMGET', KEYS[1], 's', 't', 'p', 'k')
-if not m[1] then return {0} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
-return {2, m[1], m[2], m[3], m[4]}
-"""
-
-# KEYS: d, c, v, n. ARGV: sequence flushed, claim token, value px (0 = none), version
-# ttl ms, flushed ('1' = the source has it, '0' = release only).
-# Returns {cleared (1/0), claim still ours (1/0), index token of the cleared mark}.
-_SETTLE: Final = """
-local cleared = 0
-local token = ''
-if ARGV[5] == '1' then
-  local m = redis.call('HMGET', KEYS[1], 's', 'k')
-  if m[1] == ARGV[1] then
-    redis.call('DEL', KEYS[1])
-    cleared = 1
-    token = m[2] or ''
-    if redis.call('GET', KEYS[4]) == ARGV[1] and tonumber(ARGV[3]) > 0 then
-      redis.call('PEXPIRE', KEYS[3], ARGV[3])
-    end
-    redis.call('PEXPIRE', KEYS[4], ARGV[4])
+local out = {}
+for i = 1, #KEYS, 2 do
+  local m = redis.call('HMGET', KEYS[i], 's', 't', 'p')
+  if not m[1] then
+    out[#out + 1] = {0}
+  elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[#out + 1] = {2, m[1], m[2], m[3]}
+  else
+    out[#out + 1] = {1}
   end
 end
-local owned = 0
-if redis.call('GET', KEYS[2]) == ARGV[2] then
-  redis.call('DEL', KEYS[2])
-  owned = 1
-end
-return {cleared, owned, token}
+return out
 """
+
+# KEYS: d, c, v, n per key. ARGV: claim token, value px (0 = none), version ttl ms,
+# flushed ('1' = the source has them, '0' = release only), then the sequence flushed per
+# key. Per key: clear the mark if its sequence is still the one flushed, give the value
+# its TTL if it is still the flushed one, release our claim. Returns per key
+# {cleared (1/0), claim still ours (1/0), index token of the cleared mark}.
+_SETTLE: Final = """
+local out = {}
+for i = 1, #KEYS, 4 do
+  local seq = ARGV[4 + (i + 3) / 4]
+  local cleared, token, owned = 0, '', 0
+  if ARGV[4] == '1' then
+    local m = redis.call('HMGET', KEYS[i], 's', 'k')
+    if m[1] == seq then
+      redis.call('DEL', KEYS[i])
+      cleared = 1
+      token = m[2] or ''
+      if redis.call('GET', KEYS[i + 3]) == seq and tonumber(ARGV[2]) > 0 then
+        redis.call('PEXPIRE', KEYS[i + 2], ARGV[2])
+      end
+      redis.call('PEXPIRE', KEYS[i + 3], ARGV[3])
+    end
+  end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then
+    redis.call('DEL', KEYS[i + 1])
+    owned = 1
+  end
+  out[#out + 1] = {cleared, owned, token}
+end
+return out
+"""
+
+_CHUNK: Final = 256
+"""Keys per script call: long enough to amortise a round trip, short enough that one
+script never holds Redis (single-threaded) for long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +300,8 @@ class SharedFlusher:
         self._claim_ms = max(1, math.ceil(claim_ttl * 1000))
         self._grace_ms = max(1, math.ceil(orphan_grace * 1000))
         self._value_px = 0 if store.ttl is None else max(1, math.ceil(store.ttl * 1000))
+        keyslot = getattr(self._client, "keyslot", None)  # RedisCluster has one
+        self._slot: Callable[[bytes], int] | None = keyslot if callable(keyslot) else None
         register = self._client.register_script
         self._reserve = register(_RESERVE)
         self._reindex = register(_REINDEX)
@@ -308,6 +333,23 @@ class SharedFlusher:
     def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One Redis call; a failure becomes StoreError (chained, password never shown)."""
         return self._store._call(op, fn, *args, **kwargs)
+
+    def _groups(self, items: list[T], wire: Callable[[T], bytes]) -> Iterator[list[T]]:
+        """``items`` in chunks one script may take, in order.
+
+        Under Redis Cluster a script may not cross hash slots, so each chunk holds items
+        of one slot (``wire(item)`` is a Redis key of the item's key).
+        """
+        if self._slot is None:
+            for i in range(0, len(items), _CHUNK):
+                yield items[i : i + _CHUNK]
+            return
+        slots: dict[int, list[T]] = {}
+        for item in items:
+            slots.setdefault(self._slot(wire(item)), []).append(item)
+        for group in slots.values():
+            for i in range(0, len(group), _CHUNK):
+                yield group[i : i + _CHUNK]
 
     # -- state ---------------------------------------------------------------------------
 
@@ -388,18 +430,16 @@ class SharedFlusher:
         token = _token(now)
         backlog = self._reserve_room(members, now, token)
         started = time.monotonic()
-        pipe = self._client.pipeline(transaction=False)
-        for member, (payload, tomb) in zip(members, payloads, strict=True):
-            base = self._base(member)
-            self._mark(
-                keys=[base + b"v", base + b"n", base + b"d"],
-                args=[payload, tomb, token, now],
-                client=pipe,
-            )
-        replies = self._call("write-back mark", pipe.execute)
-        for _seq, coalesced in replies:
-            if coalesced:
-                self._coalesced.add()
+        writes = list(zip(members, payloads, strict=True))
+        for group in self._groups(writes, lambda write: self._base(write[0])):
+            keys: list[bytes] = []
+            args: list[Any] = [token, now]
+            for member, (payload, tomb) in group:
+                base = self._base(member)
+                keys += (base + b"v", base + b"n", base + b"d")
+                args += (payload, tomb)
+            coalesced = self._call("write-back mark", self._mark, keys=keys, args=args)
+            self._coalesced.add_many(int(coalesced))
         if (time.monotonic() - started) * 1000 > self._grace_ms / 2:
             # So slow that a flusher may have taken our index entry for an orphan.
             self._call(
@@ -475,16 +515,17 @@ class SharedFlusher:
     def _flush_batch(self, members: list[bytes]) -> int:
         tokens = self._call("HMGET", self._client.hmget, self._index[1], members)
         claim = os.urandom(16).hex().encode()
-        pipe = self._client.pipeline(transaction=False)
-        for member in members:
-            base = self._base(member)
-            self._claim(keys=[base + b"d", base + b"c"], args=[claim, self._claim_ms], client=pipe)
-        replies = self._call("claim", pipe.execute)
+        replies: dict[bytes, list[Any]] = {}
+        for group in self._groups(members, self._base):
+            keys = [self._base(m) + suffix for m in group for suffix in (b"d", b"c")]
+            found = self._call("claim", self._claim, keys=keys, args=[claim, self._claim_ms])
+            replies.update(zip(group, found, strict=True))
         batch: list[_Claimed] = []
         orphans: list[bytes] = []
         undecodable: list[tuple[bytes, bytes]] = []
         now = _now_ms()
-        for member, token, reply in zip(members, tokens, replies, strict=True):
+        for member, token in zip(members, tokens, strict=True):
+            reply = replies[member]
             if reply[0] == 0:
                 made = _token_ms(token)
                 if token and made is not None and now - made > self._grace_ms:
@@ -545,15 +586,14 @@ class SharedFlusher:
         self, keys: list[tuple[bytes, bytes]], claim: bytes, *, flushed: bool
     ) -> list[Any]:
         """Per ``(base, seq)``: clear the mark if ``flushed`` and still ``seq``; unclaim."""
-        pipe = self._client.pipeline(transaction=False)
-        for b, seq in keys:
-            self._settle(
-                keys=[b + b"d", b + b"c", b + b"v", b + b"n"],
-                args=[seq, claim, self._value_px, _VERSION_TTL_MS, b"1" if flushed else b"0"],
-                client=pipe,
-            )
-        replies: list[Any] = self._call("settle", pipe.execute)
-        return replies
+        replies: dict[bytes, Any] = {}
+        flag = b"1" if flushed else b"0"
+        for group in self._groups(keys, lambda item: item[0]):
+            wires = [b + suffix for b, _ in group for suffix in (b"d", b"c", b"v", b"n")]
+            args = [claim, self._value_px, _VERSION_TTL_MS, flag, *(seq for _, seq in group)]
+            found = self._call("settle", self._settle, keys=wires, args=args)
+            replies.update(zip((b for b, _ in group), found, strict=True))
+        return [replies[b] for b, _ in keys]  # in the order given, not the slots' order
 
     def _release(self, batch: list[_Claimed], claim: bytes, *, flushed: bool) -> None:
         """Clear the marks the source now has (if ``flushed``), release our claims."""
