@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cachewise.errors import ConfigurationError
-from cachewise.lab.objective import Criterion, Objective, cost, decide
+from cachewise.lab.objective import Criterion, Objective, alternatives, cost, decide
 
 
 def metrics(**values: float) -> dict[str, float]:
@@ -88,3 +88,18 @@ def test_bad_objectives_are_refused() -> None:
         Criterion("source_reads", rel=-1)
     with pytest.raises(ConfigurationError):
         decide({}, Objective((Criterion("source_reads"),), ""), [])
+
+
+def test_alternatives_name_the_best_of_each_other_family() -> None:
+    results = {
+        "rt+wb": metrics(source_writes=10),
+        "ca+wb": metrics(source_writes=10, app_calls=1100),
+        "rt+wt": metrics(source_writes=410),
+        "ca+wt": metrics(source_writes=410, app_calls=1100),
+    }
+    objective = Objective((Criterion("source_writes", rel=0.2), Criterion("app_calls")), "")
+    decision = decide(results, objective, list(results))
+    family = {s: s.partition("+")[2] for s in results}
+    assert alternatives(results, objective, decision, family) == [
+        ("rt+wt", "41× more source writes")
+    ]

@@ -174,3 +174,22 @@ def _fmt(metric: str, value: float) -> str:
     if metric.endswith("_us"):
         return f"{value:.0f} µs"
     return f"{value:g}"
+
+
+def alternatives(
+    results: Metrics, objective: Objective, decision: Decision, family: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The best strategy of each other family (e.g. write policy) and what it costs.
+
+    E.g. ``("read-through+write-through", "2.7× more source writes")``.
+    """
+    winner = decision.winner
+    seen = {family.get(winner, winner)}
+    out = []
+    for strategy in decision.ranking[1:]:
+        name = family.get(strategy, strategy)
+        if name in seen:
+            continue
+        seen.add(name)
+        out.append((strategy, cost(results, objective, winner, strategy)))
+    return out

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cachewise.lab.objective import alternatives
 from cachewise.lab.runner import CaseResult, KindResult
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -47,7 +48,7 @@ def kind_table(case: CaseResult, kr: KindResult, *, why: bool = True) -> Table:
     for _, header in _COLUMNS:
         table.add_column(header, justify="right")
     if why:
-        table.add_column("why not", overflow="fold", max_width=36)
+        table.add_column("why not", overflow="fold", max_width=40)
     for strategy in decision.ranking:
         metrics = kr.results[strategy]
         mark = ""
@@ -78,6 +79,9 @@ def summary_lines(kr: KindResult) -> list[Text]:
         lines.append(
             Text.assemble("workshop:    ", (kr.kind.workshop, "bold red"), f" ✗ differs{extra}")
         )
+    family = {s: s.partition("+")[2] or "invalidate" for s in kr.results}
+    for strategy, text in alternatives(kr.results, kr.kind.objective, d, family):
+        lines.append(Text(f"  instead:   {strategy} — {text}", style="dim"))
     for strategy, lost in kr.journal_lost.items():
         plain = int(kr.results[strategy]["lost_writes"])
         lines.append(
