@@ -6,6 +6,7 @@ Each test runs on every dialect (the server ones skip when unreachable, fail in 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import multiprocessing
 import os
 import threading
@@ -438,3 +439,41 @@ def test_two_processes_never_refresh_at_once(db: DB, tmp_path: Path) -> None:
         assert len({e.split()[1] for e in events}) == 2
         assert Aggregate.existing(db.engine, name).generation == 1 + 2 * rounds
         agg.refresh()
+
+
+@pytest.mark.postgres
+def test_hourly_buckets_read_by_timestamp_keys(postgres_url: str, unique_name: str) -> None:
+    """The lab's page-view case: views per page per hour, keyed by (page, timestamptz)."""
+    engine = connect(postgres_url)
+    events = f"{unique_name}_pv"
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(f"CREATE TABLE {events} (id INT PRIMARY KEY, page TEXT, at TIMESTAMPTZ)")
+            )
+            conn.execute(
+                sa.text(f"INSERT INTO {events} VALUES (:i, :p, :t)"),
+                [
+                    {"i": i, "p": f"/p{i % 3}", "t": start + dt.timedelta(minutes=7 * i)}
+                    for i in range(300)
+                ],
+            )
+        query = (
+            f"SELECT page, date_trunc('hour', at) AS hour, COUNT(*) AS views FROM {events} "
+            "GROUP BY page, date_trunc('hour', at)"
+        )
+        with Aggregate(engine, f"{unique_name}_h", query, key=("page", "hour")) as agg:
+            with engine.connect() as conn:
+                expected = {(r.page, r.hour): r.views for r in conn.execute(sa.text(query))}
+            keys = [*expected, ("/p9", start)]
+            found = agg.read_many(keys)
+            assert {k: v["views"] for k, v in found.items()} == expected
+            some = next(iter(expected))
+            assert agg.read(some)["views"] == expected[some]
+            assert agg.read(("/p0", start - dt.timedelta(days=1))) is None
+            agg.drop()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {events}"))
+        engine.dispose()

@@ -187,6 +187,10 @@ class Builder:
         """Create the aggregate, or attach to it if it exists with this definition."""
         raise NotImplementedError
 
+    def key_types(self, keys: tuple[str, ...]) -> list[str] | None:
+        """SQL types of the key columns, where batched reads use them (PostgreSQL)."""
+        return None
+
     def refresh(self, sql: str, keys: tuple[str, ...]) -> State:
         """Recompute the result and swap it in atomically; return the new state."""
         raise NotImplementedError
@@ -228,6 +232,23 @@ class Postgres(Builder):
             ),
             {"n": self.name},
         )
+
+    def key_types(self, keys: tuple[str, ...]) -> list[str] | None:
+        # Types as the catalog formats them (format_type quotes what needs quoting).
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
+                    "FROM pg_attribute a WHERE a.attrelid = to_regclass(:q) "
+                    "AND a.attnum > 0 AND NOT a.attisdropped"
+                ),
+                {"q": self.q_name},
+            )
+            found = {str(name): str(kind) for name, kind in rows}
+            conn.rollback()
+        if not all(k in found for k in keys):
+            return None
+        return [found[k] for k in keys]
 
     def object_kind(self, conn: Connection) -> str | None:
         kind = conn.execute(
