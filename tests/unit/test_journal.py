@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import itertools
 import logging
 import os
 import shutil
@@ -598,3 +599,55 @@ def test_an_older_segment_without_its_header_is_corruption(tmp_path: Path) -> No
     with pytest.raises(JournalCorruptError) as info:
         FileJournal(path)
     assert info.value.offset == 0
+
+
+def test_rotated_segments_are_sealed_in_the_background(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j", fsync="no", segment_bytes=1024)
+    try:
+        for seq in range(1, 201):
+            journal.append([(seq, seq % 7, {"v": seq})])
+        rotated = journal.files()[:-1]
+        assert rotated
+
+        def trimmed() -> bool:
+            files = journal.files()[:-1]
+            return all(fmt.scan(p.read_bytes()).padding == 0 for p in files)
+
+        deadline = time.monotonic() + 10
+        while not trimmed() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert trimmed()  # fsynced and cut to size without waiting for close()
+    finally:
+        journal.close()
+    reopened = FileJournal(tmp_path / "j")
+    try:
+        assert {k: v["v"] for _, k, v in _records(reopened)} == {
+            k: max(s for s in range(1, 201) if s % 7 == k) for k in range(7)
+        }
+    finally:
+        reopened.close()
+
+
+def test_always_acknowledges_across_rotations_from_many_threads(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j", fsync="always", segment_bytes=512)
+    counter = itertools.count(1)
+    lock = threading.Lock()
+
+    def write(n: int) -> None:
+        for i in range(50):
+            with lock:
+                seq = next(counter)
+            journal.append([(seq, (n, i), {"v": seq})])
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not journal.failed
+    journal.close()
+    reopened = FileJournal(tmp_path / "j")
+    try:
+        assert len(_records(reopened)) == 300
+    finally:
+        reopened.close()

@@ -36,8 +36,8 @@ naming the file and offset, and nothing is replayed or flushed.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import functools
 import logging
 import mmap
 import os
@@ -245,8 +245,12 @@ class FileJournal:
         self._flushed = 0
         self._meta_flushed = 0
         self._compacted_bytes = 0
+        self._rotate_lock = threading.Lock()
+        self._unsealed: list[tuple[_Active, int]] = []
+        """Rotated-out segments not yet fsynced, with the byte count they end at."""
         self._stop = threading.Event()
-        self._compact_wanted = threading.Event()
+        self._wake = threading.Event()
+        self._compact_wanted = False
         self._lock_fd = self._take_lock()
         try:
             self._replayed, self._last_seq = self._load()
@@ -412,21 +416,22 @@ class FileJournal:
             else:
                 data = b"".join([encode(seq, key, value) for seq, key, value in records])
                 top = max(seq for seq, _, _ in records)
-            self._check_usable()
-            active = self._active.segment
-            end = active.size + len(data)
-            if end > self._active.capacity:
-                self._rotate_locked(len(fmt.MAGIC) + len(data))
-                self._maybe_want_compaction()
+        while True:
+            with self._write_lock:
+                self._check_usable()
                 active = self._active.segment
                 end = active.size + len(data)
-            self._active.map[active.size : end] = data
-            active.size = end
-            active.records += len(records)
-            active.max_seq = max(active.max_seq, top)
-            self._last_seq = max(self._last_seq, top)
-            self._written += len(data)
-            ticket = self._written
+                if end <= self._active.capacity:
+                    self._active.map[active.size : end] = data
+                    active.size = end
+                    active.records += len(records)
+                    active.max_seq = max(active.max_seq, top)
+                    self._last_seq = max(self._last_seq, top)
+                    self._written += len(data)
+                    ticket = self._written
+                    break
+            # Full: rotate outside the write lock, so other writers wait for no disk I/O.
+            self._rotate(len(fmt.MAGIC) + len(data), functools.partial(self._full, len(data)))
         _fault("append.written")
         if self.fsync == "always":
             self._sync(ticket)
@@ -438,16 +443,20 @@ class FileJournal:
         with self._compact_lock:
             self._flushed = max(self._flushed, upto)
             upto = self._flushed
-            with self._write_lock:
-                if not self._usable():
-                    return
+
+            def drained() -> bool:
                 active = self._active.segment
-                if active.records and active.max_seq <= upto:
-                    try:
-                        self._rotate_locked()
-                    except JournalError:
-                        logger.warning("journal rotation failed; compaction deferred")
-                        return
+                return self._usable() and active.records > 0 and active.max_seq <= upto
+
+            with self._write_lock:
+                rotate = drained()
+            if rotate:
+                try:
+                    self._rotate(0, drained)
+                except JournalError:
+                    logger.warning("journal rotation failed; compaction deferred")
+                    return
+            with self._write_lock:
                 droppable = [s for s in self._closed_segments if s.max_seq <= upto]
             if droppable:
                 self._drop(droppable, upto)
@@ -457,18 +466,21 @@ class FileJournal:
         if self._closed:
             return
         self._stop.set()
-        self._compact_wanted.set()
+        self._wake.set()
         self._thread.join()
-        with self._compact_lock, self._write_lock, self._sync_lock:
+        with self._compact_lock, self._rotate_lock, self._write_lock, self._sync_lock:
             self._closed = True
             try:
-                if self._failed is None and self._active.open:
+                if self._failed is None:
+                    self._seal_unsealed()
                     self._active.seal()  # fsyncs what was written, trims the zero tail
-                else:
-                    self._active.release()  # leave the file as it is: reopen replays it
-            except OSError as exc:
+            except (OSError, JournalError) as exc:
                 logger.error("journal %s: final sync failed: %s", self.path, exc)  # noqa: TRY400
             finally:
+                for active, _ in self._unsealed:
+                    active.release()  # after a failure: leave the files; reopen replays them
+                self._unsealed.clear()
+                self._active.release()
                 os.close(self._lock_fd)
 
     # -- inspection helpers (tests, CLI) ---------------------------------------------
@@ -518,28 +530,57 @@ class FileJournal:
             if self._synced >= ticket:
                 return
             self._check_usable()
-            target = self._written  # only complete writes are counted: all in this file
+            self._seal_unsealed()  # bytes below the target may sit in a rotated-out segment
+            target = self._written  # complete writes only: sealed segments or this one
             try:
                 os.fsync(self._active.fd)  # covers stores through the map: one page cache
             except OSError as exc:
                 raise self._fail("fsync", exc) from exc
             self._synced = target
 
-    def _rotate_locked(self, need: int = 0) -> None:
-        """Seal the active segment (fsynced) and start the next; ``_write_lock`` held."""
-        with self._sync_lock:
-            self._check_usable()
-            old = self._active
-            new = self._create_segment(old.segment.index + 1, max(self._segment_bytes, need))
+    def _full(self, size: int) -> bool:
+        """Whether ``size`` more bytes do not fit in the active segment."""
+        return self._active.segment.size + size > self._active.capacity
+
+    def _rotate(self, need: int, still: Callable[[], bool]) -> None:
+        """Start the next segment if ``still()`` holds; the old one is sealed later.
+
+        The new segment is created (preallocated, fsynced) with no lock writers need;
+        the swap is a pointer change under the write and sync locks; the old segment is
+        fsynced and trimmed by the next sync or by the background thread, and until then
+        no sync may count its bytes as durable (``_seal_unsealed`` runs first).
+        """
+        with self._rotate_lock:
+            with self._write_lock:
+                self._check_usable()
+                if not still():
+                    return  # another thread rotated meanwhile
+                index = self._active.segment.index + 1
+            new = self._create_segment(index, max(self._segment_bytes, need))
+            with self._write_lock, self._sync_lock:
+                if not self._usable() or not still():
+                    new.release()
+                    new.segment.path.unlink(missing_ok=True)
+                    self._check_usable()
+                    return
+                old = self._active
+                self._unsealed.append((old, self._written))
+                self._closed_segments.append(old.segment)
+                self._active = new
+                self._maybe_want_compaction()
+        self._wake.set()
+
+    def _seal_unsealed(self) -> None:
+        """Fsync and trim rotated-out segments; ``_sync_lock`` held."""
+        while self._unsealed:
+            old, upto = self._unsealed[0]
             try:
                 old.seal()
             except OSError as exc:
-                new.release()
-                new.segment.path.unlink(missing_ok=True)
                 raise self._fail("fsync", exc) from exc
-            self._synced = self._written
-            self._closed_segments.append(old.segment)
-            self._active = new
+            finally:
+                self._unsealed.pop(0)
+            self._synced = max(self._synced, upto)
 
     # -- compaction ------------------------------------------------------------------
 
@@ -577,7 +618,7 @@ class FileJournal:
         live = [s for s in self._closed_segments if s.max_seq > self._flushed]
         live_bytes = sum(s.size for s in live)
         if len(live) >= 3 and live_bytes > 2 * self._compacted_bytes:
-            self._compact_wanted.set()
+            self._compact_wanted = True
 
     def _compact(self) -> None:
         """Rewrite the closed segments to the latest unflushed record per key."""
@@ -644,17 +685,24 @@ class FileJournal:
         )
 
     def _maintain(self) -> None:
-        """Background: the everysec fsync, and rewrites the append path asked for."""
+        """Background: seal rotated segments, the everysec fsync, rewrites when asked."""
         interval = self._sync_interval if self.fsync == "everysec" else None
         while not self._stop.is_set():
-            self._compact_wanted.wait(interval)
+            self._wake.wait(interval)
+            self._wake.clear()
             if self._stop.is_set():
                 return
-            if self.fsync == "everysec" and self._synced < self._written:
-                with contextlib.suppress(JournalError, ClosedError):
-                    self._sync(self._written)  # a failure is logged by _fail; appends refuse
-            if self._compact_wanted.is_set():
-                self._compact_wanted.clear()
+            try:
+                if self._unsealed:
+                    with self._sync_lock:
+                        if self._usable():
+                            self._seal_unsealed()
+                if self.fsync == "everysec" and self._synced < self._written:
+                    self._sync(self._written)
+            except (JournalError, ClosedError):
+                pass  # logged by _fail; appends now refuse
+            if self._compact_wanted:
+                self._compact_wanted = False
                 try:
                     self._compact()
                 except Exception:
