@@ -5,7 +5,8 @@ batch. For each dialect this measures every upsert form ``SQLSource`` can use
 (``cachewise.sources._upsert.FORMS``) on the same rows, twice: once inserting new keys
 and once updating the same keys with new values, plus ``SQLSource.save_many`` end to
 end (key checks and all) with the form it picked. The peer is ``executemany``: what a
-straightforward implementation does. Rows/s are medians over ``--repeat`` rounds.
+straightforward implementation does. Candidates take turns batch by batch, each on its
+own table, so load from neighbours on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ RESULTS = Path(__file__).parent / "results" / "upsert.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows per measured pass")
     parser.add_argument("--batch", type=int, default=1_000, help="rows per flush batch")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per form (median kept)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds (median kept)")
     parser.add_argument(
         "--dialects",
         default="sqlite,postgresql",
@@ -101,74 +102,100 @@ def _engine(dialect: str, args: argparse.Namespace, tmp: str) -> sa.Engine | Non
     return engine
 
 
-def _timed(work: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
+class _Candidate:
+    """One way to write a batch, against its own table."""
+
+    def __init__(self, engine: sa.Engine, label: str) -> None:
+        self.engine = engine
+        self.label = label
+        self.name = f"cw_bench_{uuid.uuid4().hex[:10]}"
+        self.table = _table(self.name)
+        self.seconds = {"insert": 0.0, "update": 0.0}
+
+    def create(self) -> None:
+        self.table.create(self.engine)
+
+    def write(self, batch: Sequence[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self.engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar()
+        self.table.drop(self.engine)
+        self.rows = count
 
 
-def _measure_form(
-    engine: sa.Engine, form: _upsert.UpsertForm, args: argparse.Namespace
-) -> dict[str, float]:
-    """Rows/s inserting ``rows`` new keys, then updating them all (one txn per batch)."""
-    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
-    table = _table(name)
-    table.create(engine)
+class _Form(_Candidate):
+    def __init__(self, engine: sa.Engine, label: str, form: _upsert.UpsertForm) -> None:
+        super().__init__(engine, label)
+        self.form = form
+
+    def create(self) -> None:
+        super().create()
+        reflected = sa.Table(self.name, sa.MetaData(), autoload_with=self.engine)
+        self.target = _upsert.Target(reflected, ("id",), None)
+        self.columns = [c.name for c in reflected.c]
+
+    def write(self, batch: Sequence[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            self.form(conn, self.target, self.columns, batch)
+
+
+class _Source(_Candidate):
+    def __init__(self, engine: sa.Engine, label: str, version: str | None) -> None:
+        super().__init__(engine, label)
+        self.version = version
+
+    def create(self) -> None:
+        super().create()
+        self.source = SQLSource(self.engine, self.name, version=self.version, chunk_size=1000)
+
+    def write(self, batch: Sequence[dict[str, Any]]) -> None:
+        items: dict[Key, Any] = {row["id"]: row for row in batch}
+        self.source.save_many(items)
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
+
+
+def _measure(engine: sa.Engine, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Rows/s of every candidate, inserting new keys then updating them all.
+
+    Candidates take turns batch by batch (each on its own table, one transaction per
+    batch), so a burst of load from a neighbour on this shared machine slows every
+    candidate alike and the ratios stay meaningful.
+    """
+    dialect = engine.dialect.name
+    candidates: list[_Candidate] = [
+        _Form(engine, name, form) for name, form in _upsert.FORMS[dialect].items()
+    ]
+    candidates.append(_Source(engine, "SQLSource.save_many", None))
+    candidates.append(_Source(engine, "SQLSource.save_many versioned", "seq"))
     try:
-        reflected = sa.Table(name, sa.MetaData(), autoload_with=engine)
-        target = _upsert.Target(reflected, ("id",), None)
-        columns = [c.name for c in reflected.c]
-        result = {}
+        for candidate in candidates:
+            candidate.create()
         for phase, generation in (("insert", 1), ("update", 2)):
-            rows = _rows(args.rows, generation)
-
-            def flush(rows: list[dict[str, Any]] = rows) -> None:
-                for batch in _batches(rows, args.batch):
-                    with engine.begin() as conn:
-                        form(conn, target, columns, batch)
-
-            result[phase] = args.rows / _timed(flush)
-        with engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(reflected)).scalar()
-        assert count == args.rows, f"{count} rows after the benchmark, expected {args.rows}"
-        return result
+            batches = list(_batches(_rows(args.rows, generation), args.batch))
+            for batch in batches:
+                for candidate in candidates:
+                    start = time.perf_counter()
+                    candidate.write(batch)
+                    candidate.seconds[phase] += time.perf_counter() - start
     finally:
-        table.drop(engine)
-
-
-def _measure_source(engine: sa.Engine, args: argparse.Namespace, version: bool) -> dict[str, Any]:
-    """Rows/s of ``SQLSource.save_many`` per batch, end to end, with its default form."""
-    name = f"cw_bench_{uuid.uuid4().hex[:10]}"
-    table = _table(name)
-    table.create(engine)
-    try:
-        source = SQLSource(engine, name, chunk_size=args.batch, version="seq" if version else None)
-        result: dict[str, Any] = {"form": source.upsert_form}
-        for phase, generation in (("insert", 1), ("update", 2)):
-            items: list[dict[Key, Any]] = [
-                {row["id"]: row for row in batch}
-                for batch in _batches(_rows(args.rows, generation), args.batch)
-            ]
-
-            def flush(items: list[dict[Key, Any]] = items) -> None:
-                for batch in items:
-                    source.save_many(batch)
-
-            result[phase] = args.rows / _timed(flush)
-        source.close()
-        return result
-    finally:
-        table.drop(engine)
+        for candidate in candidates:
+            candidate.close()
+    found: dict[str, dict[str, Any]] = {}
+    for candidate in candidates:
+        assert candidate.rows == args.rows, f"{candidate.label}: {candidate.rows} rows"
+        found[candidate.label] = {
+            phase: round(args.rows / seconds) for phase, seconds in candidate.seconds.items()
+        }
+    return found
 
 
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for field in rounds[0]:
-        values = [r[field] for r in rounds]
-        merged[field] = (
-            round(statistics.median(values)) if isinstance(values[0], float) else values[0]
-        )
-    return merged
+    return {field: round(statistics.median(r[field] for r in rounds)) for field in rounds[0]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,11 +207,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repeat": args.repeat,
         "machine": {
             "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg()[0],
             "python": platform.python_version(),
             "sqlalchemy": sa.__version__,
             "platform": platform.platform(),
         },
-        "unit": "rows/s (median of rounds), one transaction per batch",
+        "unit": "rows/s, one transaction per batch, candidates interleaved batch by batch",
         "dialects": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,34 +221,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if engine is None:
                 continue
             try:
-                found: dict[str, Any] = {"server_version": _server_version(engine), "forms": {}}
-                forms = _upsert.FORMS[engine.dialect.name]
-                rounds: dict[str, list[dict[str, Any]]] = {}
-                # Round-robin so drift on a noisy machine hits every form alike.
-                for _ in range(args.repeat):
-                    for form_name, form in forms.items():
-                        rounds.setdefault(form_name, []).append(_measure_form(engine, form, args))
-                    rounds.setdefault("SQLSource.save_many", []).append(
-                        _measure_source(engine, args, version=False)
-                    )
-                    rounds.setdefault("SQLSource.save_many versioned", []).append(
-                        _measure_source(engine, args, version=True)
-                    )
-                for form_name, measured in rounds.items():
-                    found["forms"][form_name] = _median(measured)
-                peer = found["forms"]["executemany"]
-                for measured in found["forms"].values():
+                rounds = [_measure(engine, args) for _ in range(args.repeat)]
+                forms = {label: _median([r[label] for r in rounds]) for label in rounds[0]}
+                peer = forms["executemany"]
+                for measured in forms.values():
                     measured["ratio_vs_executemany"] = {
                         phase: round(measured[phase] / peer[phase], 2)
                         for phase in ("insert", "update")
                     }
-                found["fastest"] = max(
-                    forms, key=lambda f: found["forms"][f]["insert"] + found["forms"][f]["update"]
-                )
-                found["default"] = _upsert.DEFAULT_FORMS[engine.dialect.name]
-                results["dialects"][dialect] = found
+                names = _upsert.FORMS[engine.dialect.name]
+                results["dialects"][dialect] = {
+                    "server_version": _server_version(engine),
+                    "forms": forms,
+                    "fastest": max(names, key=lambda f: forms[f]["insert"] + forms[f]["update"]),
+                    "default": _upsert.DEFAULT_FORMS[engine.dialect.name],
+                }
             finally:
                 engine.dispose()
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
     _print(results)
     return results
 
