@@ -79,9 +79,15 @@ def summary_lines(kr: KindResult) -> list[Text]:
         lines.append(
             Text.assemble("workshop:    ", (kr.kind.workshop, "bold red"), f" ✗ differs{extra}")
         )
-    family = {s: s.partition("+")[2] or "invalidate" for s in kr.results}
-    for strategy, text in alternatives(kr.results, kr.kind.objective, d, family):
-        lines.append(Text(f"  instead:   {strategy} — {text}", style="dim"))
+    # The best of each other write policy, then of the other read policy.
+    writes = {s: s.partition("+")[2] or "invalidate" for s in kr.results}
+    reads = {s: s.partition("+")[0] for s in kr.results}
+    shown = {d.winner, d.runner_up}
+    for family in (writes, reads):
+        for strategy, text in alternatives(kr.results, kr.kind.objective, d, family):
+            if strategy not in shown:
+                shown.add(strategy)
+                lines.append(Text(f"  instead:   {strategy} — {text}", style="dim"))
     for strategy, lost in kr.journal_lost.items():
         plain = int(kr.results[strategy]["lost_writes"])
         lines.append(
