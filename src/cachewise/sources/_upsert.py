@@ -14,7 +14,7 @@ own identifier preparer; values always travel as bound parameters (or COPY data)
 from __future__ import annotations
 
 import functools
-import uuid
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,25 +192,45 @@ def unnest_form(
     conn.execute(_unnest_statement(target, columns), params)
 
 
+def _scratch_name(target: Target, columns: tuple[str, ...]) -> str:
+    """Our own name for the COPY scratch table: fixed per table and column set."""
+    digest = hashlib.sha256(repr((target.table.fullname, columns)).encode()).hexdigest()
+    return f"cw_upsert_{digest[:16]}"
+
+
+@functools.lru_cache(maxsize=64)
+def _copy_upsert(target: Target, columns: tuple[str, ...]) -> Any:
+    # The same statement object every time, so SQLAlchemy compiles it once and the
+    # engine's statement cache is not flooded with one entry per batch.
+    # pg_temp: the session's own temporary schema, so never a real table of that name.
+    scratch = sa.table(
+        _scratch_name(target, columns), *[sa.column(c) for c in columns], schema="pg_temp"
+    )
+    insert = postgresql.insert(target.table).from_select(
+        list(columns), sa.select(*[scratch.c[c] for c in columns])
+    )
+    return _pg_sqlite_conflict(insert, target, columns)
+
+
 def copy_form(
     conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT`` with the upsert.
 
     The scratch table has the written columns' types and no constraints (``AS SELECT
-    ... WITH NO DATA``: a partial row must not trip a NOT NULL the upsert would not),
-    and is dropped at commit, so it holds no state between transactions and works
-    behind PgBouncer in transaction mode. Values pass through the columns' SQLAlchemy
-    bind processors first, as they would in any other statement.
+    ... WITH NO DATA``: a partial row must not trip a NOT NULL the upsert would not).
+    It is dropped after each chunk (and at commit or rollback at the latest), so it
+    holds no state between transactions and works behind PgBouncer in transaction
+    mode. Values pass through the columns' SQLAlchemy bind processors first, as they
+    would in any other statement.
     """
     table = target.table
     dialect = conn.dialect
     preparer = dialect.identifier_preparer
-    # Our own name (never user input), unique per statement so chunks do not collide.
-    scratch_name = f"cw_upsert_{uuid.uuid4().hex[:16]}"
-    scratch = preparer.quote(scratch_name)
-    quoted = ", ".join(preparer.quote(c) for c in columns)
-    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    names = tuple(columns)
+    scratch = preparer.quote(_scratch_name(target, names))
+    quoted = ", ".join(preparer.quote(c) for c in names)
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in names]
     driver = conn.connection.driver_connection
     if driver is None:  # pragma: no cover - a live connection always has one
         raise RuntimeError("no driver connection")
@@ -219,19 +239,17 @@ def copy_form(
             f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "
             f"SELECT {quoted} FROM {preparer.format_table(table)} WITH NO DATA"
         )
-        with cursor.copy(f"COPY {scratch} ({quoted}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY pg_temp.{scratch} ({quoted}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(
                     [
                         row[c] if process is None else process(row[c])
-                        for c, process in zip(columns, processors, strict=True)
+                        for c, process in zip(names, processors, strict=True)
                     ]
                 )
-    scratch_table = sa.table(scratch_name, *[sa.column(c) for c in columns])
-    insert = postgresql.insert(table).from_select(
-        list(columns), sa.select(*[scratch_table.c[c] for c in columns])
-    )
-    conn.execute(_pg_sqlite_conflict(insert, target, columns))
+    conn.execute(_copy_upsert(target, names))
+    with driver.cursor() as cursor:
+        cursor.execute(f"DROP TABLE pg_temp.{scratch}")
 
 
 FORMS: dict[str, dict[str, UpsertForm]] = {
