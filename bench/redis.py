@@ -41,8 +41,8 @@ ROW: dict[str, Any] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--ops", type=int, default=2000, help="operations per round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ops", type=int, default=500, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--lag-samples", type=int, default=300)
 
 
@@ -155,8 +155,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         results["tiered_hot"] = _tiered_hot(args, namespace, MemoryStore, RedisStore, TieredStore)
         results["invalidation_lag"] = _lag(args, namespace, MemoryStore, RedisStore, TieredStore)
+        results["invalidation_lag_other_process"] = _cross_process_lag(args, namespace + "x")
     finally:
-        for wire in raw.scan_iter(match=namespace + ":*", count=1000):
+        for wire in raw.scan_iter(match=namespace + "*", count=1000):
             raw.unlink(wire)
         store.close()
         raw.close()
@@ -260,6 +261,76 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
+_READER = """
+import sys, time
+import redis
+from cachewise import MemoryStore, RedisStore, TieredStore
+url, namespace, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+raw = redis.Redis.from_url(url)
+store = TieredStore(MemoryStore(), RedisStore(url, namespace=namespace))
+seen = []
+def mark(message):  # runs after the store's own subscriber dropped its L1 copies
+    if message.keys:
+        seen.append(time.time())
+        raw.rpush(namespace + ':marks', repr(seen[-1]))
+store.bus.subscribe(mark)
+raw.set(namespace + ':ready', 1)
+deadline = time.monotonic() + 120
+while len(seen) < n and time.monotonic() < deadline:
+    time.sleep(0.01)
+store.close()
+raw.close()
+"""
+
+
+def _cross_process_lag(args: argparse.Namespace, namespace: str) -> dict[str, float]:
+    """The lag to a TieredStore in another process: time.time() on both sides."""
+    import subprocess
+    import sys
+
+    import redis
+
+    from cachewise import MemoryStore, RedisStore, TieredStore
+
+    n = max(20, args.lag_samples // 3)
+    raw = redis.Redis.from_url(args.url)
+    writer = TieredStore(MemoryStore(), RedisStore(args.url, namespace=namespace))
+    reader = subprocess.Popen([sys.executable, "-c", _READER, args.url, namespace, str(n)])
+    lags: list[float] = []
+    from_start: list[float] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not raw.exists(f"{namespace}:ready"):
+            if time.monotonic() > deadline or reader.poll() is not None:
+                raise RuntimeError("reader process did not start")
+            time.sleep(0.01)
+        for i in range(n):
+            started = time.time()
+            writer.set(("lag", i), i)
+            returned = time.time()
+            popped = raw.blpop([f"{namespace}:marks"], timeout=10)
+            if popped is None:
+                raise RuntimeError("the reader process never got the invalidation")
+            lags.append(max(0.0, float(popped[1]) - returned))
+            from_start.append(float(popped[1]) - started)
+        reader.wait(30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        writer.close()
+        raw.close()
+    lags.sort()
+    from_start.sort()
+    return {
+        "samples": len(lags),
+        "p50_ms": 1000 * _pct(lags, 0.5),
+        "p99_ms": 1000 * _pct(lags, 0.99),
+        "from_write_start_p50_ms": 1000 * _pct(from_start, 0.5),
+        "from_write_start_p99_ms": 1000 * _pct(from_start, 0.99),
+    }
+
+
 def _print(results: dict[str, Any]) -> None:
     get, set_ = results["get"], results["set"]
     print(
@@ -304,4 +375,11 @@ def _print(results: dict[str, Any]) -> None:
     print(
         f"  invalidation lag from set() start:     p50 {lag['from_write_start_p50_ms']:.3f} ms, "
         f"p99 {lag['from_write_start_p99_ms']:.3f} ms"
+    )
+    other = results["invalidation_lag_other_process"]
+    print(
+        f"  ... to another process, after set():   p50 {other['p50_ms']:.3f} ms, "
+        f"p99 {other['p99_ms']:.3f} ms; from set() start: p50 "
+        f"{other['from_write_start_p50_ms']:.3f} ms, p99 {other['from_write_start_p99_ms']:.3f} ms "
+        f"({other['samples']} samples)"
     )
