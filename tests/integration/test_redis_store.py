@@ -400,7 +400,9 @@ def test_connection_failure_is_store_error_chained(own_redis: RedisServer) -> No
         s.close()
 
 
-def test_fail_open_reads_become_counted_misses(own_redis: RedisServer) -> None:
+def test_fail_open_reads_become_counted_misses(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     s = RedisStore(own_redis.url, namespace="cw", fail_open=True, timeout=1.0)
     source = FlakySource({"k": "from-source"})
     try:
@@ -409,6 +411,8 @@ def test_fail_open_reads_become_counted_misses(own_redis: RedisServer) -> None:
         assert s.get("k") is MISSING
         assert s.get_many(["k"]) == {}
         assert s.failed_reads == 2
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1  # one warning per interval, not one per failed read
         with pytest.raises(StoreError):
             s.set("k", 1)  # writes still fail loudly
         with Cache(s, source=source) as cache:

@@ -45,6 +45,7 @@ logger = logging.getLogger("cachewise")
 
 _NAMESPACE: Final = re.compile(r"[!-z|~]+")  # printable ASCII, no space, no { }
 _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
+_WARN_EVERY: Final = 10.0  # seconds between fail-open warnings
 _FAILED: Final = object()
 """What a fail-open read returns when Redis could not be reached."""
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
@@ -215,6 +216,7 @@ class RedisStore:
         self._rejected = Counter()
         self._failed_reads = Counter()
         self._lock = threading.Lock()
+        self._warned_at = -_WARN_EVERY
 
     def _connect(self, url: str, timeout: float) -> redis.Redis:
         try:
@@ -287,6 +289,22 @@ class RedisStore:
             failure = exc
         raise self._translate(op, failure)
 
+    def _log_failed_read(self, op: str, exc: RedisError) -> None:
+        # While Redis is down every read fails: one warning per interval, not per read.
+        now = time.monotonic()
+        level = logging.DEBUG
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            level = logging.WARNING
+        logger.log(
+            level,
+            "Redis %s failed at %s (%s): a miss (fail_open; %d so far)",
+            op,
+            self._url,
+            type(exc).__name__,
+            self._failed_reads.value,
+        )
+
     def _read(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`_call` for reads: with ``fail_open`` a failure returns _FAILED."""
         try:
@@ -294,7 +312,7 @@ class RedisStore:
         except RedisError as exc:
             if self.fail_open:
                 self._failed_reads.add()
-                logger.warning("Redis %s failed at %s (%s): a miss", op, self._url, type(exc))
+                self._log_failed_read(op, exc)
                 return _FAILED
             failure = exc
         raise self._translate(op, failure)
