@@ -82,6 +82,10 @@ class _ViewSource:
         self._keys = [self._table.c[k] for k in keys]
         self._multi = len(keys) > 1
         self._all = sa.select(self._table).order_by(*self._keys)
+        # Built once: a read by one key only binds values (no statement construction).
+        self._one = sa.select(self._table).where(
+            sa.and_(*(col == sa.bindparam(f"k{i}") for i, col in enumerate(self._keys)))
+        )
         self._unnest: sa.TextClause | None = None
         if key_types is not None:
             # PostgreSQL: one array parameter per key column, joined by unnest. A
@@ -120,9 +124,7 @@ class _ViewSource:
         if key[1] == "rows":
             return self._fetch(self._all)
         values = _decode(key[2], self._multi)
-        # One key: equality, not IN, so the statement is one cached plan shape.
-        match = sa.and_(*(col == value for col, value in zip(self._keys, values, strict=True)))
-        rows = self._fetch(sa.select(self._table).where(match))
+        rows = self._fetch(self._one, {f"k{i}": v for i, v in enumerate(values)})
         return rows[0] if rows else ABSENT
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
