@@ -15,6 +15,7 @@ import redis
 from redis.crc import key_slot
 
 from cachewise import MISSING, Cache, RedisStore
+from cachewise._types import Key
 from cachewise.codecs import SignedPickleCodec
 from cachewise.errors import (
     ClosedError,
@@ -245,6 +246,19 @@ def test_cache_aside_race_old_value_never_left_cached(
     expected = "new" if interference.startswith("set") else MISSING
     assert store.get("k") == expected
     assert twin.get("k") == expected
+
+
+def test_batch_load_guard_stores_only_unchanged_keys(store: RedisStore, twin: RedisStore) -> None:
+    store.set("present", "cached")
+    tickets = store.begin_load_many(["present", "a", "b", "c", "absent"])
+    assert tickets["present"].value == "cached"
+    # loaded from the database: a, b, c (old), absent is not there
+    twin.set("b", "new-b")  # another process writes b ...
+    twin.delete("c")  # ... and invalidates c while the batch loads
+    loaded: dict[Key, Any] = {"a": "old-a", "b": "old-b", "c": "old-c", "absent": MISSING}
+    stored = store.end_load_many(tickets, loaded, None)
+    assert sorted(stored) == ["a"]
+    assert store.get_many(["a", "b", "c", "absent"]) == {"a": "old-a", "b": "new-b"}
 
 
 def test_loader_that_found_nothing_releases_the_lease(store: RedisStore, twin: RedisStore) -> None:

@@ -214,6 +214,20 @@ def test_pubsub_connection_killed_no_stale_l1_read_after_reconnect() -> None:
         server.close()
 
 
+def test_batch_load_guard_through_tiered_fills_l1_with_what_l2_stored(
+    make: Callable[..., TieredStore],
+) -> None:
+    reader, writer = make(), make()
+    tickets = reader.begin_load_many(["a", "b"])
+    writer.set("b", "new-b")
+    assert eventually(lambda: reader.invalidations_received == 1)
+    stored = reader.end_load_many(tickets, {"a": "old-a", "b": "old-b"}, None)
+    assert stored == ["a"]
+    assert reader.l1.get("b") is MISSING
+    assert reader.get("b") == "new-b"
+    assert reader.l2.get("a") == "old-a"
+
+
 def test_local_bus_connects_stores_in_one_process(redis_url: str, unique_name: str) -> None:
     bus = LocalBus()
     a = TieredStore(MemoryStore(), RedisStore(redis_url, namespace=unique_name), bus)

@@ -130,6 +130,27 @@ return stored
 """
 
 
+# KEYS: value1, version1, ... ARGV: px, version seen 1, payload 1, ... Returns a flag per key.
+_END_MANY: Final = """
+local px = tonumber(ARGV[1])
+local stored = {}
+for i = 1, #KEYS, 2 do
+  local j = i + 1
+  if (redis.call('GET', KEYS[i + 1]) or '') == ARGV[j] then
+    if px > 0 then
+      redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', px)
+    else
+      redis.call('SET', KEYS[i], ARGV[j + 1])
+    end
+    stored[#stored + 1] = 1
+  else
+    stored[#stored + 1] = 0
+  end
+end
+return stored
+"""
+
+
 @dataclass(frozen=True)
 class _Guard:
     """RedisStore's load ticket token: the version seen and the lease token (if held)."""
@@ -212,6 +233,7 @@ class RedisStore:
         self._delete = client.register_script(_DELETE)
         self._begin = client.register_script(_BEGIN)
         self._end = client.register_script(_END)
+        self._end_many = client.register_script(_END_MANY)
         self._closed = False
         self._rejected = Counter()
         self._failed_reads = Counter()
@@ -497,6 +519,64 @@ class RedisStore:
             args=[guard.version, guard.lease, b"1" if store else b"0", payload, px],
         )
         return stored is not _FAILED and bool(stored)
+
+    def begin_load_many(self, keys: Iterable[Key]) -> dict[Key, LoadTicket]:
+        """Batch form of :meth:`begin_load` (one ``MGET``): versions, no leases.
+
+        A ticket carries the value for keys already present. Batch loads take no
+        leases (one slow key would hold back the batch); they are guarded by the
+        versions alone, which is what keeps an old value from being cached.
+        """
+        self._check_open()
+        wanted = list(dict.fromkeys(keys))
+        wires: list[bytes] = []
+        for key in wanted:
+            wires += self._keys(key)
+        if not wanted:
+            return {}
+        replies = self._read("MGET", self.client.mget, wires)
+        if replies is _FAILED:
+            return {key: LoadTicket(token=None) for key in wanted}
+        tickets: dict[Key, LoadTicket] = {}
+        for i, key in enumerate(wanted):
+            data, version = replies[2 * i], replies[2 * i + 1]
+            value = MISSING if data is None else self._decode(data, wires[2 * i])
+            if value is not MISSING:
+                tickets[key] = LoadTicket(token=None, value=value)
+            else:
+                tickets[key] = LoadTicket(token=_Guard(version=version or b"", lease=b""))
+        return tickets
+
+    def end_load_many(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> list[Key]:
+        """Batch form of :meth:`end_load` (one script); return the keys it stored.
+
+        A value is stored only if its key's version is unchanged since
+        :meth:`begin_load_many`; ``MISSING`` values and keys without a ticket token
+        (already present, or Redis was down) are skipped.
+        """
+        self._check_open()
+        px = self._ttl_px(ttl)
+        keys: list[bytes] = []
+        args: list[Any] = [px]
+        order: list[Key] = []
+        for key, value in values.items():
+            guard = tickets[key].token
+            if value is MISSING or guard is None:
+                continue
+            if not isinstance(guard, _Guard):
+                raise ConfigurationError(f"not a RedisStore load ticket for {key!r}")
+            vkey, nkey = self._keys(key)
+            keys += (vkey, nkey)
+            args += (guard.version, self.codec.encode(value, key=vkey))
+            order.append(key)
+        if not order:
+            return []
+        flags = self._read("conditional SET (batch)", self._end_many, keys=keys, args=args)
+        if flags is _FAILED:
+            return []
+        return [key for key, flag in zip(order, flags, strict=True) if flag]
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -215,6 +215,40 @@ class TieredStore:
                     self.l1.set(key, value, ttl)
         return stored
 
+    def begin_load_many(self, keys: Iterable[Key]) -> dict[Key, LoadTicket]:
+        """Batch form of :meth:`begin_load` (L2's versions; present values fill L1)."""
+        generation = self._generation
+        inner = self.l2.begin_load_many(keys)
+        present = {k: t.value for k, t in inner.items() if t.value is not MISSING}
+        if present:
+            self._fill(generation, present)
+        return {
+            key: ticket
+            if ticket.value is not MISSING
+            else LoadTicket(token=_TieredToken(ticket, generation))
+            for key, ticket in inner.items()
+        }
+
+    def end_load_many(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> list[Key]:
+        """Batch form of :meth:`end_load`; the values L2 stored also go into L1."""
+        inner: dict[Key, LoadTicket] = {}
+        generation = self._generation
+        for key in values:
+            token = tickets[key].token
+            if isinstance(token, _TieredToken):
+                inner[key] = token.inner
+                generation = min(generation, token.generation)
+            else:
+                inner[key] = tickets[key]
+        stored = self.l2.end_load_many(inner, values, ttl)
+        if stored:
+            with self._lock:
+                if self._generation == generation and self._serving:
+                    self.l1.set_many({k: values[k] for k in stored}, ttl)
+        return stored
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
