@@ -26,10 +26,10 @@ class Environment:
     """Measure lost writes by SIGKILLing a child (off only in unit tests of other parts)."""
 
 
-def make_store(env: Environment, scenario: Scenario) -> Any:
-    """A fresh counting store for one run."""
+def make_store(env: Environment, scenario: Scenario, namespace: str | None = None) -> Any:
+    """A fresh counting store for one run (Redis: in ``namespace``, unique by default)."""
     if env.redis_url is not None:
-        return redis_store(env.redis_url, f"cwlab-{uuid.uuid4().hex[:12]}")
+        return redis_store(env.redis_url, namespace or f"cwlab-{uuid.uuid4().hex[:12]}")
     return LabMemoryStore(scenario.cache_entries, scenario.eviction)
 
 

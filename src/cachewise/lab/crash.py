@@ -89,6 +89,8 @@ class Pending:
         self.plan = plan
         self.journal = journal
         self.tag = uuid.uuid4().hex[:8]
+        self.namespace = f"cwlab-crash-{self.tag}"
+        """The child's Redis namespace: it dies without cleaning up, the parent does."""
         workload = scenario.workload
         self.names = table_names(workload.tables)
         engine = env.database.engine(crash=True)
@@ -137,6 +139,7 @@ class Pending:
         finally:
             drop_tables(engine, self.names)
             engine.dispose()
+            self._clear_child_store()
             for table in self.names:
                 path = self.journal_path(table)
                 if path is not None:
@@ -145,7 +148,7 @@ class Pending:
     def _child(self, stop: int, out: int) -> None:
         """In the child: run the workload's first ``stop`` operations, report each ack."""
         engine = self.env.database.engine(crash=True)
-        store = make_store(self.env, self.scenario)
+        store = make_store(self.env, self.scenario, self.namespace)
         counted = make_sources(engine, self.names, self.scenario, self.plan)
         apps = build_apps(self.scenario, self.plan, store, counted, self.journal_path)
         workload = self.scenario.workload
@@ -161,6 +164,10 @@ class Pending:
         os.write(out, _KILL)
         time.sleep(60.0)  # killed here, between two flushes
 
+    def _clear_child_store(self) -> None:
+        if self.env.redis_url is not None:
+            make_store(self.env, self.scenario, self.namespace).shutdown()
+
     def abort(self) -> None:
         """Kill the child and clean up without counting (the measured run failed)."""
         with contextlib.suppress(ProcessLookupError):
@@ -173,6 +180,7 @@ class Pending:
             drop_tables(engine, self.names)
         finally:
             engine.dispose()
+            self._clear_child_store()
 
     def _kill(self) -> dict[tuple[str, str], list[int]]:
         acked: dict[tuple[str, str], list[int]] = defaultdict(list)
