@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cachewise import Cache, MemoryStore, SQLSource, WriteBack, WriteThrough
+from cachewise import Cache, MappingSource, MemoryStore, SQLSource, WriteBack, WriteThrough
 from cachewise._types import Key
 from cachewise.policies import WritePolicy
 
@@ -191,11 +191,14 @@ def _writes(
 
 def _flush_rate(engine: sa.Engine, table: str, rows: int, tmp: Path, repeat: int) -> dict[str, Any]:
     """Rows/s of flushing ``rows`` dirty keys in 1,000-row batches; median of interleaved runs."""
-    runs: dict[str, list[int]] = {"no-journal": [], "journal-everysec": []}
+    runs: dict[str, list[int]] = {"save_many-direct": [], "no-journal": [], "journal-everysec": []}
     for rep in range(repeat):
         for label, rates in runs.items():
             journal = tmp / f"journal-flush-{rep}" if label != "no-journal" else None
             _table(engine, table)
+            if label == "save_many-direct":  # the peer: SQLSource alone, same batches
+                rates.append(_save_many_rate(engine, table, rows))
+                continue
             policy = WriteBack(flush_interval=3600, max_batch=1000, max_dirty=rows + 1,
                                journal=journal)  # fmt: skip
             cache = Cache(MemoryStore(max_entries=rows + 1), SQLSource(engine, table=table),
@@ -219,6 +222,55 @@ def _flush_rate(engine: sa.Engine, table: str, rows: int, tmp: Path, repeat: int
         out[label] = sorted(rates)[len(rates) // 2]
         out[f"{label}_runs"] = rates
         print(f"{engine.dialect.name:10} flush {label:17} {out[label]:>10,} rows/s  runs {rates}")
+    return out
+
+
+def _save_many_rate(engine: sa.Engine, table: str, rows: int) -> int:
+    source = SQLSource(engine, table=table)
+    items = [(k, {"id": k, "v": 1, "note": "flush"}) for k in range(rows)]
+    start = time.perf_counter()
+    for i in range(0, rows, 1000):
+        source.save_many(dict(items[i : i + 1000]))
+    return round(rows / (time.perf_counter() - start))
+
+
+def _journal_cost(tmp: Path, repeat: int) -> dict[str, Any]:
+    """The journal's own cost per write: no flusher running, no database, writer CPU time.
+
+    A MappingSource and a flush interval longer than the run keep the background flusher
+    out of the picture, so the difference between the modes is the journal alone.
+    """
+    writes = 50_000
+    keys = Zipf(100_000, seed=3).draw(writes)
+    runs: dict[str, list[float]] = {"write-back": [], "journal-no": [], "journal-everysec": []}
+    for rep in range(repeat):
+        for mode, cpus in runs.items():
+            journal = tmp / f"journal-cost-{mode}-{rep}"
+            policy = _policy(mode, journal, flush_interval=3600)
+            assert isinstance(policy, WriteBack)
+            policy = WriteBack(flush_interval=3600, max_batch=writes + 1, max_dirty=writes + 1,
+                               journal=policy.journal, fsync=policy.fsync)  # fmt: skip
+            cache = Cache(MemoryStore(max_entries=writes + 1), MappingSource(), write=policy)
+            try:
+                start = time.thread_time_ns()
+                for i, key in enumerate(keys):
+                    cache.write(key, {"id": key, "v": i, "note": "zipf update"})
+                cpus.append((time.thread_time_ns() - start) / writes / 1000.0)
+            finally:
+                cache.close()
+            shutil.rmtree(journal, ignore_errors=True)
+    out: dict[str, Any] = {}
+    for mode, cpus in runs.items():
+        out[mode] = round(statistics.median(cpus), 2)
+        out[f"{mode}_runs"] = [round(c, 2) for c in cpus]
+    base = out["write-back"]
+    out["everysec_vs_no_journal"] = round(out["journal-everysec"] / base, 2)
+    out["no_vs_no_journal"] = round(out["journal-no"] / base, 2)
+    print(
+        f"journal cost (CPU µs per write, no flusher): no journal {base}, fsync=no "
+        f"{out['journal-no']} ({out['no_vs_no_journal']}x), everysec "
+        f"{out['journal-everysec']} ({out['everysec_vs_no_journal']}x)"
+    )
     return out
 
 
@@ -258,6 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-wb-"))
     table = f"cw_bench_wb_{os.getpid()}"
     try:
+        result["journal_cost_cpu_us"] = _journal_cost(tmp, max(args.repeat, 5))
         for dialect in args.dialects.split(","):
             engine = _engine(dialect, args, tmp)
             if engine is None:

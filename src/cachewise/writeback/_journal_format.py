@@ -167,7 +167,11 @@ class RecordEncoder:
             keys[key] = key_part
         if value is TOMBSTONE:
             return encode_record(seq, DELETE, key_part)
-        return encode_record(seq, PUT, key_part + self._encode(value, key))
+        payload = key_part + self._encode(value, key)
+        length = len(payload)
+        tail = _SEQ_KIND.pack(seq, PUT)
+        crc = zlib.crc32(payload, zlib.crc32(tail))
+        return _LENGTHS.pack(length, length ^ 0xFFFFFFFF, crc) + tail + payload
 
 
 def _record_at(data: bytes | memoryview, offset: int) -> tuple[RawRecord | None, str | None]:

@@ -407,35 +407,41 @@ class FileJournal:
         """Write records; with fsync='always' return only once they are on disk."""
         if not records:
             return
-        with self._write_lock:
-            # Encoded first: a value the codec refuses raises before any byte is written.
-            encode = self._encoder.record
-            if len(records) == 1:
-                seq, key, value = records[0]
-                data, top = encode(seq, key, value), seq
-            else:
-                data = b"".join([encode(seq, key, value) for seq, key, value in records])
-                top = max(seq for seq, _, _ in records)
+        data = b""
         while True:
             with self._write_lock:
-                self._check_usable()
+                if not data:
+                    # Encoded first: a value the codec refuses raises before any byte is
+                    # written. (The encoder is not thread-safe: it runs under this lock.)
+                    encode = self._encoder.record
+                    if len(records) == 1:
+                        seq, key, value = records[0]
+                        data, top = encode(seq, key, value), seq
+                    else:
+                        data = b"".join([encode(seq, key, value) for seq, key, value in records])
+                        top = max(seq for seq, _, _ in records)
+                if self._failed is not None or self._closed:
+                    self._check_usable()
                 active = self._active.segment
                 end = active.size + len(data)
                 if end <= self._active.capacity:
                     self._active.map[active.size : end] = data
                     active.size = end
                     active.records += len(records)
-                    active.max_seq = max(active.max_seq, top)
-                    self._last_seq = max(self._last_seq, top)
+                    if top > active.max_seq:
+                        active.max_seq = top
+                        self._last_seq = max(self._last_seq, top)
                     self._written += len(data)
                     ticket = self._written
                     break
             # Full: rotate outside the write lock, so other writers wait for no disk I/O.
             self._rotate(len(fmt.MAGIC) + len(data), functools.partial(self._full, len(data)))
-        _fault("append.written")
+        if fault_hook is not None:
+            fault_hook("append.written")
         if self.fsync == "always":
             self._sync(ticket)
-        _fault("append.synced")
+        if fault_hook is not None:
+            fault_hook("append.synced")
 
     def flushed(self, upto: int) -> None:
         """Every record at or below ``upto`` is in the source or superseded: compact."""
