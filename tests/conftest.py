@@ -78,10 +78,12 @@ def pgbouncer_url() -> Iterator[str]:
         pytest.skip(reason)
     database = direct.path.lstrip("/") or "test"
     user = direct.username or "root"
+    through = bouncer.url(database, user)
+    if direct.password:  # PgBouncer trusts; the direct connection may need it
+        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
+    where = f"{direct.hostname or '127.0.0.1'}:{direct.port or 5432}"
     try:
-        yield (
-            f"{bouncer.url(database, user)}?pgbouncer=true&direct={direct.hostname}:{direct.port}"
-        )
+        yield f"{through}?pgbouncer=true&direct={where}"
     finally:
         bouncer.close()
 
