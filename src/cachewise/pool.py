@@ -89,7 +89,7 @@ _PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
 def redact(url: str | URL) -> str:
     """The URL as text with any password replaced by ``***`` (safe for logs and errors)."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return _PASSWORD_PARAM.sub(r"\1***", url.render_as_string(hide_password=True))
     text = _USERINFO.sub(r"\g<scheme>\g<user>:***@", str(url))
     return _PASSWORD_PARAM.sub(r"\1***", text)
 
@@ -498,7 +498,9 @@ class _EngineInfo:
     direct: URL | None
 
 
-_INFO: weakref.WeakKeyDictionary[Engine, _EngineInfo] = weakref.WeakKeyDictionary()
+_INFO: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
+"""Keyed by the engine's dialect: shared with ``engine.execution_options()`` copies and
+kept across ``dispose()``."""
 _BUILT: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -654,7 +656,7 @@ def connect(
     _install_checkout_checks(engine, p)
     if isinstance(engine.pool, _ObservedQueuePool):
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
-    _INFO[engine] = _EngineInfo(
+    _INFO[engine.dialect] = _EngineInfo(
         pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url)
     )
     _BUILT.add(engine)
@@ -666,7 +668,7 @@ def connect(
 
 def is_pgbouncer(engine: Engine) -> bool:
     """True if ``engine`` was built by ``connect()`` in PgBouncer mode."""
-    info = _INFO.get(engine)
+    info = _INFO.get(engine.dialect)
     return info.pgbouncer if info is not None else False
 
 
@@ -683,7 +685,7 @@ def direct_url(target: Engine | str | URL) -> URL:
     ``direct_url(x).set(drivername="postgresql").render_as_string(hide_password=False)``.
     """
     if isinstance(target, Engine):
-        info = _INFO.get(target)
+        info = _INFO.get(target.dialect)
         if info is None:
             return target.url
         direct, shown = info.direct, target.url

@@ -90,6 +90,19 @@ def test_redact_hides_passwords_in_urls_and_conninfo() -> None:
     assert SECRET not in redact(f"postgresql://a:{SECRET}@h/d")
     assert SECRET not in redact(f"host=h password={SECRET} dbname=d")
     assert SECRET not in redact(sa.make_url(f"postgresql://a:{SECRET}@h/d"))
+    assert SECRET not in redact(sa.make_url(f"postgresql://a@h/d?password={SECRET}"))
+
+
+def test_pgbouncer_mode_survives_execution_options_and_dispose() -> None:
+    engine = connect("postgresql://u@h:6432/d?pgbouncer=true&direct=h:5432")
+    try:
+        copy = engine.execution_options(isolation_level="AUTOCOMMIT")
+        assert is_pgbouncer(copy)
+        assert direct_url(copy).port == 5432
+        engine.dispose()
+        assert is_pgbouncer(engine)
+    finally:
+        engine.dispose()
 
 
 def test_engine_repr_and_url_text_hide_the_password() -> None:
