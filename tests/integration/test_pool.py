@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import traceback
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -512,3 +514,18 @@ def test_mysql_connections_are_reused_and_pinged(mysql_url: str) -> None:
         assert (stats.acquires, stats.opened, stats.checked_out) == (5, 1, 0)
     finally:
         engine.dispose()
+
+
+def test_the_examples_in_docs_pooling_run(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "pooling.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)  # the examples write shop.db in the current directory
+    for block in blocks:
+        namespace: dict[str, object] = {"__name__": "docs_example"}
+        exec(compile(block, str(page), "exec"), namespace)
+        engine = namespace.get("engine")
+        if isinstance(engine, sa.Engine):
+            engine.dispose()
