@@ -29,8 +29,8 @@ RESULTS = Path(__file__).parent / "results" / "pooling.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_POSTGRES))
     parser.add_argument("--threads", default="1,16", help="comma-separated thread counts")
-    parser.add_argument("--seconds", type=float, default=0.6, help="seconds per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per contender")
+    parser.add_argument("--seconds", type=float, default=0.5, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per contender")
     parser.add_argument("--pool-size", type=int, default=None, help="cachewise and psycopg_pool")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset")
     parser.add_argument("--no-layers", action="store_true", help="skip the CPU breakdown")
