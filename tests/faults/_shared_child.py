@@ -61,8 +61,8 @@ def writer(redis_url: str, namespace: str, db_url: str, table: str, log_path: st
     log = _log_to(log_path)
     if end == "die":  # no flush at all: no interval, no max_batch wake-up
         cache = _cache(redis_url, namespace, db_url, table, 3600.0, batch=1000)
-    else:
-        cache = _cache(redis_url, namespace, db_url, table, 0.05)
+    else:  # flushes too, but leaves most batches to the flusher under test (10 ms, 8 keys)
+        cache = _cache(redis_url, namespace, db_url, table, 0.1, batch=64)
     log("READY")
     per_thread = writes // THREADS
 
