@@ -296,9 +296,13 @@ def _cms_subsite(p: Params, rng: random.Random) -> Scenario:
     for _ in range(p["ops"]):
         draw = rng.random()
         if draw < p["edit_share"]:
-            # Local staff edit any page, most of which are rarely visited.
-            i = rng.randrange(every)
-            key = f"h{i}" if i < p["hot"] else f"a{i - p['hot']}"
+            # Local staff edit the pages visitors then read (news, contact, team)
+            # and, as often as not, any other page, most of which are rarely visited.
+            if rng.random() < p["hot_edit_share"]:
+                key = f"h{rng.randrange(p['hot'])}"
+            else:
+                i = rng.randrange(every)
+                key = f"h{i}" if i < p["hot"] else f"a{i - p['hot']}"
             h.write("page", key, value_size(rng, p["value_size"]))
         elif draw < p["edit_share"] + p["archive_share"]:
             h.read("page", f"a{rng.randrange(p['archive'])}")
@@ -348,6 +352,7 @@ CMS_SUBSITE = Case(
         "ops": 4000,
         "archive_share": 0.3,
         "edit_share": 0.05,
+        "hot_edit_share": 0.2,
         "zipf": 1.0,
         "value_size": 1000,
         "cache_entries": 100,
