@@ -23,6 +23,8 @@ class FlakySource(MappingSource):
         self.calls: dict[str, int] = {}
         self.gate: threading.Event | None = None
         """When set, load() waits on it: a slow read for race tests."""
+        self.save_gate: threading.Event | None = None
+        """When set, save() waits on it before applying: a slow write for race tests."""
         self._count_lock = threading.Lock()
 
     def _call(self, name: str) -> None:
@@ -44,6 +46,8 @@ class FlakySource(MappingSource):
 
     def save(self, key: Key, value: Any) -> None:
         self._call("save")
+        if self.save_gate is not None:
+            self.save_gate.wait(10)
         super().save(key, value)
 
     def save_many(self, items: Mapping[Key, Any]) -> None:

@@ -251,14 +251,10 @@ class Cache:
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
         check_key(key)
         self._misses.add()
-        if self._flusher is not None:
-            found, value = self._read_dirty(key)
-            if found:
-                return default if value is MISSING else value
-        if loader is None:
-            if self.source is None or isinstance(self.read_policy, CacheAside):
-                return default
+        if loader is None and self.source is not None and isinstance(self.read_policy, ReadThrough):
             loader = self.source.load
+        if loader is None and self._flusher is None:
+            return default
         value = self._load(key, loader)
         return default if value is MISSING else value
 
@@ -274,7 +270,7 @@ class Cache:
             self.store.set(key, entry.value)
             return True, entry.value
 
-    def _load(self, key: Key, loader: Loader) -> Any:
+    def _load(self, key: Key, loader: Loader | None) -> Any:
         with self._inflight_lock:
             load = self._inflight.get(key)
             leader = load is None
@@ -293,7 +289,15 @@ class Cache:
             load.publish()
         return load.value
 
-    def _fetch(self, key: Key, loader: Loader, load: _Load) -> Any:
+    def _fetch(self, key: Key, loader: Loader | None, load: _Load) -> Any:
+        # Registered before looking: a write that finishes from here on supersedes us, and
+        # one that finished before is visible below (dirty set) or in the source.
+        if self._flusher is not None:
+            dirty, value = self._read_dirty(key)
+            if dirty:
+                return value
+        if loader is None:
+            return MISSING
         guard = self._guard
         ticket: LoadTicket | None = None
         if guard is not None:
@@ -326,23 +330,13 @@ class Cache:
         self._hits.add_many(len(found))
         missing = [k for k in wanted if k not in found]
         self._misses.add_many(len(missing))
-        if missing and self._flusher is not None:
-            still = []
-            for key in missing:
-                dirty, value = self._read_dirty(key)
-                if dirty:
-                    if value is not MISSING:
-                        found[key] = value
-                else:
-                    still.append(key)
-            missing = still
-        if not missing or self.source is None or isinstance(self.read_policy, CacheAside):
+        from_source = self.source is not None and isinstance(self.read_policy, ReadThrough)
+        if not missing or not (from_source or self._flusher is not None):
             return found
-        found.update(self._load_many(missing))
+        found.update(self._load_many(missing, from_source))
         return {k: found[k] for k in wanted if k in found}
 
-    def _load_many(self, keys: list[Key]) -> dict[Key, Any]:
-        assert self.source is not None
+    def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
         mine: dict[Key, _Load] = {}
         theirs: dict[Key, _Load] = {}
         with self._inflight_lock:
@@ -352,26 +346,33 @@ class Cache:
                     mine[key] = self._inflight[key] = _Load()
                 else:
                     theirs[key] = load
-        result = self._lead_loads(mine) if mine else {}
+        result = self._lead_loads(mine, from_source) if mine else {}
         for key, load in theirs.items():
             value = load.wait()
             if value is not MISSING:
                 result[key] = value
         return result
 
-    def _lead_loads(self, mine: dict[Key, _Load]) -> dict[Key, Any]:
-        """Load the keys this thread leads in one ``load_many``; publish to waiters."""
-        assert self.source is not None
+    def _lead_loads(self, mine: dict[Key, _Load], from_source: bool) -> dict[Key, Any]:
+        """Load the keys this thread leads in one ``load_many``; publish to waiters.
+
+        Dirty keys are answered from the dirty set, checked after registering (see _fetch).
+        """
+        loaded: dict[Key, Any] = {}
         try:
-            self._loads.add_many(len(mine))
-            self._source_reads.add_many(len(mine))
-            loaded = self.source.load_many(list(mine))
-            for key, load in mine.items():
-                load.value = loaded.get(key, MISSING)
-            with self._stripes_for(loaded):
-                fresh = {k: v for k, v in loaded.items() if not mine[k].superseded}
-                if fresh:
-                    self.store.set_many(fresh, self._read_ttl)
+            todo = self._answer_dirty(mine, loaded) if self._flusher is not None else list(mine)
+            if from_source and todo:
+                assert self.source is not None
+                self._loads.add_many(len(todo))
+                self._source_reads.add_many(len(todo))
+                fetched = self.source.load_many(todo)
+                for key in todo:
+                    mine[key].value = fetched.get(key, MISSING)
+                with self._stripes_for(fetched):
+                    fresh = {k: v for k, v in fetched.items() if not mine[k].superseded}
+                    if fresh:
+                        self.store.set_many(fresh, self._read_ttl)
+                loaded.update(fetched)
         except BaseException as exc:
             for load in mine.values():
                 load.error = exc
@@ -383,6 +384,19 @@ class Cache:
             for load in mine.values():
                 load.publish()
         return loaded
+
+    def _answer_dirty(self, mine: dict[Key, _Load], found: dict[Key, Any]) -> list[Key]:
+        """Answer the dirty keys among ``mine`` into ``found``; return the clean ones."""
+        clean = []
+        for key, load in mine.items():
+            dirty, value = self._read_dirty(key)
+            if not dirty:
+                clean.append(key)
+                continue
+            load.value = value
+            if value is not MISSING:
+                found[key] = value
+        return clean
 
     # -- writes ------------------------------------------------------------------
 
@@ -397,14 +411,16 @@ class Cache:
         if value is MISSING or value is TOMBSTONE:
             raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
         with self._stripe(key):
-            self._write_locked(key, value, ttl)
+            try:
+                self._write_locked(key, value, ttl)
+            finally:
+                self._supersede(key)
         if tag_list:
             self._tag(key, tag_list)
         self._relieve_pressure()
 
     def _write_locked(self, key: Key, value: Any, ttl: float | None) -> None:
         policy = self.write_policy
-        self._supersede(key)
         if policy is None:
             self.store.set(key, value, ttl)
         elif isinstance(policy, WriteBack):
@@ -442,51 +458,61 @@ class Cache:
         self._check_open()
         if not items:
             return
-        policy = self.write_policy
         with self._stripes_for(items):
-            for key in items:
-                self._supersede(key)
-            if policy is None:
-                self.store.set_many(items, ttl)
-            elif isinstance(policy, WriteBack):
-                assert self._flusher is not None
-                accepted = self._flusher.accept(items)
-                if not self._flusher.stores_values:
-                    self.store.set_many({k: items[k] for k in accepted}, ttl)
-            else:
-                assert self.source is not None
-                self.source.save_many(items)
-                self._source_writes.add_many(len(items))
-                if isinstance(policy, WriteThrough):
-                    try:
-                        self.store.set_many(items, ttl)
-                    except Exception as exc:
-                        self.store.delete_many(items)
-                        raise StoreError("saved to the source but could not cache") from exc
-                elif policy.invalidate:
-                    self.store.delete_many(items)
+            try:
+                self._write_many_locked(items, ttl)
+            finally:
+                for key in items:
+                    self._supersede(key)
         self._relieve_pressure()
+
+    def _write_many_locked(self, items: dict[Key, Any], ttl: float | None) -> None:
+        policy = self.write_policy
+        if policy is None:
+            self.store.set_many(items, ttl)
+        elif isinstance(policy, WriteBack):
+            assert self._flusher is not None
+            accepted = self._flusher.accept(items)
+            if not self._flusher.stores_values:
+                self.store.set_many({k: items[k] for k in accepted}, ttl)
+        else:
+            assert self.source is not None
+            self.source.save_many(items)
+            self._source_writes.add_many(len(items))
+            if isinstance(policy, WriteThrough):
+                try:
+                    self.store.set_many(items, ttl)
+                except Exception as exc:
+                    self.store.delete_many(items)
+                    raise StoreError("saved to the source but could not cache") from exc
+            elif policy.invalidate:
+                self.store.delete_many(items)
 
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
         check_key(key)
         self._check_open()
-        policy = self.write_policy
         with self._stripe(key):
-            self._supersede(key)
-            if policy is None:
+            try:
+                self._delete_locked(key)
+            finally:
+                self._supersede(key)
+
+    def _delete_locked(self, key: Key) -> None:
+        policy = self.write_policy
+        if policy is None:
+            self.store.delete(key)
+        elif isinstance(policy, WriteBack):
+            assert self._flusher is not None
+            self._flusher.accept({key: TOMBSTONE})
+            if not self._flusher.stores_values:
                 self.store.delete(key)
-            elif isinstance(policy, WriteBack):
-                assert self._flusher is not None
-                self._flusher.accept({key: TOMBSTONE})
-                if not self._flusher.stores_values:
-                    self.store.delete(key)
-            else:
-                assert self.source is not None
-                self.source.remove(key)
-                self._source_writes.add()
-                if isinstance(policy, WriteThrough) or policy.invalidate:
-                    self._drop_after_source(key)
+        else:
+            assert self.source is not None
+            self.source.remove(key)
+            self._source_writes.add()
+            if isinstance(policy, WriteThrough) or policy.invalidate:
+                self._drop_after_source(key)
 
     # -- invalidation ----------------------------------------------------------------
 
@@ -497,11 +523,13 @@ class Cache:
         """
         check_key(key)
         with self._stripe(key):
-            self._supersede(key)
-            if self._flusher is not None and self._flusher.is_dirty(key):
-                return False
-            self._invalidations.add()
-            return self.store.delete(key)
+            try:
+                if self._flusher is not None and self._flusher.is_dirty(key):
+                    return False
+                self._invalidations.add()
+                return self.store.delete(key)
+            finally:
+                self._supersede(key)
 
     def invalidate_many(self, keys: Iterable[Key]) -> int:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
@@ -509,12 +537,14 @@ class Cache:
         if not wanted:
             return 0
         with self._stripes_for(wanted):
-            for key in wanted:
-                self._supersede(key)
-            flusher = self._flusher
-            clean = [k for k in wanted if flusher is None or not flusher.is_dirty(k)]
-            self._invalidations.add_many(len(clean))
-            return self.store.delete_many(clean)
+            try:
+                flusher = self._flusher
+                clean = [k for k in wanted if flusher is None or not flusher.is_dirty(k)]
+                self._invalidations.add_many(len(clean))
+                return self.store.delete_many(clean)
+            finally:
+                for key in wanted:
+                    self._supersede(key)
 
     def invalidate_tag(self, tag: str) -> int:
         """Drop every key written with ``tags=[tag]``; return how many were cached."""

@@ -397,6 +397,41 @@ def test_slow_read_never_caches_a_value_older_than_a_finished_write() -> None:
     assert cache.read("k") == "new"  # but the old value was never cached
 
 
+@pytest.mark.parametrize("write", [WriteAround(), WriteThrough()], ids=["around", "through"])
+def test_a_load_that_starts_during_a_write_never_caches_the_old_value(
+    write: WriteAround | WriteThrough,
+) -> None:
+    source = FlakySource({"k": "old"})
+    source.save_gate = threading.Event()
+    cache = Cache(MemoryStore(), source, write=write)
+    writer = threading.Thread(target=cache.write, args=("k", "new"))
+    writer.start()
+    _wait_for(lambda: source.calls.get("save") == 1)  # the write is in flight, not applied
+    reader = threading.Thread(target=cache.read, args=("k",))
+    reader.start()
+    _wait_for(lambda: source.calls.get("load") == 1)  # the read loaded "old" meanwhile
+    source.save_gate.set()
+    writer.join()
+    reader.join()
+    assert cache.store.get("k") in (MISSING, "new")
+    assert cache.read("k") == "new"
+
+
+def test_write_back_read_racing_a_write_never_caches_the_old_value() -> None:
+    source = FlakySource({"k": "old"})
+    source.gate = threading.Event()
+    cache = Cache(MemoryStore(), source, write=SLOW)
+    reader = threading.Thread(target=cache.read, args=("k",))
+    reader.start()
+    _wait_for(lambda: source.calls.get("load") == 1)  # clean when it looked: loads "old"
+    cache.write("k", "new")  # dirty now, cached now
+    source.gate.set()
+    reader.join()
+    assert cache.read("k") == "new"
+    cache.close()
+    assert source.data == {"k": "new"}
+
+
 def test_invalidate_during_a_load_keeps_the_loaded_value_out() -> None:
     source = FlakySource({"k": "old"})
     source.gate = threading.Event()
