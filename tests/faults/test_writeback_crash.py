@@ -107,7 +107,7 @@ def _run_child(
             except subprocess.TimeoutExpired:
                 proc.kill()  # the point was not reached in time: a random kill instead
         else:
-            time.sleep(random.uniform(0.02, 0.6))
+            time.sleep(random.uniform(0.02, 0.4))
             proc.kill()  # SIGKILL
     finally:
         if proc.poll() is None:
