@@ -305,6 +305,22 @@ def test_every_refreshes_on_its_schedule(db: DB) -> None:
         assert _wait_until(lambda: int(agg.read("a")["total"]) == 7)
 
 
+def test_attaching_to_a_stale_aggregate_catches_up_on_its_schedule(db: DB) -> None:
+    src = db.source(rows=[(1, "a", 1)])
+    name = db.name("agg")
+    query = GROUPED.format(src=src)
+    with Aggregate(db.engine, name, query, key="grp"):
+        pass
+    # As if the result had been computed two hours ago and nobody refreshed it since.
+    db.sql(
+        "UPDATE cachewise_aggregates SET refreshed_at = refreshed_at - 7200 WHERE name = :n",
+        {"n": name},
+    )
+    with Aggregate(db.engine, name, query, key="grp", refresh=Every(3600)) as agg:
+        assert not agg.created
+        assert _wait_until(lambda: agg.refreshes >= 1)  # not an hour from now
+
+
 # -- failures --------------------------------------------------------------------------
 
 

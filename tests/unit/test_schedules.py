@@ -194,3 +194,41 @@ def test_runner_debounces_watcher_changes_into_one_refresh() -> None:
     time.sleep(0.05)  # a second refresh, if any were wrongly due, would land by now
     runner.stop()
     assert len(calls) == 1  # 50 change notices, one refresh
+
+
+def test_runner_catches_up_when_the_result_is_older_than_its_schedule() -> None:
+    clock = _FakeClock(100_000.0, step=0.01)
+    calls: list[float] = []
+
+    def attempt() -> bool:
+        calls.append(clock.now)
+        return True
+
+    # Last computed 1,000 s ago, due every 600 s: refresh now, not 600 s from now.
+    runner = Runner("t", Every(600), attempt, clock=clock, max_wait=0.001, last_run=99_000.0)
+    _run_until(runner, lambda: len(calls) >= 1)
+    assert calls
+    assert calls[0] < 100_000.0 + 60
+
+
+def test_runner_onchange_refreshes_once_when_attached_to_an_existing_result() -> None:
+    clock = _FakeClock(0.0, step=0.01)
+    calls: list[float] = []
+
+    class Quiet:
+        def wait(self, timeout: float) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    def attempt() -> bool:
+        calls.append(clock.now)
+        return True
+
+    spec = OnChange(tables=["t"], debounce=0.5)
+    runner = Runner("t", spec, attempt, Quiet(), clock=clock, max_wait=0.001, last_run=-50.0)
+    _run_until(runner, lambda: len(calls) >= 1)
+    time.sleep(0.05)
+    runner.stop()
+    assert len(calls) == 1  # changes made while nobody watched are picked up, once

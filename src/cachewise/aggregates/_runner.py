@@ -39,6 +39,7 @@ class Runner:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         max_wait: float = _SLICE,
+        last_run: float | None = None,
     ) -> None:
         self._name = name
         self._schedule = schedule
@@ -46,6 +47,7 @@ class Runner:
         self._watcher = watcher
         self._clock = clock
         self._max_wait = max_wait
+        self._last_run = last_run
         self.stop_event = stop if stop is not None else threading.Event()
         self._thread = threading.Thread(
             target=self._main, name=f"cachewise-aggregate-{name}", daemon=True
@@ -74,7 +76,17 @@ class Runner:
         debouncer: Debouncer | None = (
             schedule.debouncer() if isinstance(schedule, OnChange) else None
         )
-        next_at = schedule.next_after(self._clock()) if timed else None  # type: ignore[union-attr]
+        # Catch up: a result computed before the last due time is refreshed at once
+        # (Every: ``last_run + seconds``; Cron: the first tick after ``last_run``).
+        # OnChange cannot know what changed while nobody watched: one refresh to start.
+        start = self._clock()
+        next_at = (
+            schedule.next_after(start if self._last_run is None else self._last_run)  # type: ignore[union-attr]
+            if timed
+            else None
+        )
+        if debouncer is not None and self._last_run is not None:
+            debouncer.note_change(start)
         retry_at: float | None = None
         while not stop.is_set():
             now = self._clock()

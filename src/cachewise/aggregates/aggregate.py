@@ -212,6 +212,8 @@ class Aggregate:
             _sql_check_interval(check_interval)
         if store is not None and not isinstance(store, Store):
             raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
+        self._owns_store = store is None
+        self._store: Store = store if store is not None else MemoryStore(max_entries=max_entries)
         engine, owned = _engine_of(engine_or_url)
         self.name = name
         self.key_columns = keys
@@ -233,24 +235,7 @@ class Aggregate:
             if owned:
                 engine.dispose()
             raise
-        self._lock = threading.RLock()
-        self._check_lock = threading.Lock()
-        self._check_interval = check_interval
-        self._next_check = time.monotonic() + (check_interval or 0.0)
-        self._state = state
-        self.created = state.built
-        """Whether construction computed the result (created or rebuilt the object)."""
-        self._generation = state.generation
-        self._last_error: str | None = state.last_error
-        self._refreshes = 0
-        self._owns_store = store is None
-        self._store: Store = store if store is not None else MemoryStore(max_entries=max_entries)
-        self._cache = Cache(
-            self._store,
-            source=_ViewSource(engine, name, self.columns, keys, self._builder.key_types(keys)),
-            read=ReadThrough(),
-            name=f"aggregate:{name}",
-        )
+        self._setup(state, check_interval)
         self._closed = False
         self._runner: Runner | None = None
         self._watcher: Watcher | None = None
@@ -260,6 +245,30 @@ class Aggregate:
             except BaseException:
                 self.close()
                 raise
+
+    def _setup(self, state: State, check_interval: float | None) -> None:
+        """Staleness bookkeeping and the read cache, once the database object exists."""
+        self._lock = threading.RLock()
+        self._check_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._check_interval = check_interval
+        self._next_check = time.monotonic() + (check_interval or 0.0)
+        self._state = state
+        self.created = state.built
+        """Whether construction computed the result (created or rebuilt the object)."""
+        self._generation = state.generation
+        self._last_error: str | None = state.last_error
+        self._refreshes = 0
+        source = _ViewSource(
+            self._engine,
+            self.name,
+            self.columns,
+            self.key_columns,
+            self._builder.key_types(self.key_columns),
+        )
+        self._cache = Cache(
+            self._store, source=source, read=ReadThrough(), name=f"aggregate:{self.name}"
+        )
 
     @classmethod
     def existing(
@@ -289,7 +298,11 @@ class Aggregate:
             install_triggers(self._engine, sources)
             watcher = watcher_for(self._engine, sources, schedule.poll, stop)
         self._watcher = watcher
-        self._runner = Runner(self.name, schedule, self._scheduled, watcher, stop=stop)
+        # An aggregate found in place (not computed now) may be behind its schedule.
+        last = None if self.created else self._state.refreshed_at
+        self._runner = Runner(
+            self.name, schedule, self._scheduled, watcher, stop=stop, last_run=last
+        )
         self._runner.start()
 
     def __repr__(self) -> str:
@@ -345,13 +358,16 @@ class Aggregate:
             return False
         return True
 
-    def _adopt(self, state: State) -> None:
-        self._state = state
-        if state.generation != self._generation:
-            self._generation = state.generation
-            if self._owns_store:
-                # Older generations are unreachable already; free their memory.
-                self._store.clear()
+    def _adopt(self, state: State, *, unless_refreshed_since: int | None = None) -> None:
+        with self._state_lock:
+            if unless_refreshed_since is not None and self._refreshes != unless_refreshed_since:
+                return  # a refresh in this process finished first: its state is newer
+            self._state = state
+            if state.generation != self._generation:
+                self._generation = state.generation
+                if self._owns_store:
+                    # Older generations are unreachable already; free their memory.
+                    self._store.clear()
 
     def _maybe_check(self) -> None:
         """Adopt a refresh another process made (at most every ``check_interval`` s)."""
@@ -363,10 +379,11 @@ class Aggregate:
             return
         try:
             self._next_check = now + interval
+            seen = self._refreshes
             state = self._builder.state()
             if state is not None:
                 self._last_error = state.last_error
-                self._adopt(state)
+                self._adopt(state, unless_refreshed_since=seen)
         except (sa.exc.DBAPIError, CachewiseError) as exc:
             # The database is unreachable (pool.connect() raises SourceError): the
             # cached rows are still the best answer we have.
