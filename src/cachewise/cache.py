@@ -37,8 +37,15 @@ from cachewise.policies import (
 )
 from cachewise.sources.base import Source
 from cachewise.stats import Counter, Stats
-from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store, TTLAware
-from cachewise.stores.memory import MemoryStore
+from cachewise.stores.base import (
+    BatchLoadGuarded,
+    EvictionAware,
+    Inlinable,
+    LoadGuarded,
+    LoadTicket,
+    Store,
+    TTLAware,
+)
 from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
 
@@ -107,6 +114,7 @@ class Cache:
         self._read_ttl = read.ttl
         self._store_get = store.get
         self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
+        self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._inflight: dict[Key, _Load] = {}
         self._inflight_lock = threading.Lock()
@@ -136,7 +144,7 @@ class Cache:
             self._ttl_left = store.ttl_left
             self.read = self._read_refreshing  # type: ignore[method-assign]
             return
-        hit_path = store.hit_path() if isinstance(store, MemoryStore) else None
+        hit_path = store.hit_path() if isinstance(store, Inlinable) else None
         if hit_path is not None:
             self._lookup, self._now, self._touch = hit_path
             self.read = self._read_inline  # type: ignore[method-assign]
@@ -362,17 +370,7 @@ class Cache:
         try:
             todo = self._answer_dirty(mine, loaded) if self._flusher is not None else list(mine)
             if from_source and todo:
-                assert self.source is not None
-                self._loads.add_many(len(todo))
-                self._source_reads.add_many(len(todo))
-                fetched = self.source.load_many(todo)
-                for key in todo:
-                    mine[key].value = fetched.get(key, MISSING)
-                with self._stripes_for(fetched):
-                    fresh = {k: v for k, v in fetched.items() if not mine[k].superseded}
-                    if fresh:
-                        self.store.set_many(fresh, self._read_ttl)
-                loaded.update(fetched)
+                loaded.update(self._fetch_many(mine, todo))
         except BaseException as exc:
             for load in mine.values():
                 load.error = exc
@@ -384,6 +382,33 @@ class Cache:
             for load in mine.values():
                 load.publish()
         return loaded
+
+    def _fetch_many(self, mine: dict[Key, _Load], todo: list[Key]) -> dict[Key, Any]:
+        """One ``load_many`` for ``todo``; store what no write overtook.
+
+        Across processes too, when the store guards batch loads with versions.
+        """
+        assert self.source is not None
+        guard = self._batch_guard
+        tickets = guard.begin_load_many(todo) if guard is not None else {}
+        found = {k: t.value for k, t in tickets.items() if t.value is not MISSING}
+        todo = [k for k in todo if k not in found]
+        fetched: dict[Key, Any] = {}
+        if todo:
+            self._loads.add_many(len(todo))
+            self._source_reads.add_many(len(todo))
+            fetched = self.source.load_many(todo)
+        found.update(fetched)
+        for key, load in mine.items():
+            if key in tickets or key in todo:
+                load.value = found.get(key, MISSING)
+        with self._stripes_for(fetched):
+            fresh = {k: v for k, v in fetched.items() if not mine[k].superseded}
+            if guard is not None:
+                guard.end_load_many(tickets, fresh, self._read_ttl)
+            elif fresh:
+                self.store.set_many(fresh, self._read_ttl)
+        return found
 
     def _answer_dirty(self, mine: dict[Key, _Load], found: dict[Key, Any]) -> list[Key]:
         """Answer the dirty keys among ``mine`` into ``found``; return the clean ones."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from cachewise._types import MISSING, Key
 
 EvictionListener = Callable[[list[Key]], None]
+_Entry = tuple[Any, "float | None"]
 """Called with the keys a store evicted, after the store's lock is released."""
 
 
@@ -110,4 +111,41 @@ class LoadGuarded(Protocol):
 
         ``value`` is ``MISSING`` when the load failed or found nothing: release only.
         """
+        ...
+
+
+@runtime_checkable
+class BatchLoadGuarded(Protocol):
+    """A LoadGuarded store that also guards batch loads (``read_many``) by versions."""
+
+    def begin_load_many(self, keys: Iterable[Key]) -> dict[Key, LoadTicket]:
+        """Tickets for ``keys``; a ticket carries the value of a key already present."""
+        ...
+
+    def end_load_many(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> list[Key]:
+        """Store each value whose key is unchanged since its ticket; return those stored."""
+        ...
+
+
+class HitPath(NamedTuple):
+    """A store's lock-free hit, for a Cache to inline into ``read`` (one frame per hit).
+
+    The cache calls ``lookup(key)`` -> ``(value, expires_at)`` or None, checks
+    ``expires_at`` against ``clock()``, calls ``touch(key)`` and returns the value;
+    anything else (absent, expired) goes through the store's ``get``.
+    """
+
+    lookup: Callable[[Key], _Entry | None]
+    clock: Callable[[], float]
+    touch: Callable[[Any], None]
+
+
+@runtime_checkable
+class Inlinable(Protocol):
+    """A store whose hits a Cache may inline (MemoryStore, TieredStore's L1)."""
+
+    def hit_path(self) -> HitPath | None:
+        """The pieces of a lock-free hit, or None if hits must take a lock."""
         ...

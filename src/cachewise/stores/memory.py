@@ -15,22 +15,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from cachewise._types import MISSING, Clock, Key, check_positive, check_ttl
 from cachewise.errors import ConfigurationError
-from cachewise.stores.base import EvictionListener
+from cachewise.stores.base import EvictionListener, HitPath
 from cachewise.stores.eviction import DEFAULT_POLICY, EvictionPolicy, make_policy
 
 _Entry = tuple[Any, "float | None"]
-
-
-class HitPath(NamedTuple):
-    """A MemoryStore's lock-free hit, for callers that inline it (see ``hit_path``)."""
-
-    lookup: Callable[[Key], _Entry | None]
-    clock: Clock
-    touch: Callable[[Any], None]
 
 
 class MemoryStore:

@@ -22,8 +22,8 @@ from typing import Any
 from cachewise._types import MISSING, Key
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
-from cachewise.stores.base import LoadTicket
-from cachewise.stores.memory import HitPath, MemoryStore
+from cachewise.stores.base import HitPath, LoadTicket
+from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
 
 
