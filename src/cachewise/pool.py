@@ -46,7 +46,7 @@ from typing import Any, Final
 import sqlalchemy
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
 from cachewise._types import check_positive
@@ -185,8 +185,8 @@ def plan(
 ) -> _Plan:
     """Validate ``connect()``'s arguments and decide the engine's shape, without I/O."""
     parsed = _parse_url(url)
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-        raise ConfigurationError(f"pool_size must be an integer >= 1, got {pool_size!r}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 0:
+        raise ConfigurationError(f"pool_size must be an integer >= 0, got {pool_size!r}")
     if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < 0:
         raise ConfigurationError(f"max_overflow must be an integer >= 0, got {max_overflow!r}")
     check_positive(timeout, "timeout")
@@ -601,8 +601,9 @@ def connect(
 ) -> Engine:
     """A SQLAlchemy engine over a pool sized and checked as these arguments say.
 
-    ``pool_size`` connections are kept; ``max_overflow`` more may be opened under load
-    and are closed when returned. A caller waits up to ``timeout`` seconds for a free
+    ``pool_size`` connections are kept (0: no pool, a new connection per checkout,
+    for comparisons and one-shot tools); ``max_overflow`` more may be opened under
+    load and are closed when returned. A caller waits up to ``timeout`` seconds for a free
     connection, then gets ``PoolTimeout``. Connections live ``recycle`` seconds, less a
     random share up to ``lifetime_jitter``. ``pre_ping`` replaces connections the
     server closed before they are handed out. ``pgbouncer`` (or ``?pgbouncer=true``)
@@ -629,6 +630,8 @@ def connect(
     kwargs: dict[str, Any] = {"echo": echo, "connect_args": cargs}
     if p.memory_sqlite:
         pass  # SQLAlchemy's own pool for :memory: keeps the one database alive
+    elif p.pool_size == 0:
+        kwargs["poolclass"] = NullPool  # no pooling: a new connection per checkout
     else:
         kwargs.update(
             poolclass=_ObservedQueuePool,
@@ -653,9 +656,11 @@ def connect(
     _install_connect_translation(engine, p)
     if p.family == "sqlite":
         _install_sqlite_pragmas(engine, p)
-    _install_checkout_checks(engine, p)
     if isinstance(engine.pool, _ObservedQueuePool):
+        _install_checkout_checks(engine, p)
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
+    else:
+        _recorder_of(engine)  # count from the start with what events show
     _INFO[engine.dialect] = _EngineInfo(
         pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url)
     )

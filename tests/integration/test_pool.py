@@ -65,7 +65,7 @@ def test_pgbouncer_options_are_consumed_not_passed_to_the_driver() -> None:
         ("postgresql://u@h/d?pgbouncer=maybe", {}),
         ("postgresql://u@h/d?direct=nohostport", {}),
         ("sqlite:///x.db?pgbouncer=true", {}),
-        ("postgresql://u@h/d", {"pool_size": 0}),
+        ("postgresql://u@h/d", {"pool_size": -1}),
         ("postgresql://u@h/d", {"pool_size": True}),
         ("postgresql://u@h/d", {"max_overflow": -1}),
         ("postgresql://u@h/d", {"timeout": 0}),
@@ -529,3 +529,20 @@ def test_the_examples_in_docs_pooling_run(
         engine = namespace.get("engine")
         if isinstance(engine, sa.Engine):
             engine.dispose()
+
+
+@pytest.mark.postgres
+def test_pool_size_zero_opens_a_connection_per_checkout(postgres_url: str) -> None:
+    engine = connect(postgres_url, pool_size=0)  # the "no pool" baseline, same settings
+    try:
+        for _ in range(3):
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+                raw = conn.connection.driver_connection
+                assert isinstance(raw, psycopg.Connection)
+                if is_pgbouncer(engine):
+                    assert raw.prepare_threshold is None
+        stats = pool_stats(engine)
+        assert (stats.acquires, stats.opened, stats.checked_out) == (3, 3, 0)
+    finally:
+        engine.dispose()
