@@ -372,3 +372,25 @@ def test_unnest_does_not_truncate_varchar(postgres_url: str, unique_name: str) -
     finally:
         table.drop(engine)
         engine.dispose()
+
+
+def test_keys_are_compared_whole(db: Db, unique_name: str) -> None:
+    # A key longer than its varchar column, or beyond its integer column's range,
+    # is simply absent: never truncated into another row's key, never an error.
+    db.create(
+        sa.Table(
+            unique_name,
+            sa.MetaData(),
+            sa.Column("code", sa.String(5), primary_key=True),
+            sa.Column("n", sa.SmallInteger, primary_key=True, autoincrement=False),
+            sa.Column("v", sa.Integer),
+        )
+    )
+    with SQLSource(db.engine, unique_name, key=("code", "n")) as source:
+        source.save(("abcde", 1), {"v": 1})
+        assert source.load(("abcdef", 1)) is MISSING
+        assert source.load_many([("abcdef", 1), ("abcde", 1), ("abcde", 2**40)]) == {
+            ("abcde", 1): {"code": "abcde", "n": 1, "v": 1}
+        }
+        source.remove_many([("abcdef", 1), ("abcde", 2**40)])
+        assert source.load(("abcde", 1)) == {"code": "abcde", "n": 1, "v": 1}

@@ -139,7 +139,7 @@ def executemany_form(
     conn.execute(upsert_clause(name, insert, target, columns), list(rows))
 
 
-def _array_element_type(column: sa.Column[Any]) -> Any:
+def array_element_type(column: sa.Column[Any]) -> Any:
     """The array element type to send a column's values as.
 
     An explicit cast to ``varchar(n)`` or ``char(n)`` silently truncates, where an
@@ -155,7 +155,7 @@ def _array_element_type(column: sa.Column[Any]) -> Any:
 def _unnest_statement(target: Target, columns: Sequence[str]) -> Any:
     table = target.table
     arrays = [
-        sa.bindparam(f"cw_a{i}", type_=postgresql.ARRAY(_array_element_type(table.c[c])))
+        sa.bindparam(f"cw_a{i}", type_=postgresql.ARRAY(array_element_type(table.c[c])))
         for i, c in enumerate(columns)
     ]
     rows = (

@@ -33,7 +33,7 @@ from cachewise.errors import (
     SourceError,
 )
 from cachewise.pool import connect
-from cachewise.sources import _upsert
+from cachewise.sources import _keysets, _upsert
 
 
 def _engine_for(url: str | sa.URL) -> Engine:
@@ -103,6 +103,7 @@ class SQLSource:
         self._column_order = [c.name for c in self._table.c]
         self._column_names = frozenset(self._column_order)
         self._dialect = self._engine.dialect.name
+        self._keyset = _keysets.KeySet(self._table, key_columns, self._engine.dialect)
         self._form_name = _upsert.DEFAULT_FORMS[self._dialect]
         self._form = _upsert.FORMS[self._dialect][self._form_name]
 
@@ -208,8 +209,8 @@ class SQLSource:
             return found
         with self._connect("load_many") as conn:
             for chunk in _chunks(wanted, self.chunk_size):
-                query = sa.select(self._table).where(self._match_any(chunk))
-                for row in conn.execute(query).mappings():
+                query, params = self._keyset.select([self._parts(k) for k in chunk])
+                for row in conn.execute(query, params).mappings():
                     value = dict(row)
                     found[self._row_key(value)] = value
         return found
@@ -247,7 +248,8 @@ class SQLSource:
             return
         with self._connect("remove_many", begin=True) as conn:
             for chunk in _chunks(wanted, self.chunk_size):
-                conn.execute(sa.delete(self._table).where(self._match_any(chunk)))
+                statement, params = self._keyset.delete([self._parts(k) for k in chunk])
+                conn.execute(statement, params)
 
     # -- keys and rows ------------------------------------------------------------
 
@@ -284,13 +286,6 @@ class SQLSource:
         return sa.and_(
             *(col == part for col, part in zip(self._key_cols, self._parts(key), strict=True))
         )
-
-    def _match_any(self, keys: Sequence[Key]) -> sa.ColumnElement[bool]:
-        if len(self._key_cols) == 1:
-            return self._key_cols[0].in_(keys)
-        if _row_values_supported(self._engine.dialect):
-            return sa.tuple_(*self._key_cols).in_([self._parts(k) for k in keys])
-        return sa.or_(*(self._match(k) for k in keys))
 
     def _row_for(self, key: Key, value: Any) -> Mapping[str, Any]:
         """The row to write for ``key``: checked, with the key columns filled in.
@@ -400,14 +395,6 @@ def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
         and index.dialect_kwargs.get("sqlite_where") is None
     ]
     return wanted in candidates
-
-
-def _row_values_supported(dialect: sa.Dialect) -> bool:
-    """Whether ``(a, b) IN ((..), (..))`` works; SQLite has row values since 3.15."""
-    if dialect.name == "sqlite":
-        version: tuple[int, ...] = getattr(dialect.dbapi, "sqlite_version_info", (3, 15, 0))
-        return version >= (3, 15, 0)
-    return True
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
