@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -33,6 +33,7 @@ from cachewise._types import Key
 from cachewise.sources import _upsert
 
 NAME = "upsert"
+_T = TypeVar("_T")
 DEFAULT_POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
 DEFAULT_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 RESULTS = Path(__file__).parent / "results" / "upsert.json"
@@ -79,7 +80,7 @@ def _rows(count: int, generation: int) -> list[dict[str, Any]]:
     ]
 
 
-def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
+def _batches(rows: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -194,6 +195,72 @@ def _measure(engine: sa.Engine, args: argparse.Namespace) -> dict[str, dict[str,
     return found
 
 
+def _measure_lookups(engine: sa.Engine, args: argparse.Namespace) -> dict[str, Any]:
+    """PostgreSQL batch reads: keys as arrays (what SQLSource does) vs an ``IN`` list (peer).
+
+    ``load_many`` of ``--rows`` distinct keys in chunks of ``--batch`` from a table of
+    ``--rows`` rows, one-column and two-column keys; the two ways take turns by chunk.
+    """
+    from cachewise.sources._keysets import KeySet
+
+    meta = sa.MetaData()
+    single = sa.Table(
+        f"cw_bench_{uuid.uuid4().hex[:10]}",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("v", sa.Integer),
+    )
+    pair = sa.Table(
+        f"cw_bench_{uuid.uuid4().hex[:10]}",
+        meta,
+        sa.Column("a", sa.String(20), primary_key=True),
+        sa.Column("b", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("v", sa.Integer),
+    )
+    meta.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(single.insert(), [{"id": i, "v": i} for i in range(args.rows)])
+            conn.execute(
+                pair.insert(),
+                [{"a": f"k{i % 1000}", "b": i // 1000, "v": i} for i in range(args.rows)],
+            )
+            conn.exec_driver_sql(f"ANALYZE {single.name}")
+            conn.exec_driver_sql(f"ANALYZE {pair.name}")
+        found: dict[str, Any] = {}
+        cases: list[tuple[str, sa.Table, list[str], list[tuple[Any, ...]]]] = [
+            ("one-column key", single, ["id"], [(i,) for i in range(args.rows)]),
+            (
+                "two-column key",
+                pair,
+                ["a", "b"],
+                [(f"k{i % 1000}", i // 1000) for i in range(args.rows)],
+            ),
+        ]
+        for label, table, key, keys in cases:
+            arrays = KeySet(table, key, engine.dialect)
+            in_list = KeySet(table, key, engine.dialect)
+            in_list.arrays = False
+            seconds = {"arrays": 0.0, "in_list": 0.0}
+            rows = {"arrays": 0, "in_list": 0}
+            with engine.connect() as conn:
+                for chunk in _batches(keys, args.batch):
+                    for name, keyset in (("arrays", arrays), ("in_list", in_list)):
+                        start = time.perf_counter()
+                        statement, params = keyset.select(chunk)
+                        rows[name] += len(conn.execute(statement, params).all())
+                        seconds[name] += time.perf_counter() - start
+            assert rows["arrays"] == rows["in_list"] == args.rows, rows
+            found[label] = {
+                "arrays_keys_per_s": round(args.rows / seconds["arrays"]),
+                "in_list_keys_per_s": round(args.rows / seconds["in_list"]),
+                "ratio": round(seconds["in_list"] / seconds["arrays"], 2),
+            }
+        return found
+    finally:
+        meta.drop_all(engine)
+
+
 def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {field: round(statistics.median(r[field] for r in rounds)) for field in rounds[0]}
 
@@ -236,6 +303,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "fastest": max(names, key=lambda f: forms[f]["insert"] + forms[f]["update"]),
                     "default": _upsert.DEFAULT_FORMS[engine.dialect.name],
                 }
+                if engine.dialect.name == "postgresql":
+                    results["dialects"][dialect]["load_many"] = _measure_lookups(engine, args)
             finally:
                 engine.dispose()
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
@@ -258,6 +327,11 @@ def _print(results: dict[str, Any]) -> None:
             print(
                 f"  {form:32} insert {measured['insert']:>8,} "
                 f"update {measured['update']:>8,}   x{ratio['insert']:.2f} / x{ratio['update']:.2f}"
+            )
+        for label, looked in found.get("load_many", {}).items():
+            print(
+                f"  load_many, {label}: arrays {looked['arrays_keys_per_s']:,} keys/s, "
+                f"IN list {looked['in_list_keys_per_s']:,} keys/s (x{looked['ratio']:.2f})"
             )
 
 
