@@ -68,14 +68,23 @@ def db(request: pytest.FixtureRequest, unique_name: str) -> Iterator[DB]:
     url = str(request.getfixturevalue(f"{kind}_url"))
     engine = connect(url)
     handle = DB(kind, url, engine, unique_name)
-    yield handle
-    for name in handle.aggregates:
-        with contextlib.suppress(ConfigurationError):  # never created, or already dropped
-            Aggregate.existing(engine, name, check_interval=None).drop()
-    for table in handle.tables:
-        cascade = " CASCADE" if kind == "postgres" else ""
-        handle.sql(f"DROP TABLE IF EXISTS {table}{cascade}")
-    engine.dispose()
+    try:
+        yield handle
+    finally:
+        try:
+            for name in handle.aggregates:
+                with contextlib.suppress(ConfigurationError):  # never created, or dropped
+                    Aggregate.existing(engine, name, check_interval=None).drop()
+        finally:
+            # Source tables go even if an aggregate could not be dropped (PostgreSQL:
+            # CASCADE takes a leftover view with them; the registry row is removed too).
+            for table in handle.tables:
+                cascade = " CASCADE" if kind == "postgres" else ""
+                handle.sql(f"DROP TABLE IF EXISTS {table}{cascade}")
+            for name in handle.aggregates:
+                with contextlib.suppress(sa.exc.SQLAlchemyError):  # no registry table yet
+                    handle.sql("DELETE FROM cachewise_aggregates WHERE name = :n", {"n": name})
+            engine.dispose()
 
 
 def _norm(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

@@ -34,12 +34,17 @@ def events(url: str, unique_name: str) -> Iterator[str]:
             sa.text(f"INSERT INTO {table} (id, page) VALUES (:i, :p)"),
             [{"i": i, "p": "home" if i % 2 else "about"} for i in range(10)],
         )
-    yield table
-    with contextlib.suppress(ConfigurationError):
-        Aggregate.existing(engine, f"{unique_name}_pv", check_interval=None).drop()
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-    engine.dispose()
+    try:
+        yield table
+    finally:
+        try:
+            with contextlib.suppress(ConfigurationError):
+                Aggregate.existing(engine, f"{unique_name}_pv", check_interval=None).drop()
+        finally:
+            cascade = " CASCADE" if engine.dialect.name == "postgresql" else ""
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}{cascade}"))
+            engine.dispose()
 
 
 def test_refresh_defines_then_refreshes_by_name(
