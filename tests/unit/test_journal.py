@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from cachewise import Cache, MappingSource, MemoryStore, WriteBack
+from cachewise import Cache, MappingSource, MemoryStore, SQLSource, WriteBack
 from cachewise.cli import main as cli_main
 from cachewise.codecs import default_codec
 from cachewise.errors import (
@@ -651,3 +652,35 @@ def test_always_acknowledges_across_rotations_from_many_threads(tmp_path: Path) 
         assert len(_records(reopened)) == 300
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize(("version", "expected"), [("updated_seq", "new"), (None, "old")])
+def test_replaying_an_old_journal_copy_never_overwrites_a_newer_versioned_row(
+    tmp_path: Path, version: str | None, expected: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/versioned.db"
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    sa.Table(
+        "items",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("v", sa.String(20)),
+        sa.Column("updated_seq", sa.Integer, nullable=False),
+    )
+    meta.create_all(engine)
+    journal = tmp_path / "j"
+    policy = WriteBack(journal=journal, flush_interval=3600)
+    try:
+        cache = Cache(MemoryStore(), SQLSource(engine, "items", version=version), write=policy)
+        cache.write(1, {"id": 1, "v": "old", "updated_seq": 1})
+        shutil.copytree(journal, tmp_path / "stale", ignore=shutil.ignore_patterns("LOCK"))
+        cache.write(1, {"id": 1, "v": "new", "updated_seq": 2})
+        cache.close()
+        shutil.rmtree(journal)
+        shutil.copytree(tmp_path / "stale", journal)  # e.g. a backup restored by mistake
+        Cache(MemoryStore(), SQLSource(engine, "items", version=version), write=policy).close()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT v FROM items WHERE id = 1")).scalar() == expected
+    finally:
+        engine.dispose()
