@@ -112,7 +112,11 @@ class _ViewSource:
     ) -> list[dict[str, Any]]:
         try:
             with self._engine.connect() as conn:
-                rows = [dict(r) for r in conn.execute(statement, params or {}).mappings()]
+                result = conn.execute(statement, params or {})
+                # Plain str column names (SQLAlchemy's quoted_name is a str subclass
+                # that a codec crossing a process boundary need not know).
+                names = [str(k) for k in result.keys()]  # noqa: SIM118 - a Result
+                rows = [dict(zip(names, r, strict=True)) for r in result]
                 if not self._autocommit:
                     conn.rollback()
         except sa.exc.DBAPIError as exc:
