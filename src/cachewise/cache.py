@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import Engine
+
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
@@ -35,6 +37,7 @@ from cachewise.policies import (
     WritePolicy,
     WriteThrough,
 )
+from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
 from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
@@ -658,7 +661,12 @@ class Cache:
             flush_failures=flusher.flush_failures.value if flusher else 0,
             coalesced=flusher.coalesced if flusher else 0,
             oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
+            pool=self._pool_stats(),
         )
+
+    def _pool_stats(self) -> PoolStats | None:
+        engine = getattr(self.source, "engine", None)
+        return pool_stats(engine) if isinstance(engine, Engine) else None
 
     def close(self) -> None:
         """Flush, stop background work and release the store's and source's connections."""

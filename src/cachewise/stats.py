@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cachewise.pool import PoolStats
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Stats:
     coalesced: int = 0
     oldest_dirty_age: float = 0.0
     """Seconds the oldest unflushed write has waited (0.0 when nothing is dirty)."""
+    pool: PoolStats | None = None
+    """The source's connection pool (``cachewise.pool_stats``), when it has one."""
 
     @property
     def hit_ratio(self) -> float:
@@ -43,14 +48,6 @@ class Stats:
         out = asdict(self)
         out["hit_ratio"] = self.hit_ratio
         return out
-
-
-COUNTER_NAMES = tuple(
-    f.name
-    for f in fields(Stats)
-    if f.name not in {"dirty", "evictions", "expirations", "oldest_dirty_age"}
-)
-"""Counters a cache keeps itself; the rest are read from the store and the dirty set."""
 
 
 class Counter:

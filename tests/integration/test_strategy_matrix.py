@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +65,7 @@ def _mapping_source(request: pytest.FixtureRequest) -> Iterator[Source]:
     yield MappingSource()
 
 
-def _sql_source(url: str, table: str) -> Iterator[Source]:
+def _sql_source(url: str, table: str) -> Generator[Source, None, None]:
     engine = connect(url)
     meta = sa.MetaData()
     sa.Table(
@@ -175,3 +175,19 @@ def test_invariants_hold(strategy: Strategy, source: Source) -> None:
             value = cache.read(key, loader=source.load)
             assert value == expected.get(key)
     cache.close()
+
+
+def test_stats_include_the_source_pool(sqlite_url: str) -> None:
+    source_iter = _sql_source(sqlite_url, "products")
+    source = next(source_iter)
+    try:
+        with Cache(MemoryStore(), source) as cache:
+            cache.write(1, _row(1, 1))
+            cache.read_many([1, 2])
+            pool = cache.stats.pool
+            assert pool is not None
+            assert pool.acquires >= 2
+            assert cache.stats.as_dict()["pool"]["acquires"] == pool.acquires
+        assert Cache(MemoryStore(), MappingSource()).stats.pool is None
+    finally:
+        source_iter.close()
