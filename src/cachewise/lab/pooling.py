@@ -4,7 +4,8 @@ Each request opens (or borrows) a connection, reads one row by key and gives the
 connection back. "new-connection" opens a fresh DBAPI connection per request
 (SQLAlchemy ``NullPool``); "pool" borrows from ``cachewise.connect()``'s pool;
 "pgbouncer" opens a new connection per request to PgBouncer, which keeps the server
-connections (only with ``--param pooling.pgbouncer=URL``). In the report's columns,
+connections: the one given with ``--param pooling.pgbouncer=URL``, or on PostgreSQL one
+the lab starts for the run (when the ``pgbouncer`` binary is installed). In the report's columns,
 read latency is request latency, source reads are requests and the hit ratio is the
 share of requests served by a reused connection.
 """
@@ -12,13 +13,15 @@ share of requests served by a reused connection.
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
+from cachewise._pgbouncer import PgBouncer
 from cachewise.errors import ConfigurationError
 from cachewise.lab.assemble import Environment
 from cachewise.lab.database import create_tables, drop_tables, table_names
@@ -64,15 +67,42 @@ POOLING = Case(
 )
 
 
-def _engines(env: Environment, params: Params) -> dict[str, Engine]:
+def _bouncer(env: Environment, params: Params, notes: list[str]) -> tuple[str, PgBouncer | None]:
+    """The PgBouncer URL to measure through ("" to skip), and the one we started, if any."""
+    if params["pgbouncer"]:
+        return str(params["pgbouncer"]), None
+    url = make_url(str(env.database.url))
+    if url.get_backend_name() != "postgresql":
+        notes.append(
+            "pgbouncer: skipped (a PostgreSQL pooler; run with --database postgresql://... "
+            "or give --param pooling.pgbouncer=URL)"
+        )
+        return "", None
+    try:
+        bouncer = PgBouncer(url.host or "127.0.0.1", url.port or 5432)
+    except (OSError, RuntimeError) as exc:
+        notes.append(f"pgbouncer: skipped ({str(exc).splitlines()[0]})")
+        return "", None
+    try:
+        bouncer.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        bouncer.close()
+        notes.append(f"pgbouncer: skipped (could not start it: {str(exc).splitlines()[0]})")
+        return "", None
+    notes.append(f"pgbouncer: started for this run on port {bouncer.port} (transaction mode)")
+    return bouncer.url(database=url.database or "postgres", user=url.username or "root"), bouncer
+
+
+def _engines(env: Environment, bouncer_url: str) -> dict[str, Engine]:
     url = str(env.database.url)
     engines = {
         "new-connection": sa.create_engine(url, poolclass=NullPool),
         "pool": connect(url, pool_size=5),
     }
-    if params["pgbouncer"]:
+    if bouncer_url:
+        # A new client connection per request; no server-side prepares (transaction mode).
         engines["pgbouncer"] = sa.create_engine(
-            params["pgbouncer"], poolclass=NullPool, connect_args={"prepare_threshold": None}
+            bouncer_url, poolclass=NullPool, connect_args={"prepare_threshold": None}
         )
     return engines
 
@@ -95,8 +125,6 @@ def run_pooling(
     keys = [f"r{rng.randrange(params['rows'])}" for _ in range(params["requests"])]
     kind = POOLING.kinds[0]
     notes: list[str] = []
-    if not params["pgbouncer"]:
-        notes.append("pgbouncer: skipped (give --param pooling.pgbouncer=URL to a PgBouncer)")
     if env.database.is_sqlite:
         notes.append(
             "SQLite: a connection is a file open, far cheaper than a PostgreSQL "
@@ -105,7 +133,8 @@ def run_pooling(
     setup = env.database.engine()
     names = table_names(("conn",))
     results: dict[str, dict[str, float]] = {}
-    engines = _engines(env, params)
+    bouncer_url, bouncer = _bouncer(env, params, notes)
+    engines = _engines(env, bouncer_url)
     try:
         create_tables(setup, names, history.workload.seed_rows)
         table = sa.Table(names["conn"], sa.MetaData(), autoload_with=setup)
@@ -117,6 +146,8 @@ def run_pooling(
             engine.dispose()
         drop_tables(setup, names)
         setup.dispose()
+        if bouncer is not None:
+            bouncer.close()
     order = [c for c in kind.candidates if c in results]
     decision = decide(results, kind.objective, order)
     runner_up = decision.runner_up
