@@ -204,6 +204,23 @@ def test_definition_change_rebuilds_under_the_same_name(db: DB) -> None:
         assert agg.columns == ["grp", "top"]
 
 
+def test_views_over_the_aggregate_survive_refreshes(db: DB) -> None:
+    """Reports and BI tools read the summary by SQL; a refresh must not break them."""
+    src = db.source(rows=[(1, "a", 1), (2, "b", 2)])
+    name = db.name("agg")
+    report = f"{db.prefix}_report"
+    with Aggregate(db.engine, name, GROUPED.format(src=src), key="grp") as agg:
+        db.sql(f"CREATE VIEW {report} AS SELECT grp, total FROM {name} WHERE total > 0")
+        try:
+            db.sql(f"INSERT INTO {src} (id, grp, amount) VALUES (3, 'c', 3)")
+            agg.refresh()
+            agg.refresh()
+            rows = db.sql(f"SELECT grp, total FROM {report} ORDER BY grp")
+            assert [(g, int(t)) for g, t in rows] == [("a", 1), ("b", 2), ("c", 3)]
+        finally:
+            db.sql(f"DROP VIEW IF EXISTS {report}")
+
+
 # -- atomicity -------------------------------------------------------------------------
 
 

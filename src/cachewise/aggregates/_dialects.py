@@ -349,7 +349,14 @@ class SQLite(Builder):
         self.run(conn, f"DROP TABLE IF EXISTS {self.q_new}")
         self.run(conn, f"CREATE TABLE {self.q_new} AS\n{sql}\n")
         self.run(conn, f"DROP TABLE IF EXISTS {self.q_name}")
-        self.run(conn, f"ALTER TABLE {self.q_new} RENAME TO {self.q_name}")
+        # Views of the user's over the summary table dangle for an instant here; modern
+        # RENAME re-checks every view and would refuse. The legacy rename leaves them
+        # alone, and they resolve to the new table by name once it is in place.
+        self.run(conn, "PRAGMA legacy_alter_table = ON")
+        try:
+            self.run(conn, f"ALTER TABLE {self.q_new} RENAME TO {self.q_name}")
+        finally:
+            self.run(conn, "PRAGMA legacy_alter_table = OFF")
         self.run(
             conn, f"CREATE UNIQUE INDEX {self.q_index} ON {self.q_name} ({self.key_list(keys)})"
         )
