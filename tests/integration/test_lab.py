@@ -133,6 +133,17 @@ def test_cli_writes_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "recommended" in capsys.readouterr().out
 
 
+def test_cli_reports_an_unreachable_database_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://lab:s3cret-pw@127.0.0.1:1/nothing"
+    assert main(["lab", "--quick", "--case", "pooling", "--database", url]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert "Traceback" not in err
+    assert "s3cret-pw" not in err
+
+
 def test_cli_rejects_bad_params(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "--quick", "--case", "ehr", "--param", "ehr.nope=1"]) == 2
     assert "no parameter" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cachewise.errors import ConfigurationError
+from cachewise.errors import CachewiseError, ConfigurationError
 from cachewise.lab import html, report, schema
 from cachewise.lab.assemble import Environment
 from cachewise.lab.cases import CASES
@@ -150,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
             results = run_lab(
                 names, env, quick=args.quick, params=params, seed=args.seed, advance=advance
             )
+    except CachewiseError as exc:
+        # An unreachable database or Redis, a refused connection: one line, no traceback.
+        errors.print(f"[red]error:[/red] {exc}")
+        return 1
     finally:
         database.cleanup()
     for result in results:

@@ -133,11 +133,17 @@ def run_pooling(
     setup = env.database.engine()
     names = table_names(("conn",))
     results: dict[str, dict[str, float]] = {}
-    bouncer_url, bouncer = _bouncer(env, params, notes)
-    engines = _engines(env, bouncer_url)
     try:
         create_tables(setup, names, history.workload.seed_rows)
+    except BaseException:
+        setup.dispose()
+        raise
+    engines: dict[str, Engine] = {}
+    bouncer: PgBouncer | None = None
+    try:
         table = sa.Table(names["conn"], sa.MetaData(), autoload_with=setup)
+        bouncer_url, bouncer = _bouncer(env, params, notes)
+        engines = _engines(env, bouncer_url)
         for name, engine in engines.items():
             results[name] = _measure(engine, table, keys)
             progress()
