@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import select
 import shutil
 import signal
 import time
 import uuid
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -33,6 +35,9 @@ from cachewise.lab.scenario import Kind, Scenario
 from cachewise.lab.workloads import Op
 
 _KILL = b"KILL\n"
+_ERR = b"ERR "
+CHILD_TIMEOUT = 120.0
+"""Seconds the parent waits for the crash child to reach its kill point."""
 
 
 JOURNAL_KILL_OPS = 150
@@ -100,13 +105,21 @@ class Pending:
             engine.dispose()
         stop = kill_point(workload.ops, workload.flush_every, journal=journal)
         self._read_fd, write_fd = os.pipe()
-        self.pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when forking a process with threads (a lock held by
+            # another thread stays locked in the child). The child opens its own
+            # connections, never logs, leaves by os._exit, and the parent gives up on
+            # it after CHILD_TIMEOUT seconds, so a stuck child cannot hang the lab.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.pid = os.fork()
         if self.pid == 0:  # the child: never returns
             os.close(self._read_fd)
             code = 1
             try:
                 self._child(stop, write_fd)
                 code = 0
+            except BaseException as exc:
+                os.write(write_fd, f"{_ERR.decode()}{type(exc).__name__}: {exc}\n".encode())
             finally:
                 os._exit(code)
         os.close(write_fd)
@@ -186,8 +199,13 @@ class Pending:
         acked: dict[tuple[str, str], list[int]] = defaultdict(list)
         buffer = b""
         killed = False
+        deadline = time.monotonic() + CHILD_TIMEOUT
         with os.fdopen(self._read_fd, "rb", buffering=0) as pipe:
             while True:
+                ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:  # stuck: kill it and say so below
+                    os.kill(self.pid, signal.SIGKILL)
+                    break
                 chunk = pipe.read(65536)
                 if not chunk:
                     break
@@ -197,7 +215,9 @@ class Pending:
                     killed = True
             _, status = os.waitpid(self.pid, 0)
         if not killed:
-            raise RuntimeError(f"the crash child exited (status {status}) before its kill point")
+            said = [ln.decode() for ln in buffer.split(b"\n") if ln.startswith(_ERR)]
+            why = said[0][len(_ERR) :] if said else f"exit status {status}, or no progress"
+            raise RuntimeError(f"the crash child stopped before its kill point: {why}")
         for line in buffer.split(b"\n"):
             if line and line != _KILL.strip():
                 table, key, version = line.decode().split("\t")
