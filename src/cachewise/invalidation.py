@@ -30,17 +30,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, text
 
 from cachewise._types import Key
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import ClosedError, ConfigurationError, InvalidKeyError, StoreError
-from cachewise.pool import redact
+from cachewise.pool import connect, direct_url, redact
 
 if TYPE_CHECKING:
     import redis
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import URL, Engine
 
 logger = logging.getLogger("cachewise")
 
@@ -353,25 +352,31 @@ class RedisBus(_ListenerBus):
             self._client.connection_pool.disconnect()
 
 
-def _pg_conninfo(target: str | Engine) -> str:
-    """A libpq URL from a SQLAlchemy URL string or Engine (driver suffix removed)."""
-    url = make_url(target) if isinstance(target, str) else target.url
+def _pg_direct(target: str | Engine) -> URL:
+    """PostgreSQL's own URL for ``target`` (a URL in ``connect()``'s syntax, or an Engine).
+
+    LISTEN needs one server session for as long as it lives: behind PgBouncer in
+    transaction mode that is the ``direct`` address, never the pooler's.
+    """
+    url = direct_url(target)
     if url.get_backend_name() != "postgresql":
         raise ConfigurationError(f"a PostgreSQL URL is needed, got {url.get_backend_name()!r}")
+    return url
+
+
+def _pg_conninfo(url: URL) -> str:
+    """A libpq URL from a SQLAlchemy URL (driver suffix removed, password kept)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _pg_safe_url(target: str | Engine) -> str:
-    url = make_url(target) if isinstance(target, str) else target.url
-    return url.render_as_string(hide_password=True)
 
 
 class PostgresBus(_ListenerBus):
     """PostgreSQL LISTEN/NOTIFY on ``channel``, over a direct connection of its own.
 
     LISTEN holds session state, so it cannot go through PgBouncer in transaction mode:
-    give this bus the database's own address. Notifications are transactional: a
-    NOTIFY (or a trigger's) is delivered when its transaction commits.
+    the bus connects to ``cachewise.pool.direct_url(url)``, PostgreSQL itself (a
+    PgBouncer URL must say ``?direct=HOST:PORT``, or be an engine from ``connect()``
+    with ``direct_url=``). Notifications are transactional: a NOTIFY (or a trigger's)
+    is delivered when its transaction commits.
     """
 
     _kind = "postgres-bus"
@@ -390,8 +395,9 @@ class PostgresBus(_ListenerBus):
                 f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"
             )
         self.channel = channel
-        self._conninfo = _pg_conninfo(url)
-        self._url = _pg_safe_url(url)
+        direct = _pg_direct(url)
+        self._conninfo = _pg_conninfo(direct)
+        self._url = direct.render_as_string(hide_password=True)
         self._psycopg = psycopg
         self._listener: Any = None
         self._publisher: Any = None
@@ -543,6 +549,15 @@ def _trigger_names(table: str) -> tuple[str, str]:
     return f"cachewise_notify_{table}", f"cachewise_notify_{table}_trg"
 
 
+def _engine(engine_or_url: str | Engine) -> Engine:
+    """The caller's engine, or a one-shot unpooled one from ``connect()`` for a URL.
+
+    ``connect()`` understands the ``?pgbouncer=``/``?direct=`` options; DDL in one
+    transaction is fine through PgBouncer, so no direct connection is needed here.
+    """
+    return connect(engine_or_url, pool_size=0) if isinstance(engine_or_url, str) else engine_or_url
+
+
 def install_notify_trigger(
     engine_or_url: str | Engine,
     table: str,
@@ -563,7 +578,7 @@ def install_notify_trigger(
     columns = [key] if isinstance(key, str) else list(key)
     if not columns:
         raise ConfigurationError("key must name at least one column")
-    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    engine = _engine(engine_or_url)
     try:
         if engine.dialect.name != "postgresql":
             raise ConfigurationError("install_notify_trigger needs PostgreSQL")
@@ -612,7 +627,7 @@ $fn$
 def remove_notify_trigger(engine_or_url: str | Engine, table: str) -> None:
     """Drop the trigger and function :func:`install_notify_trigger` made for ``table``."""
     function, trigger = _trigger_names(table)
-    engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+    engine = _engine(engine_or_url)
     try:
         quote = engine.dialect.identifier_preparer.quote
         with engine.begin() as conn:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cachewise import MISSING, MemoryStore, RedisStore, TieredStore
+from cachewise import MISSING, MemoryStore, RedisStore, TieredStore, connect
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.invalidation import (
     Invalidation,
@@ -23,6 +23,7 @@ from cachewise.invalidation import (
     install_notify_trigger,
     remove_notify_trigger,
 )
+from cachewise.pool import direct_url
 from tests.servers import free_port
 
 
@@ -147,7 +148,7 @@ def test_redis_bus_that_cannot_subscribe_raises_store_error() -> None:
 
 @pytest.fixture
 def engine(postgres_url: str) -> Iterator[sa.Engine]:
-    eng = sa.create_engine(postgres_url)
+    eng = connect(postgres_url)
     yield eng
     eng.dispose()
 
@@ -295,3 +296,34 @@ def test_postgres_bus_refuses_bad_channels_and_urls() -> None:
         PostgresBus("postgresql://localhost/db", channel="Has Space")
     with pytest.raises(ConfigurationError):
         PostgresBus("mysql+pymysql://root@localhost/test")
+
+
+@pytest.mark.postgres
+def test_postgres_bus_behind_pgbouncer_listens_on_postgresql_itself(
+    pgbouncer_url: str, unique_name: str
+) -> None:
+    # LISTEN through a transaction pooler would lose its session: the bus must take the
+    # URL's direct address, and a connect() engine's, not PgBouncer's.
+    direct_port = str(direct_url(pgbouncer_url).port)
+    engine = connect(pgbouncer_url)
+    buses = [
+        PostgresBus(pgbouncer_url, channel=unique_name),
+        PostgresBus(engine, channel=unique_name),
+    ]
+    try:
+        inbox = Inbox()
+        buses[0].subscribe(inbox)
+        for bus in buses:
+            assert f":{direct_port}/" in repr(bus)
+            assert "pgbouncer" not in repr(bus)
+        buses[1].publish([1, "two"], origin="p")
+        assert inbox.wait(lambda i: Invalidation(keys=(1, "two"), origin="p") in i.messages)
+    finally:
+        for bus in buses:
+            bus.close()
+        engine.dispose()
+
+
+def test_postgres_bus_refuses_a_pgbouncer_url_without_a_direct_address() -> None:
+    with pytest.raises(ConfigurationError, match="direct"):
+        PostgresBus("postgresql://app:pw-secret@127.0.0.1:6432/db?pgbouncer=true")
