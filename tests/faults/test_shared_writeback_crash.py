@@ -22,7 +22,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from cachewise import Cache, RedisStore, SQLSource, WriteBack
+from cachewise import Cache, RedisStore, SQLSource, WriteBack, connect
 from cachewise.errors import StoreError
 from tests.servers import RedisServer
 
@@ -64,7 +64,7 @@ class History:
 
 
 def _create_table(url: str, table: str) -> None:
-    engine = sa.create_engine(url)
+    engine = connect(url, pool_size=0)
     try:
         meta = sa.MetaData()
         sa.Table(
@@ -79,7 +79,7 @@ def _create_table(url: str, table: str) -> None:
 
 
 def _rows(url: str, table: str) -> dict[int, int]:
-    engine = sa.create_engine(url)
+    engine = connect(url, pool_size=0)
     try:
         with engine.connect() as conn:
             result = conn.execute(sa.text(f'SELECT id, v FROM "{table}"'))
@@ -97,7 +97,9 @@ def _drop_namespace(url: str, namespace: str) -> None:
         client.close()
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("sqlite")]
+)
 def db(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path) -> Iterator[str]:
     """A database URL with an empty table named ``unique_name`` (PostgreSQL and SQLite)."""
     if request.param == "sqlite":
@@ -107,7 +109,7 @@ def db(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path) -> Iter
     _create_table(url, unique_name)
     yield url
     if request.param == "postgres":
-        engine = sa.create_engine(url)
+        engine = connect(url, pool_size=0)
         try:
             with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
@@ -197,7 +199,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        engine = sa.create_engine(postgres_url)
+        engine = connect(postgres_url, pool_size=0)
         try:
             with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))

@@ -20,7 +20,16 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from cachewise import MISSING, Cache, MappingSource, MemoryStore, RedisStore, SQLSource, WriteBack
+from cachewise import (
+    MISSING,
+    Cache,
+    MappingSource,
+    MemoryStore,
+    RedisStore,
+    SQLSource,
+    WriteBack,
+    connect,
+)
 from cachewise._types import Key
 from cachewise.codecs import encode_key
 from cachewise.errors import CacheFullError, ConfigurationError, FlushError
@@ -382,7 +391,7 @@ def test_max_dirty_blocks_until_the_flusher_makes_room(redis_url: str, namespace
 def test_a_source_outage_keeps_keys_dirty_then_the_flusher_drains_them(
     redis_url: str, namespace: str, postgres_url: str, unique_name: str
 ) -> None:
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url)
     table = unique_name
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE TABLE "{table}" (id INTEGER PRIMARY KEY, v INTEGER)'))
