@@ -48,7 +48,7 @@ def kind_table(case: CaseResult, kr: KindResult, *, why: bool = True) -> Table:
     for _, header in _COLUMNS:
         table.add_column(header, justify="right")
     if why:
-        table.add_column("why not", overflow="fold", max_width=40)
+        table.add_column("why not", overflow="fold", max_width=44)
     for strategy in decision.ranking:
         metrics = kr.results[strategy]
         mark = ""
