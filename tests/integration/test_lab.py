@@ -102,6 +102,30 @@ def test_a_read_heavy_stock_workload_changes_the_answer(
     assert winner == "read-through+write-through"
 
 
+@pytest.mark.slow
+def test_editing_only_front_pages_makes_write_through_worth_it(env: Environment) -> None:
+    case = CASES[3]
+    result = run_case(case, env, quick=True, overrides={"hot_edit_share": "1.0"})
+    kr = result.kinds[0]
+    assert kr.decision.winner == "cache-aside+write-through"
+    assert (
+        kr.results["cache-aside+write-through"]["source_reads"]
+        < kr.results["cache-aside"]["source_reads"]
+    )
+
+
+def test_counts_repeat_for_the_same_seed(env: Environment) -> None:
+    from cachewise.lab.runner import run_strategy
+
+    scenario = STOCK.build(STOCK.params(True, {"ops": "400"}), random.Random(9))
+    kind = STOCK.kinds[0]
+    counts = ("source_reads", "source_writes", "stale_reads", "lost_writes", "app_calls")
+    for strategy in ("read-through+write-back", "cache-aside+write-around"):
+        one = run_strategy(env, scenario, kind, strategy)
+        two = run_strategy(env, scenario, kind, strategy)
+        assert {c: one[c] for c in counts} == {c: two[c] for c in counts}
+
+
 def test_sigkill_loses_writes_without_journal_and_none_with_fsync_always(
     env: Environment,
 ) -> None:

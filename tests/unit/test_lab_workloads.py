@@ -145,3 +145,23 @@ def test_html_is_self_contained_with_a_chart_per_kind() -> None:
     assert "href=" not in page
     assert "@import" not in page
     assert "&lt;story&gt;" in page
+
+
+def test_stale_means_older_than_the_last_acknowledged_write() -> None:
+    from cachewise.lab.metrics import is_stale
+
+    assert not is_stale(None, 0)  # never written: absent is right
+    assert is_stale(None, 1)
+    assert is_stale({"v": 2}, 3)
+    assert not is_stale({"v": 3}, 3)
+    assert not is_stale({"v": 4}, 3)  # newer than expected is not stale
+
+
+def test_percentile_by_nearest_rank() -> None:
+    from cachewise.lab.metrics import percentile
+
+    samples = [float(n) for n in range(1, 101)]
+    assert percentile(samples, 0.5) == 50.0
+    assert percentile(samples, 0.99) == 99.0
+    assert percentile([], 0.5) == 0.0
+    assert percentile([7.0], 0.99) == 7.0
