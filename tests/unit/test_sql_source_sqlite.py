@@ -269,3 +269,20 @@ def test_a_database_error_is_a_source_error(engine: sa.Engine) -> None:
         assert isinstance(info.value.__cause__, sa.exc.OperationalError)
         with pytest.raises(SourceError):
             source.save_many({1: {"name": "x"}, 2: {"name": "y"}})
+
+
+@pytest.mark.parametrize("row_values", [True, False])
+def test_tuple_key_batches_with_and_without_row_values(engine: sa.Engine, row_values: bool) -> None:
+    # SQLite before 3.15 has no row values: the OR-of-ANDs form must match the same rows.
+    from cachewise.sources._keysets import KeySet
+
+    with SQLSource(engine, "stock", key=("sku", "shop")) as source:
+        source.save_many({("a", 1): {"n": 1}, ("a", 2): {"n": 2}, ("b", 1): {"n": 3}})
+        keyset = KeySet(source.table, ["sku", "shop"], engine.dialect)
+        keyset.row_values = row_values
+        query, params = keyset.select([("a", 2), ("b", 1), ("b", 2)])
+        with engine.connect() as conn:
+            found = sorted((r.sku, r.shop, r.n) for r in conn.execute(query, params))
+        assert found == [("a", 2, 2), ("b", 1, 3)]
+        compiled = str(query.compile(dialect=engine.dialect))  # type: ignore[attr-defined]
+        assert (" IN " in compiled) is row_values
