@@ -394,3 +394,49 @@ def test_keys_are_compared_whole(db: Db, unique_name: str) -> None:
         }
         source.remove_many([("abcdef", 1), ("abcde", 2**40)])
         assert source.load(("abcde", 1)) == {"code": "abcde", "n": 1, "v": 1}
+
+
+@pytest.mark.postgres
+def test_postgres_types_round_trip_through_the_default_form(
+    postgres_url: str, unique_name: str
+) -> None:
+    import uuid
+
+    from sqlalchemy.dialects import postgresql as pg
+
+    engine = sa.create_engine(postgres_url)
+    meta = sa.MetaData()
+    sa.Table(
+        unique_name,
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("doc", pg.JSONB),
+        sa.Column("tags", pg.ARRAY(sa.Integer)),
+        sa.Column("uid", sa.Uuid),
+        sa.Column("mood", pg.ENUM("happy", "sad", name=f"{unique_name}_mood")),
+        sa.Column("ok", sa.Boolean),
+        sa.Column("ratio", sa.Float),
+        sa.Column("took", sa.Interval),
+        sa.Column("at", sa.Time),
+    )
+    meta.create_all(engine)
+    try:
+        row = {
+            "doc": {"a": [1, "x", None]},
+            "tags": [1, 2, 3],
+            "uid": uuid.uuid4(),
+            "mood": "sad",
+            "ok": True,
+            "ratio": 1.5,
+            "took": dt.timedelta(seconds=5),
+            "at": dt.time(1, 2, 3),
+        }
+        with SQLSource(engine, unique_name) as source:
+            source.save_many({1: row, 2: {"tags": None, "mood": "happy"}})
+            assert source.load(1) == {"id": 1, **row}
+            assert source.load(2)["tags"] is None
+            source.save_many({1: {"mood": "happy", "doc": {"b": 2}}})
+            assert source.load(1) == {**row, "id": 1, "mood": "happy", "doc": {"b": 2}}
+    finally:
+        meta.drop_all(engine)
+        engine.dispose()
