@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cachewise import Cache, MemoryStore, SQLSource, WriteBack
+from cachewise import Cache, MemoryStore, SQLSource, WriteBack, connect
 from cachewise.writeback.journal import inspect_journal
 
 CHILD = Path(__file__).with_name("_writer_child.py")
@@ -125,7 +125,7 @@ def _recover_and_read(url: str, table: str, journal: Path) -> dict[int, int]:
     report = inspect_journal(journal)
     assert not report.damage
     assert all(r.flushed for r in report.records), "records left unflushed after recovery"
-    engine = sa.create_engine(url)
+    engine = connect(url, pool_size=0)
     try:
         with engine.connect() as conn:
             result = conn.execute(sa.text(f"SELECT id, v FROM {table}"))
@@ -155,7 +155,7 @@ def _crash_rounds(url: str, table: str, tmp_path: Path) -> History:
 
 
 def _create_table(url: str, table: str) -> None:
-    engine = sa.create_engine(url)
+    engine = connect(url, pool_size=0)
     try:
         meta = sa.MetaData()
         sa.Table(
@@ -173,7 +173,7 @@ def _create_table(url: str, table: str) -> None:
 def pg_table(postgres_url: str, unique_name: str) -> Iterator[str]:
     _create_table(postgres_url, unique_name)
     yield unique_name
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url, pool_size=0)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
