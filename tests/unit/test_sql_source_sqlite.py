@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,3 +287,21 @@ def test_tuple_key_batches_with_and_without_row_values(engine: sa.Engine, row_va
         assert found == [("a", 2, 2), ("b", 1, 3)]
         compiled = str(query.compile(dialect=engine.dialect))  # type: ignore[attr-defined]
         assert (" IN " in compiled) is row_values
+
+
+def test_rows_have_plain_str_column_names_so_strict_codecs_take_them(tmp_path: Path) -> None:
+    from cachewise.codecs import MsgpackCodec
+
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    sa.Table("items", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("n", sa.Text))
+    meta.create_all(engine)
+    with SQLSource(engine, table="items") as source:
+        source.save_many({1: {"n": "a"}, 2: {"n": "b"}})
+        rows = [source.load(1), *source.load_many([2]).values()]
+    engine.dispose()
+    codec = MsgpackCodec()
+    for row in rows:
+        assert all(type(name) is str for name in row)
+        assert codec.decode(codec.encode(row)) == row

@@ -199,8 +199,10 @@ class SQLSource:
     def load(self, key: Key) -> Any:
         where = self._match(self._check(key))
         with self._connect("load") as conn:
-            row = conn.execute(sa.select(self._table).where(where)).mappings().first()
-        return MISSING if row is None else dict(row)
+            result = conn.execute(sa.select(self._table).where(where))
+            names = _plain_names(result)
+            row = result.first()
+        return MISSING if row is None else dict(zip(names, row, strict=True))
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         wanted = self._unique_keys(keys)
@@ -210,8 +212,10 @@ class SQLSource:
         with self._connect("load_many") as conn:
             for chunk in _chunks(wanted, self.chunk_size):
                 query, params = self._keyset.select([self._parts(k) for k in chunk])
-                for row in conn.execute(query, params).mappings():
-                    value = dict(row)
+                result = conn.execute(query, params)
+                names = _plain_names(result)
+                for row in result:
+                    value = dict(zip(names, row, strict=True))
                     found[self._row_key(value)] = value
         return found
 
@@ -360,6 +364,14 @@ def _check_dialect(dialect: sa.Dialect) -> None:
         raise ConfigurationError(
             f"SQLSource supports SQLite, PostgreSQL and MariaDB/MySQL, not {dialect.name}"
         )
+
+
+def _plain_names(result: sa.CursorResult[Any]) -> list[str]:
+    """Column names as plain ``str``, so rows round-trip through Redis and journals.
+
+    SQLAlchemy hands out ``quoted_name`` (a str subclass), which strict codecs refuse.
+    """
+    return [str(name) for name in result.keys()]  # noqa: SIM118 - a Result, not a dict
 
 
 def _key_columns(key: str | tuple[str, ...]) -> tuple[str, ...]:
