@@ -18,8 +18,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import Engine
 
 from cachewise._pgbouncer import PgBouncer
 from cachewise.errors import ConfigurationError
@@ -30,7 +29,7 @@ from cachewise.lab.objective import Criterion, Objective, cost, decide
 from cachewise.lab.runner import CaseResult, KindResult, Progress
 from cachewise.lab.scenario import Case, Kind, Params, Scenario
 from cachewise.lab.workloads import History
-from cachewise.pool import connect
+from cachewise.pool import connect, direct_url
 
 
 def _no_scenario(params: Params, rng: random.Random) -> Scenario:
@@ -71,7 +70,9 @@ def _bouncer(env: Environment, params: Params, notes: list[str]) -> tuple[str, P
     """The PgBouncer URL to measure through ("" to skip), and the one we started, if any."""
     if params["pgbouncer"]:
         return str(params["pgbouncer"]), None
-    url = make_url(str(env.database.url))
+    # PostgreSQL itself: a --database URL through PgBouncer (?pgbouncer=true&direct=...)
+    # must not get a second PgBouncer stacked on the first.
+    url = direct_url(str(env.database.url))
     if url.get_backend_name() != "postgresql":
         notes.append(
             "pgbouncer: skipped (a PostgreSQL pooler; run with --database postgresql://... "
@@ -96,14 +97,13 @@ def _bouncer(env: Environment, params: Params, notes: list[str]) -> tuple[str, P
 def _engines(env: Environment, bouncer_url: str) -> dict[str, Engine]:
     url = str(env.database.url)
     engines = {
-        "new-connection": sa.create_engine(url, poolclass=NullPool),
+        # connect() reads the URL's ?pgbouncer=/?direct= options; pool_size=0 is NullPool.
+        "new-connection": connect(url, pool_size=0),
         "pool": connect(url, pool_size=5),
     }
     if bouncer_url:
         # A new client connection per request; no server-side prepares (transaction mode).
-        engines["pgbouncer"] = sa.create_engine(
-            bouncer_url, poolclass=NullPool, connect_args={"prepare_threshold": None}
-        )
+        engines["pgbouncer"] = connect(bouncer_url, pool_size=0, pgbouncer=True)
     return engines
 
 
