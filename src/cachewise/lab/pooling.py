@@ -72,7 +72,11 @@ def _bouncer(env: Environment, params: Params, notes: list[str]) -> tuple[str, P
         return str(params["pgbouncer"]), None
     # PostgreSQL itself: a --database URL through PgBouncer (?pgbouncer=true&direct=...)
     # must not get a second PgBouncer stacked on the first.
-    url = direct_url(str(env.database.url))
+    try:
+        url = direct_url(str(env.database.url))
+    except ConfigurationError:
+        notes.append("pgbouncer: skipped (the database URL is a PgBouncer without ?direct=)")
+        return "", None
     if url.get_backend_name() != "postgresql":
         notes.append(
             "pgbouncer: skipped (a PostgreSQL pooler; run with --database postgresql://... "
