@@ -83,6 +83,14 @@ def test_lfu_does_not_evict_the_key_it_just_admitted() -> None:
     assert lfu.evict() == "old"
 
 
+def test_lfu_counts_every_hit_of_a_long_streak() -> None:
+    # Longer than HIT_BUFFER: LFU hits are applied at once, under the store's lock.
+    trace = ["a"] * 1500 + ["b"] * 1400 + ["c"]
+    replay = Replay(LFU(2), 2).run(trace)
+    assert replay.evicted == ["b"]
+    assert not LFU().atomic_hits
+
+
 def test_aging_lfu_forgets_old_fame_plain_lfu_does_not() -> None:
     trace = ["a"] * 50 + ["b"] * 30 + ["c"]
     plain = Replay(LFU(2), 2).run(trace)

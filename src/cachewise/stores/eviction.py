@@ -126,8 +126,13 @@ class LFU(_Buffered):
     within a few periods and a new hot set can overtake it.
     """
 
+    atomic_hits = False
+
     def __init__(self, capacity: int | None = None, *, aging: bool = False) -> None:
         super().__init__()
+        # Exact counts: a lossy buffer drops hits on long hit streaks, and plain LFU
+        # must match libCacheSim's; the store takes its lock on an LFU hit instead.
+        self.on_hit = self._touch
         self._capacity = capacity
         self._aging = aging
         self._accesses = 0
@@ -630,13 +635,18 @@ class Adaptive(_Buffered):
     """Follow whichever of several policies has missed least lately (set dueling).
 
     Each candidate policy runs as a shadow: a key-only simulation at the same
-    capacity, fed every request. Their miss counts are halved every ``10 * capacity``
-    requests, so the score tracks the recent workload. The real cache evicts what the
-    leading shadow evicted (keys it holds that the leader does not), so its contents
-    converge to the leader's within about one cache turnover. No single policy wins
-    every trace (LRU on recency-heavy ones, W-TinyLFU on frequency-heavy ones and
-    loops, S3-FIFO on web-like ones); the duel gets near the best of them, at the cost
-    of one key-only copy of the cache per candidate.
+    capacity, fed every request. Every ``capacity`` requests the shadow with the
+    fewest misses becomes the leader if it beats the current one by the factor
+    ``switch_at``; then it keeps the lead for at least ``tenure`` elections. Miss
+    counts are halved every ``horizon * capacity`` requests, so the score follows the
+    recent workload. The real cache evicts what the leader evicted (keys it holds
+    that the leader does not), so with one leader its decisions are the leader's
+    exactly, and after a switch its contents converge to the new leader's. No single
+    policy wins every trace (LRU on recency-heavy ones, W-TinyLFU on frequency-heavy
+    ones and loops, S3-FIFO on web-like ones); the duel gets near the best of them,
+    at the cost of a key-only copy of the cache per candidate. The defaults were
+    measured with ``bench/hitratio.py`` (longer tenure or horizon helped some traces
+    and hurt others; see docs/eviction.md).
     """
 
     def __init__(
@@ -644,8 +654,15 @@ class Adaptive(_Buffered):
         capacity: int | None = None,
         *,
         candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo"),
+        switch_at: float = 0.99,
+        tenure: int = 0,
+        horizon: int = 10,
     ) -> None:
         super().__init__()
+        self._horizon = horizon
+        self._switch_at = switch_at
+        self._min_tenure = tenure
+        self._tenure = 0
         self._names = candidates
         self._shadows = [_Shadow(make_policy(n, capacity), capacity) for n in candidates]
         self._capacity = capacity
@@ -662,20 +679,25 @@ class Adaptive(_Buffered):
         for shadow in self._shadows:
             shadow.access(key)
         self._requests += 1
-        # Elect every `capacity` requests; halve the scores every ten elections.
+        # Elect every `capacity` requests; halve the scores every `horizon` elections.
         if self._capacity is not None and self._requests % self._capacity == 0:
             self._elect()
-            if self._requests >= 10 * self._capacity:
+            if self._requests >= self._horizon * self._capacity:
                 self._requests = 0
                 for shadow in self._shadows:
                     shadow.misses /= 2
 
     def _elect(self) -> None:
+        if self._tenure > 0:
+            self._tenure -= 1
+            return
         shadows = self._shadows
         best = min(range(len(shadows)), key=lambda i: shadows[i].misses)
-        # Switch only for a clear win: flapping would mix two policies' contents.
-        if shadows[best].misses < 0.99 * shadows[self._leader].misses:
+        # Switch only for a clear win, and then stay a while: each switch costs a
+        # turnover of the cache while its contents move to the new leader's.
+        if shadows[best].misses < self._switch_at * shadows[self._leader].misses:
             self._leader = best
+            self._tenure = self._min_tenure
 
     def _touch(self, key: Hashable) -> None:
         if key in self._order:
