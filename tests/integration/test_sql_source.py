@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from cachewise import MISSING, Source, SQLSource
+from cachewise import MISSING, Source, SQLSource, connect
 from cachewise._types import Key
 from cachewise.errors import ConfigurationError, SourceError
 
@@ -53,7 +53,7 @@ def db(request: pytest.FixtureRequest) -> Iterator[Db]:
     url = request.getfixturevalue(
         {"sqlite": "sqlite_url", "postgres": "postgres_url", "mysql": "mysql_url"}[request.param]
     )
-    engine = sa.create_engine(url)
+    engine = connect(url)
     found = Db(engine, request.param)
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -361,7 +361,7 @@ def test_partial_rows_keep_other_columns(db: Db, unique_name: str) -> None:
 def test_unnest_does_not_truncate_varchar(postgres_url: str, unique_name: str) -> None:
     from cachewise.sources import _upsert
 
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url)
     table = products(unique_name)
     table.create(engine)
     try:
