@@ -404,7 +404,7 @@ def test_postgres_types_round_trip_through_the_default_form(
 
     from sqlalchemy.dialects import postgresql as pg
 
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url)
     meta = sa.MetaData()
     sa.Table(
         unique_name,
