@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -43,6 +44,7 @@ from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
     EvictionAware,
+    HitPath,
     Inlinable,
     LoadGuarded,
     LoadTicket,
@@ -53,6 +55,7 @@ from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
+    from cachewise._speedups import HitReader
     from cachewise.writeback.shared import SharedFlusher
 
 logger = logging.getLogger("cachewise")
@@ -142,6 +145,7 @@ class Cache:
     def _choose_read_path(self) -> None:
         """Bind ``read`` to the fastest path the store and read policy allow."""
         store, read = self.store, self.read_policy
+        self._reader: HitReader | None = None
         if isinstance(read, ReadThrough) and read.refreshes:
             assert isinstance(store, TTLAware)
             self._ttl_left = store.ttl_left
@@ -151,6 +155,9 @@ class Cache:
         if hit_path is not None:
             self._lookup, self._now, self._touch = hit_path
             self.read = self._read_inline  # type: ignore[method-assign]
+            self._reader = _c_reader(hit_path, self._read_past_hit)
+            if self._reader is not None:
+                self.read = self._reader  # type: ignore[method-assign]
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
@@ -193,12 +200,15 @@ class Cache:
         return self._read_miss(key, default, loader)
 
     def _read_inline(self, key: Key, default: Any = None, *, loader: Loader | None = None) -> Any:
-        """``read`` with a MemoryStore's lock-free hit inlined: one frame on a hit."""
+        """``read`` with a MemoryStore's lock-free hit inlined: one frame on a hit.
+
+        ``cachewise._speedups.HitReader`` is this method's hit in C; both hand everything
+        but a live hit to :meth:`_read_past_hit`.
+        """
         try:
             entry = self._lookup(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
+        except TypeError:  # unhashable: _read_past_hit says why
+            entry = None
         if entry is not None:
             expires_at = entry[1]
             if expires_at is None or expires_at > self._now():
@@ -208,8 +218,18 @@ class Cache:
                     pass
                 self._count_hit()
                 return entry[0]
+        return self._read_past_hit(key, default, loader)
+
+    def _read_past_hit(self, key: Key, default: Any, loader: Loader | None) -> Any:
+        """The inlined read past its hit: an absent, expired or unhashable key."""
+        try:
+            entry = self._lookup(key)
+        except TypeError:  # unhashable: say why in our own words
+            check_key(key)
+            raise
+        if entry is not None:
             value = self._store_get(key)  # expired: the store drops and counts it
-            if value is not MISSING:  # rewritten since our lookup
+            if value is not MISSING:  # rewritten since the lookup
                 self._count_hit()
                 return value
         return self._read_miss(key, default, loader)
@@ -648,7 +668,7 @@ class Cache:
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
         return Stats(
-            hits=self._hits.value,
+            hits=self._hits.value + (self._reader.hits if self._reader is not None else 0),
             misses=self._misses.value,
             loads=self._loads.value,
             source_reads=self._source_reads.value,
@@ -748,6 +768,27 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
         if not isinstance(tag, str) or not tag:
             raise ConfigurationError(f"a tag must be a non-empty string, got {tag!r}")
     return out
+
+
+def _c_reader(
+    hit_path: HitPath, slow: Callable[[Key, Any, Loader | None], Any]
+) -> HitReader | None:
+    """The hit path in C (``cachewise._speedups``), unless not built or turned off.
+
+    ``CACHEWISE_PURE_PYTHON=1`` keeps the pure-Python path. The C reader reads the dict
+    itself, so it serves only a hit path whose lookup is a plain dict's ``get``.
+    """
+    if os.environ.get("CACHEWISE_PURE_PYTHON") == "1":
+        return None
+    data = getattr(hit_path.lookup, "__self__", None)
+    if type(data) is not dict or hit_path.lookup != data.get:
+        return None
+    try:
+        module = importlib.import_module("cachewise._speedups")
+    except ImportError:  # installed without a compiler: pure Python serves
+        return None
+    reader: HitReader = module.HitReader(data, hit_path.clock, hit_path.touch, slow)
+    return reader
 
 
 def _open_shared(policy: WriteBack, source: Source, store: Store, name: str) -> SharedFlusher:
