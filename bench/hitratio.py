@@ -292,14 +292,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     # Largest traces first so the two workers finish together.
     paths.sort(key=lambda p: p.stat().st_size, reverse=True)
+    # One task per trace and size, so the workers stay busy to the end.
     by_name: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_trace, p, policies, sizes, peer) for p in paths]
+        futures = [pool.submit(run_trace, p, policies, [f], peer) for p in paths for f in sizes]
         for future in as_completed(futures):
             done = future.result()
-            by_name[done["trace"]] = done
+            merged = by_name.setdefault(done["trace"], {**done, "rows": []})
+            merged["rows"] = sorted([*merged["rows"], *done["rows"]], key=lambda r: r["size"])
             elapsed = time.perf_counter() - started
-            print(f"[{elapsed:6.0f}s] {done['trace']} done", file=sys.stderr, flush=True)
+            size = done["rows"][0]["size"]
+            print(
+                f"[{elapsed:6.0f}s] {done['trace']} @{size:.1%} done", file=sys.stderr, flush=True
+            )
     traces = [by_name[n] for n in names]
     summary = summarise(traces, DEFAULT_POLICY)
     result: dict[str, Any] = {
