@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import random
 import statistics
 import time
@@ -67,14 +68,31 @@ def candidates(source: dict[int, Any], eviction: str) -> dict[str, Callable[[int
 
         return read
 
-    cache = Cache(
-        MemoryStore(max_entries=CAPACITY, eviction=eviction, ttl=3600),
-        MappingSource(source),
-        read=ReadThrough(),
-    )
+    def cachewise_read(pure_python: bool) -> Callable[[int], Any]:
+        saved = os.environ.get("CACHEWISE_PURE_PYTHON")
+        os.environ["CACHEWISE_PURE_PYTHON"] = "1" if pure_python else "0"
+        try:
+            cache = Cache(
+                MemoryStore(max_entries=CAPACITY, eviction=eviction, ttl=3600),
+                MappingSource(source),
+                read=ReadThrough(),
+            )
+        finally:
+            if saved is None:
+                del os.environ["CACHEWISE_PURE_PYTHON"]
+            else:
+                os.environ["CACHEWISE_PURE_PYTHON"] = saved
+        return cache.read
+
     lru_cache = functools.lru_cache(maxsize=CAPACITY)(source.__getitem__)
+    accelerated = cachewise_read(pure_python=False)
+    pure = cachewise_read(pure_python=True)
+    # the C reader (cachewise._speedups) when it is built; the pure-Python path beside it
+    cachewise = {f"cachewise Cache.read ({eviction})": accelerated}
+    if type(accelerated) is not type(pure):
+        cachewise[f"cachewise Cache.read ({eviction}, pure Python)"] = pure
     return {
-        f"cachewise Cache.read ({eviction})": cache.read,
+        **cachewise,
         "cachetools LRUCache.get": cachetools_get(),
         "functools.lru_cache": lru_cache,
         "dict behind a method": DictBehindMethod(source).get,
@@ -141,7 +159,7 @@ def _print(results: dict[str, Any]) -> None:
     for stream, rows in results.items():
         print(f"\n{stream}: ns/op (loop subtracted), median of rounds")
         for name, row in sorted(rows.items(), key=lambda kv: kv[1]["ns_per_op"]):
-            print(f"  {name:38s} {row['ns_per_op']:8.1f} ns   {row['vs_cachetools']:5.2f}x")
+            print(f"  {name:46s} {row['ns_per_op']:8.1f} ns   {row['vs_cachetools']:5.2f}x")
 
 
 if __name__ == "__main__":
