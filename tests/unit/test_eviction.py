@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from cachewise.errors import ConfigurationError
 from cachewise.stores.eviction import (
+    ARC,
     DEFAULT_POLICY,
     LFU,
     LRU,
@@ -130,6 +131,22 @@ def test_s3fifo_ghost_hit_readmits_to_main() -> None:
     # x came back through the ghost into main; the newcomers in small go before it.
     assert "x" in replay.resident
     assert set(replay.evicted[1:]) <= set(range(10)) | set(range(100, 104))
+
+
+def test_arc_keeps_a_twice_seen_key_through_a_scan() -> None:
+    scan = [f"x{i}" for i in range(20)]
+    arc = Replay(ARC(3), 3).run(["a", "a", *scan])
+    lru = Replay(LRU(), 3).run(["a", "a", *scan])
+    assert "a" in arc.resident  # in T2: the one-time keys of T1 go first
+    assert "a" not in lru.resident
+
+
+def test_arc_ghost_hit_in_b1_makes_room_for_recency() -> None:
+    arc = ARC(4)
+    replay = Replay(arc, 4).run(["a", "a", "b", "b", "c", "d", "e"])
+    assert replay.evicted == ["c"]  # T1 over its target (p = 0): its LRU goes to B1
+    replay.run(["c"])  # a B1 ghost hit: T1 should have been larger
+    assert arc._p >= 1.0
 
 
 def test_sketch_counts_caps_at_15_and_halves_each_period() -> None:

@@ -434,6 +434,92 @@ class S3FIFO(_Buffered):
         return len(self._freq)
 
 
+class ARC(_Buffered):
+    """ARC (Megiddo & Modha, FAST '03): recency and frequency lists balanced by ghosts.
+
+    T1 holds keys seen once recently, T2 keys seen at least twice; B1 and B2 remember
+    (keys only) what each list evicted lately. A miss on a B1 ghost means T1 was too
+    small, so its target ``p`` grows; a miss on a B2 ghost shrinks it. The victim is
+    T1's least recent key while T1 exceeds its target, else T2's.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        super().__init__()
+        self._t1: OrderedDict[Hashable, None] = OrderedDict()
+        self._t2: OrderedDict[Hashable, None] = OrderedDict()
+        self._b1: OrderedDict[Hashable, None] = OrderedDict()
+        self._b2: OrderedDict[Hashable, None] = OrderedDict()
+        self._capacity = capacity or 0
+        self._p = 0.0
+        self._newest: Hashable = _NONE
+        self._from_b2 = False
+
+    def _touch(self, key: Hashable) -> None:
+        if key in self._t1:
+            del self._t1[key]
+            self._t2[key] = None
+        elif key in self._t2:
+            self._t2.move_to_end(key)
+
+    def on_insert(self, key: Hashable) -> None:
+        self._drain()
+        b1, b2 = self._b1, self._b2
+        self._from_b2 = False
+        if key in b1:
+            self._p = min(float(self._capacity), self._p + max(1.0, len(b2) / len(b1)))
+            del b1[key]
+            self._t2[key] = None
+        elif key in b2:
+            self._p = max(0.0, self._p - max(1.0, len(b1) / len(b2)))
+            del b2[key]
+            self._t2[key] = None
+            self._from_b2 = True
+        else:
+            self._t1[key] = None
+        self._newest = key
+
+    def on_remove(self, key: Hashable) -> None:
+        self._drain()
+        if self._t1.pop(key, _NONE) is _NONE:
+            self._t2.pop(key, None)
+
+    def evict(self) -> Hashable:
+        self._drain()
+        t1, t2, b1, b2 = self._t1, self._t2, self._b1, self._b2
+        if not self._capacity:
+            self._capacity = max(1, len(t1) + len(t2) - 1)
+        c = self._capacity
+        newest, self._newest = self._newest, _NONE
+        new_in_t1 = newest in t1 and next(reversed(t1)) == newest
+        old_t1 = len(t1) - new_in_t1  # sizes as ARC sees them, before the insert
+        if new_in_t1 and old_t1 + len(b1) >= c:
+            if old_t1 < c and b1:
+                b1.popitem(last=False)
+            elif old_t1 > 0:  # T1 alone fills the cache: drop its LRU, no ghost
+                return t1.popitem(last=False)[0]
+        if old_t1 > 0 and (old_t1 > self._p or (self._from_b2 and old_t1 == int(self._p))):
+            victim = t1.popitem(last=False)[0]
+            b1[victim] = None
+        elif t2 and (len(t2) > 1 or next(iter(t2)) != newest):
+            victim = t2.popitem(last=False)[0]
+            b2[victim] = None
+        else:
+            victim = t1.popitem(last=False)[0] if t1 else t2.popitem(last=False)[0]
+        while len(b1) + len(b2) > c:
+            (b2 if len(b2) > len(b1) or not b1 else b1).popitem(last=False)
+        return victim
+
+    def clear(self) -> None:
+        self._hits.clear()
+        for part in (self._t1, self._t2, self._b1, self._b2):
+            part.clear()
+        self._p = 0.0
+        self._newest = _NONE
+
+    def __len__(self) -> int:
+        return len(self._t1) + len(self._t2)
+
+
 _HALVE = bytes(i >> 1 for i in range(256))
 _MASK64 = (1 << 64) - 1
 
@@ -643,7 +729,8 @@ class Adaptive(_Buffered):
     that the leader does not), so with one leader its decisions are the leader's
     exactly, and after a switch its contents converge to the new leader's. No single
     policy wins every trace (LRU on recency-heavy ones, W-TinyLFU on frequency-heavy
-    ones and loops, S3-FIFO on web-like ones); the duel gets near the best of them,
+    ones and loops, S3-FIFO on web-like ones, ARC on a moving hot set); the duel
+    gets near the best of them,
     at the cost of a key-only copy of the cache per candidate. The defaults were
     measured with ``bench/hitratio.py`` (longer tenure or horizon helped some traces
     and hurt others; see docs/eviction.md).
@@ -653,7 +740,7 @@ class Adaptive(_Buffered):
         self,
         capacity: int | None = None,
         *,
-        candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo"),
+        candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo", "arc"),
         switch_at: float = 0.99,
         tenure: int = 0,
         horizon: int = 10,
@@ -757,6 +844,7 @@ POLICIES: dict[str, PolicyFactory] = {
     "lfu-aging": _aging_lfu,
     "sieve": SIEVE,
     "s3fifo": S3FIFO,
+    "arc": ARC,
     "wtinylfu": WTinyLFU,
     "adaptive": Adaptive,
 }
