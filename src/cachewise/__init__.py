@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from cachewise import errors
 from cachewise._types import MISSING
 from cachewise.aggregates import Aggregate, Cron, Every, OnChange
-from cachewise.pool import PoolStats, connect, pool_stats
 from cachewise.cache import Cache
 from cachewise.policies import CacheAside, ReadThrough, Retry, WriteAround, WriteBack, WriteThrough
+from cachewise.pool import PoolStats, connect, pool_stats
 from cachewise.sources import MappingSource, Source, SQLSource
 from cachewise.stats import Stats
 from cachewise.stores import MemoryStore, Store
