@@ -10,6 +10,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "cachewise._cli_aggregate",
     "cachewise._cli_journal",
+    "cachewise._cli_pool",
     "cachewise.lab.cli",
 )
 """Modules that each add subcommands with ``register(subparsers)``; one job per module."""
