@@ -238,7 +238,11 @@ class Cache:
         self, key: Key, default: Any = None, *, loader: Loader | None = None
     ) -> Any:
         """``read`` for ReadThrough with refresh-ahead or early recomputation."""
-        value = self._store_get(key)
+        try:
+            value = self._store_get(key)
+        except TypeError:  # unhashable: say why in our own words
+            check_key(key)
+            raise
         if value is MISSING:
             return self._read_miss(key, default, loader)
         self._count_hit()
