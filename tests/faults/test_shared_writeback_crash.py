@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy as sa
 
-from cachewise import Cache, RedisStore, SQLSource, WriteBack, connect
+from cachewise import Cache, RedisStore, SQLSource, WriteBack
 from cachewise.errors import StoreError
+from tests.faults._tables import create_table, drop_table, read_rows
 from tests.servers import RedisServer
 
 CHILD = Path(__file__).with_name("_shared_child.py")
@@ -63,31 +63,6 @@ class History:
         return found
 
 
-def _create_table(url: str, table: str) -> None:
-    engine = connect(url, pool_size=0)
-    try:
-        meta = sa.MetaData()
-        sa.Table(
-            table,
-            meta,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("v", sa.BigInteger, nullable=False),
-        )
-        meta.create_all(engine)
-    finally:
-        engine.dispose()
-
-
-def _rows(url: str, table: str) -> dict[int, int]:
-    engine = connect(url, pool_size=0)
-    try:
-        with engine.connect() as conn:
-            result = conn.execute(sa.text(f'SELECT id, v FROM "{table}"'))
-            return {int(row[0]): int(row[1]) for row in result}
-    finally:
-        engine.dispose()
-
-
 def _drop_namespace(url: str, namespace: str) -> None:
     client = redis.Redis.from_url(url)
     try:
@@ -106,15 +81,10 @@ def db(request: pytest.FixtureRequest, unique_name: str, tmp_path: Path) -> Iter
         url = f"sqlite:///{tmp_path}/shared.db"
     else:
         url = str(request.getfixturevalue("postgres_url"))
-    _create_table(url, unique_name)
+    create_table(url, unique_name)
     yield url
     if request.param == "postgres":
-        engine = connect(url, pool_size=0)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
-        finally:
-            engine.dispose()
+        drop_table(url, unique_name)
 
 
 @pytest.fixture
@@ -170,7 +140,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     table = unique_name
-    _create_table(postgres_url, table)
+    create_table(postgres_url, table)
     common = [redis_url, namespace, postgres_url, table]
     flusher_log, writer_log = tmp_path / "flusher.log", tmp_path / "writer.log"
     flusher = _start(["flusher", *common, str(flusher_log), point], flusher_log)
@@ -191,7 +161,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
             # Read-your-writes from another process: every key reads as its last write.
             assert {k: cache.read(k)["v"] for k in history.acked} == history.acked
             _drain(cache)
-        rows = _rows(postgres_url, table)
+        rows = read_rows(postgres_url, table)
         assert not history.problems(rows), history.problems(rows)[:5]
         assert rows == history.acked  # the writer finished: every key at its last write
     finally:
@@ -199,12 +169,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        engine = connect(postgres_url, pool_size=0)
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
-        finally:
-            engine.dispose()
+        drop_table(postgres_url, table)
 
 
 def test_a_killed_writers_acknowledged_writes_are_read_and_flushed_elsewhere(
@@ -217,12 +182,12 @@ def test_a_killed_writers_acknowledged_writes_are_read_and_flushed_elsewhere(
     history = History()
     history.read(log)
     assert len(history.acked) == 40
-    assert _rows(db, unique_name) == {}  # nothing was flushed before the writer died
+    assert read_rows(db, unique_name) == {}  # nothing was flushed before the writer died
     with _shared_cache(redis_url, namespace, db, unique_name) as cache:
         assert cache.stats.dirty == 40
         assert {k: cache.read(k)["v"] for k in history.acked} == history.acked
         assert _drain(cache) == 40
-    assert _rows(db, unique_name) == history.acked
+    assert read_rows(db, unique_name) == history.acked
 
 
 def _write_until_redis_dies(server: RedisServer, namespace: str, db_url: str) -> History:
@@ -260,7 +225,7 @@ def _write_until_redis_dies(server: RedisServer, namespace: str, db_url: str) ->
     with pytest.raises(StoreError):
         cache.close()  # its final flush cannot reach Redis
     assert len(history.acked) == 40
-    assert _rows(db_url, "rows") == {}
+    assert read_rows(db_url, "rows") == {}
     return history
 
 
@@ -271,7 +236,7 @@ def test_redis_sigkill_with_aof_always_loses_nothing_acknowledged(
     server = RedisServer(appendonly=True, appendfsync="always")
     server.start()
     try:
-        _create_table(sqlite_url, "rows")
+        create_table(sqlite_url, "rows")
         history = _write_until_redis_dies(server, unique_name, sqlite_url)
         server.start()  # replays the AOF
         with _shared_cache(server.url, unique_name, sqlite_url, "rows") as again:
@@ -279,7 +244,7 @@ def test_redis_sigkill_with_aof_always_loses_nothing_acknowledged(
                 value = again.read(key)["v"]
                 assert value >= last, f"key {key}: {value} older than acknowledged {last}"
             assert _drain(again) == 40
-        rows = _rows(sqlite_url, "rows")
+        rows = read_rows(sqlite_url, "rows")
         assert not history.problems(rows), history.problems(rows)[:5]
     finally:
         server.close()
@@ -293,13 +258,13 @@ def test_without_persistence_a_redis_crash_loses_the_dirty_set(
     server = RedisServer(appendonly=False)
     server.start()
     try:
-        _create_table(sqlite_url, "rows")
+        create_table(sqlite_url, "rows")
         history = _write_until_redis_dies(server, unique_name, sqlite_url)
         server.start()
         with _shared_cache(server.url, unique_name, sqlite_url, "rows") as again:
             assert again.stats.dirty == 0
             assert _drain(again) == 0
-        rows = _rows(sqlite_url, "rows")
+        rows = read_rows(sqlite_url, "rows")
         assert len(history.problems(rows)) == 40
     finally:
         server.close()

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from cachewise import Cache, MemoryStore, SQLSource, WriteBack, connect
+from cachewise import Cache, MemoryStore, SQLSource, WriteBack
 from cachewise.writeback.journal import inspect_journal
+from tests.faults._tables import create_table, drop_table, read_rows
 
 CHILD = Path(__file__).with_name("_writer_child.py")
 
@@ -125,13 +125,7 @@ def _recover_and_read(url: str, table: str, journal: Path) -> dict[int, int]:
     report = inspect_journal(journal)
     assert not report.damage
     assert all(r.flushed for r in report.records), "records left unflushed after recovery"
-    engine = connect(url, pool_size=0)
-    try:
-        with engine.connect() as conn:
-            result = conn.execute(sa.text(f"SELECT id, v FROM {table}"))
-            return {int(row[0]): int(row[1]) for row in result}
-    finally:
-        engine.dispose()
+    return read_rows(url, table)
 
 
 def _crash_rounds(url: str, table: str, tmp_path: Path) -> History:
@@ -154,31 +148,11 @@ def _crash_rounds(url: str, table: str, tmp_path: Path) -> History:
     return history
 
 
-def _create_table(url: str, table: str) -> None:
-    engine = connect(url, pool_size=0)
-    try:
-        meta = sa.MetaData()
-        sa.Table(
-            table,
-            meta,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("v", sa.BigInteger, nullable=False),
-        )
-        meta.create_all(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def pg_table(postgres_url: str, unique_name: str) -> Iterator[str]:
-    _create_table(postgres_url, unique_name)
+    create_table(postgres_url, unique_name)
     yield unique_name
-    engine = connect(postgres_url, pool_size=0)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
-    finally:
-        engine.dispose()
+    drop_table(postgres_url, unique_name)
 
 
 def _check_named_points(history: History) -> None:
@@ -191,7 +165,7 @@ def _check_named_points(history: History) -> None:
 @pytest.mark.slow
 def test_sigkill_loses_no_acknowledged_write_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/crash.db"
-    _create_table(url, "rows")
+    create_table(url, "rows")
     history = _crash_rounds(url, "rows", tmp_path)
     _check_named_points(history)
 
