@@ -11,34 +11,19 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from cachewise._pgbouncer import PgBouncer  # noqa: F401 - re-exported for tests
+from cachewise._pgbouncer import (
+    PgBouncer,  # noqa: F401 - re-exported for tests
+    free_port,
+    wait_for_port,
+    wait_gone,
+)
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> bool:
-    """Poll until ``host:port`` accepts a TCP connection or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def _as_postgres_user(argv: list[str]) -> list[str]:
@@ -59,17 +44,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def pg_bin() -> Path | None:
@@ -131,7 +105,7 @@ class PostgresServer:
         if pid is not None:
             try:
                 os.kill(pid, signal.SIGQUIT)  # immediate shutdown
-                _wait_gone(pid, 10.0)
+                wait_gone(pid, 10.0)
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -206,7 +180,7 @@ class RedisServer:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        _wait_gone(pid, 10.0)
+        wait_gone(pid, 10.0)
 
     def close(self) -> None:
         """Kill the server if it runs and delete its directory."""

@@ -23,18 +23,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _listening(port: int, timeout: float) -> bool:
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> bool:
+    """Poll until ``host:port`` accepts a TCP connection or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return True
         except OSError:
             time.sleep(0.05)
     return False
 
 
-def _gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Poll until process ``pid`` no longer exists or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -102,7 +104,7 @@ class PgBouncer:
         if os.geteuid() == 0:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
-        if not _listening(self.port, 15.0):
+        if not wait_for_port(self.port, 15.0):
             log = self.dir / "pgbouncer.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             self.stop()
@@ -124,9 +126,9 @@ class PgBouncer:
             os.kill(pid, signal.SIGINT)
         except ProcessLookupError:
             return
-        if not _gone(pid, 10.0):
+        if not wait_gone(pid, 10.0):
             os.kill(pid, signal.SIGKILL)
-            _gone(pid, 5.0)
+            wait_gone(pid, 5.0)
 
     def close(self) -> None:
         """Stop it and delete its directory."""

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachewise import MISSING, MemoryStore, RedisStore, TieredStore, connect
+from cachewise._pgbouncer import free_port
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.invalidation import (
     Invalidation,
@@ -24,7 +25,6 @@ from cachewise.invalidation import (
     remove_notify_trigger,
 )
 from cachewise.pool import direct_url
-from tests.servers import free_port
 
 
 class Inbox:
