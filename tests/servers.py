@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from cachewise._pgbouncer import (
     PgBouncer,  # noqa: F401 - re-exported for tests
     free_port,
@@ -44,6 +46,17 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def need_pg_bin() -> Path:
+    """The PostgreSQL server binaries, or skip (fail under CI=true) saying they are missing."""
+    found = pg_bin()
+    if found is None:
+        reason = "PostgreSQL server binaries are not installed (apt-get install postgresql)"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return found
 
 
 def pg_bin() -> Path | None:

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 
 from cachewise import errors
 from cachewise.pool import connect, pool_stats
-from tests.conftest import IN_CI
-from tests.servers import PostgresServer, pg_bin
+from tests.servers import PostgresServer, need_pg_bin
 
 pytestmark = pytest.mark.postgres
 
@@ -21,11 +20,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster this module may kill and restart (never the shared one)."""
-    if pg_bin() is None:
-        reason = "PostgreSQL server binaries are not installed"
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+    need_pg_bin()
     server = PostgresServer()
     try:
         server.start()

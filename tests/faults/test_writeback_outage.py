@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from cachewise import Cache, MemoryStore, Retry, SQLSource, WriteBack
 from cachewise.errors import CacheFullError
 from cachewise.writeback.journal import inspect_journal
-from tests.servers import PostgresServer, pg_bin
+from tests.servers import PostgresServer, need_pg_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -35,8 +35,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL server binaries are not installed")
+    need_pg_bin()
     pg = PostgresServer()
     try:
         pg.start()

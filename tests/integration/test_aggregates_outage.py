@@ -10,15 +10,14 @@ import sqlalchemy as sa
 
 from cachewise import Aggregate, OnChange, connect
 from cachewise.errors import SourceError
-from tests.servers import PostgresServer, pg_bin
+from tests.servers import PostgresServer, need_pg_bin
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
 def server() -> Iterator[PostgresServer]:
-    if pg_bin() is None:
-        pytest.skip("PostgreSQL server binaries not installed")
+    need_pg_bin()
     pg = PostgresServer()
     try:
         pg.start()
