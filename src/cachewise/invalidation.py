@@ -295,11 +295,13 @@ class RedisBus(_ListenerBus):
         self._went_down()
 
     def _listen_once(self) -> None:
-        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._client.pubsub()
         self._pubsub = pubsub
         try:
             pubsub.subscribe(self.channel)
-            pubsub.connection.register_connect_callback(self._on_reconnect)
+            connection = _pubsub_connection(pubsub)
+            if connection is not None:
+                connection.register_connect_callback(self._on_reconnect)
             last_heard = time.monotonic()
             pinged = False
             while not self._stop.is_set():
@@ -324,9 +326,10 @@ class RedisBus(_ListenerBus):
                     self._subscribers.deliver_wire(text)
         finally:
             self._pubsub = None
-            if pubsub.connection is not None:
+            connection = _pubsub_connection(pubsub)
+            if connection is not None:
                 # The connection goes back to the pool: its later reconnects are not ours.
-                pubsub.connection.deregister_connect_callback(self._on_reconnect)
+                connection.deregister_connect_callback(self._on_reconnect)
             pubsub.close()
 
     def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
@@ -350,6 +353,24 @@ class RedisBus(_ListenerBus):
         if self._owns_client:
             self._client.close()
             self._client.connection_pool.disconnect()
+
+
+class _CallbackConnection(Protocol):
+    """The part of a redis-py connection the bus uses (redis-py leaves it untyped)."""
+
+    def register_connect_callback(self, callback: Callable[[Any], None]) -> None: ...
+
+    def deregister_connect_callback(self, callback: Callable[[Any], None]) -> None: ...
+
+
+def _pubsub_connection(pubsub: redis.client.PubSub) -> _CallbackConnection | None:
+    """The connection a subscribed PubSub holds, or None before its first subscribe.
+
+    redis-py assigns ``PubSub.connection = None`` in ``__init__`` without an annotation,
+    so type checkers infer ``None`` for it; this is the one place that reads it.
+    """
+    connection: _CallbackConnection | None = getattr(pubsub, "connection", None)
+    return connection
 
 
 def _pg_direct(target: str | Engine) -> URL:
