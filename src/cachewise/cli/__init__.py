@@ -1,4 +1,4 @@
-"""The ``cachewise`` command: the lab, journal inspection, aggregate refresh, stats."""
+"""The ``cachewise`` command: one module per subcommand (lab, journal, aggregate, pool)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: tuple[str, ...] = (
-    "cachewise._cli_aggregate",
-    "cachewise._cli_journal",
-    "cachewise._cli_pool",
-    "cachewise.lab.cli",
+    "cachewise.cli.aggregate",
+    "cachewise.cli.journal",
+    "cachewise.cli.pool",
+    "cachewise.cli.lab",
 )
 """Modules that each add subcommands with ``register(subparsers)``; one job per module."""
 
