@@ -40,7 +40,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy
@@ -51,7 +51,7 @@ from sqlalchemy.util import queue as sqla_queue
 
 from cachewise._types import check_positive
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
-from cachewise.stats import Counter
+from cachewise.stats import Counter, PoolStats
 
 __all__ = [
     "PoolStats",
@@ -240,33 +240,6 @@ def plan(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of one engine's connection pool.
-
-    ``waiting``, the acquire waits and ``timeouts`` are observed only on engines built
-    by ``connect()``; for other engines they are ``None``. Waits are in seconds and
-    include opening a connection when the pool had none idle; the p99 is over the most
-    recent acquires (a bounded window).
-    """
-
-    size: int
-    checked_out: int
-    overflow: int
-    waiting: int | None
-    acquires: int
-    acquire_wait_mean: float | None
-    acquire_wait_p99: float | None
-    timeouts: int | None
-    opened: int
-    invalidated: int
-    recycled: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """The numbers as a plain dict (for JSON, the CLI and metrics)."""
-        return asdict(self)
 
 
 class _Recorder:
