@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cachewise._redact import redact
 from cachewise._types import Key
 from cachewise.aggregates import _sql
 from cachewise.aggregates._dialects import Builder, State, builder_for
@@ -310,7 +311,7 @@ class Aggregate:
         self._runner.start()
 
     def __repr__(self) -> str:
-        where = self._engine.url.render_as_string(hide_password=True)
+        where = redact(self._engine.url)
         return (
             f"Aggregate({self.name!r}, key={self.key_columns!r}, refresh={self.schedule!r}, "
             f"database={where!r}, generation={self._generation})"

@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Any
 
+from cachewise._redact import redact
 from cachewise.aggregates import Aggregate
 from cachewise.errors import CachewiseError, ConfigurationError
-from cachewise.pool import redact
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cachewise._redact import redact
 from cachewise.errors import CachewiseError, ConfigurationError
 from cachewise.lab import html, report, schema
 from cachewise.lab.assemble import Environment
@@ -18,7 +19,6 @@ from cachewise.lab.cases import CASES
 from cachewise.lab.database import Database
 from cachewise.lab.pooling import POOLING, run_pooling
 from cachewise.lab.runner import CaseResult, run_case, steps
-from cachewise.pool import redact
 
 CASE_NAMES = (*(c.name for c in CASES), POOLING.name)
 

@@ -13,8 +13,9 @@ import threading
 
 import sqlalchemy as sa
 
+from cachewise._redact import redact
 from cachewise.errors import CachewiseError
-from cachewise.pool import connect, pool_stats, redact
+from cachewise.pool import connect, pool_stats
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from cachewise._redact import leaks, redact, scrub, secrets
 from cachewise._types import MISSING, Key, check_key, check_positive
 from cachewise.errors import (
     CachewiseError,
@@ -90,7 +91,7 @@ class SQLSource:
                 f"{type(engine_or_url).__name__}"
             )
         self._closed = False
-        self._where = f"table {table!r} at {self._engine.url.render_as_string(hide_password=True)}"
+        self._where = f"table {table!r} at {redact(self._engine.url)}"
         self.chunk_size: int = chunk_size
         try:
             _check_dialect(self._engine.dialect)
@@ -351,12 +352,12 @@ class SQLSource:
     def _fail(self, operation: str, exc: Exception) -> NoReturn:
         cause = getattr(exc, "orig", None) or exc
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        password = self._engine.url.password
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise SourceError(
-            f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: {reason}"
-        ) from exc
+        hidden = secrets(self._engine.url)
+        error = SourceError(
+            f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: "
+            f"{scrub(reason, hidden)}"
+        )
+        raise error from (None if leaks(exc, hidden) else exc)
 
 
 def _check_dialect(dialect: sa.Dialect) -> None:
