@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from sqlalchemy import inspect, text
 
 from cachewise._redact import redact
-from cachewise._types import Key
+from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import ClosedError, ConfigurationError, InvalidKeyError, StoreError
 from cachewise.pool import connect, direct_url
@@ -271,6 +271,7 @@ class RedisBus(_ListenerBus):
     ) -> None:
         import redis as redis_module  # noqa: PLC0415 - redis is an optional extra
 
+        check_seconds(ready_timeout, "ready_timeout")
         if not isinstance(channel, str) or not channel or "\n" in channel:
             raise ConfigurationError(f"channel must be a non-empty line of text, got {channel!r}")
         if client is None:
@@ -416,6 +417,7 @@ class PostgresBus(_ListenerBus):
     ) -> None:
         import psycopg  # noqa: PLC0415 - psycopg is an optional extra
 
+        check_seconds(ready_timeout, "ready_timeout")
         if not isinstance(channel, str) or not _PG_IDENT.fullmatch(channel):
             raise ConfigurationError(
                 f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"

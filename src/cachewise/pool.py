@@ -49,7 +49,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
 from cachewise._redact import leaks, redact, scrub, secrets, splits_at_first_at
-from cachewise._types import check_positive
+from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
 from cachewise.stats import Counter, PoolStats
 
@@ -188,9 +188,8 @@ def plan(
         raise ConfigurationError(f"pool_size must be an integer >= 0, got {pool_size!r}")
     if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < 0:
         raise ConfigurationError(f"max_overflow must be an integer >= 0, got {max_overflow!r}")
-    check_positive(timeout, "timeout")
-    if recycle is not None:
-        check_positive(recycle, "recycle")
+    check_seconds(timeout, "timeout")
+    check_seconds(recycle, "recycle", optional=True)
     if (
         isinstance(lifetime_jitter, bool)
         or not isinstance(lifetime_jitter, (int, float))

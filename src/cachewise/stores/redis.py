@@ -34,7 +34,7 @@ import redis
 from redis.exceptions import NoScriptError, RedisError
 
 from cachewise._redact import leaks, parses, redact, secrets
-from cachewise._types import MISSING, Key, check_positive, check_ttl
+from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.stats import Counter
@@ -206,10 +206,9 @@ class RedisStore:
                 f"namespace must be printable ASCII without spaces or braces, got {namespace!r}"
             )
         self._ttl = check_ttl(ttl)
-        check_positive(lease_ttl, "lease_ttl")
-        check_positive(timeout, "timeout")
-        if lease_wait is not None:
-            check_positive(lease_wait, "lease_wait")
+        check_seconds(lease_ttl, "lease_ttl")
+        check_seconds(timeout, "timeout")
+        check_seconds(lease_wait, "lease_wait", optional=True)
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         check_redis_url(url)

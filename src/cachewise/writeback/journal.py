@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from cachewise._types import Key, check_positive
+from cachewise._types import Key, check_positive, check_seconds
 from cachewise.codecs import Codec, default_codec
 from cachewise.errors import (
     ClosedError,
@@ -225,7 +225,7 @@ class FileJournal:
         if fsync not in ("always", "everysec", "no"):
             raise ConfigurationError(f"unknown fsync mode {fsync!r}")
         check_positive(segment_bytes, "segment_bytes", integer=True)
-        check_positive(sync_interval, "sync_interval")
+        check_seconds(sync_interval, "sync_interval")
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigurationError(f"journal path must be a path, got {path!r}")
         self.path = Path(path)
