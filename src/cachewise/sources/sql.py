@@ -16,6 +16,7 @@ lets an old batch overwrite a newer row.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -95,6 +96,7 @@ class SQLSource:
         self.chunk_size: int = chunk_size
         try:
             _check_dialect(self._engine.dialect)
+            _check_sqlite_file(self._engine.url, table)
             self._table = self._reflect(table, schema)
             self._target = self._check_columns(key_columns, version)
         except BaseException:
@@ -358,6 +360,22 @@ class SQLSource:
             f"{scrub(reason, hidden)}"
         )
         raise error from (None if leaks(exc, hidden) else exc)
+
+
+def _check_sqlite_file(url: sa.URL, table: str) -> None:
+    """Refuse a SQLite file that does not exist before connecting, which would create it.
+
+    A source reads an existing table: a new empty file can only be a typo or the wrong
+    working directory, and leaving it behind hides the mistake on the next run.
+    """
+    if url.get_backend_name() != "sqlite" or url.query.get("uri"):
+        return  # file: URIs carry their own mode; leave them to SQLite
+    path = url.database
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise ConfigurationError(
+            f"SQLSource: no table {table!r}: the SQLite database {path!r} does not exist "
+            f"(in {os.getcwd()!r})"
+        )
 
 
 def _check_dialect(dialect: sa.Dialect) -> None:
