@@ -749,7 +749,13 @@ def inspect_journal(path: str | os.PathLike[str], codec: Codec | None = None) ->
     """Read a journal directory without changing it: records, flushed sequence, damage."""
     directory = Path(path)
     if not directory.is_dir():
-        raise ConfigurationError(f"{directory} is not a journal directory")
+        raise ConfigurationError(f"{directory} is not a journal: not a directory")
+    marks = (directory / _LOCK).exists() or (directory / _META).exists()
+    if not marks and not _segment_paths(directory):
+        # An opened journal always has its lock file; a crash may leave segments alone.
+        raise ConfigurationError(
+            f"{directory} is not a journal: no {_LOCK}, {_META} or NNN{_SUFFIX} file in it"
+        )
     codec = codec or default_codec()
     try:
         flushed = _read_meta(directory)
