@@ -25,6 +25,7 @@ from cachewise.aggregates import Aggregate
 from cachewise.cli import main
 from cachewise.errors import CachewiseError, ConfigurationError
 from cachewise.invalidation import RedisBus
+from tests.conftest import IN_CI
 from tests.servers import RedisServer
 
 PASSWORDS = [
@@ -284,6 +285,8 @@ def private_redis() -> Iterator[tuple[RedisServer, str]]:
         server = RedisServer(extra=["--requirepass", password])
         server.start()
     except (OSError, RuntimeError) as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true: cannot start redis-server: {exc}", pytrace=False)
         pytest.skip(f"cannot start redis-server: {exc}")
     try:
         yield server, password
