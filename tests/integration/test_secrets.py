@@ -14,6 +14,7 @@ import logging
 import re
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
@@ -248,7 +249,6 @@ def test_a_working_postgresql_url_with_a_hostile_password_shows_none_of_it(
     postgres_url: str,
     unique_name: str,
     capsys: pytest.CaptureFixture[str],
-    tmp_path: object,
 ) -> None:
     # Trust auth accepts any password: these connect, so the success paths print URLs.
     real = postgres_url.split("@", 1)[1]
@@ -310,3 +310,20 @@ def test_a_redis_password_with_every_hostile_character_works_encoded_and_never_s
     with pytest.raises(ConfigurationError, match="percent-encode") as info:
         RedisStore(raw)
     assert_hidden(_chain(info.value), password)
+
+
+def test_the_lab_reports_name_the_database_without_its_password(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "pa#Hunter2/Xyzzy"
+    url = postgres_url.replace("://root@", f"://root:{password}@", 1)
+    assert password in url  # trust auth: the password is accepted and ignored
+    out_json, out_html = tmp_path / "lab.json", tmp_path / "lab.html"
+    argv = ["lab", "--quick", "--case", "pooling", "--database", url]
+    assert main([*argv, "--json", str(out_json), "--html", str(out_html)]) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out_json.read_text())
+    assert document["database"] == redact(url)
+    assert "127.0.0.1" in document["database"]
+    for text in (out, err, out_json.read_text(), out_html.read_text()):
+        assert_hidden(text, password)
