@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import statistics
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
+
+from bench._interleave import median_ns
 
 NAME = "copying"
 CAPACITY = 10_000
@@ -82,34 +82,11 @@ def candidates(rows: dict[int, dict[str, Any]]) -> dict[str, Callable[[int], Any
     }
 
 
-def _time(fn: Callable[[int], Any], keys: list[int]) -> float:
-    start = time.perf_counter()
-    for key in keys:
-        fn(key)
-    return time.perf_counter() - start
-
-
-def _loop(keys: list[int]) -> float:
-    start = time.perf_counter()
-    for _key in keys:
-        pass
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     rows = {k: _row(k) for k in range(HOT)}
     keys = [rng.randrange(HOT) for _ in range(args.ops)]
-    fns = candidates(rows)
-    names = list(fns)
-    timings: dict[str, list[float]] = {}
-    for round_no in range(args.rounds):
-        base = _loop(keys)
-        order = names[round_no % len(names) :] + names[: round_no % len(names)]
-        for name in order:
-            elapsed = _time(fns[name], keys) - base
-            timings.setdefault(name, []).append(elapsed / len(keys) * 1e9)
-    medians = {name: statistics.median(ns) for name, ns in timings.items()}
+    medians = median_ns(candidates(rows), keys, args.rounds)
     peer = medians["read: cachetools LRUCache.get"]
     results = {
         name: {"ns_per_op": round(ns, 1), "vs_cachetools": round(ns / peer, 3)}

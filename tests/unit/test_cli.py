@@ -39,25 +39,24 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
     assert shown == f"cachewise {cachewise.__version__}"
 
 
-def test_python_dash_m_cachewise_is_the_same_command() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "cachewise", "--help"],
+def python_m_cachewise(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachewise", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
+        env={**os.environ, **env},
     )
+
+
+def test_python_dash_m_cachewise_is_the_same_command() -> None:
+    run = python_m_cachewise("--help")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage: cachewise ")
     for command in ("lab", "pool", "journal", "aggregate"):
         assert command in run.stdout
-    version = subprocess.run(
-        [sys.executable, "-m", "cachewise", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    version = python_m_cachewise("--version")
     assert version.stdout.strip() == f"cachewise {cachewise.__version__}"
 
 
@@ -147,15 +146,7 @@ def test_a_report_replaces_the_previous_one(
 
 
 def test_the_lab_is_as_wide_as_columns_says_when_piped() -> None:
-    env = {**os.environ, "COLUMNS": "100"}
-    run = subprocess.run(
-        [sys.executable, "-m", "cachewise", "lab", "--quick", "--case", "pooling"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-    )
+    run = python_m_cachewise("lab", "--quick", "--case", "pooling", COLUMNS="100")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100

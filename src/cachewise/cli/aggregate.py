@@ -133,16 +133,25 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         print(f"{field}: {value}")
 
 
-def run_refresh(args: argparse.Namespace) -> int:
-    """Refresh the named aggregate; return the exit status."""
+def _opened(args: argparse.Namespace, *, define: bool) -> Aggregate | int:
+    """The aggregate (defined by --query/--key when ``define``), or the exit status."""
     try:
-        agg = _open(args, _query(args), _keys(args.key))
+        if define:
+            return _open(args, _query(args), _keys(args.key))
+        return _open(args, None, ())
     except ConfigurationError as exc:
         print(f"cachewise: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CachewiseError as exc:
         print(f"cachewise: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    """Refresh the named aggregate; return the exit status."""
+    agg = _opened(args, define=True)
+    if isinstance(agg, int):
+        return agg
     with agg:
         try:
             if not agg.created:  # a just-created aggregate is fresh already
@@ -156,14 +165,9 @@ def run_refresh(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the named aggregate's refresh state; return the exit status."""
-    try:
-        agg = _open(args, None, ())
-    except ConfigurationError as exc:
-        print(f"cachewise: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CachewiseError as exc:
-        print(f"cachewise: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    agg = _opened(args, define=False)
+    if isinstance(agg, int):
+        return agg
     with agg:
         _print(_report(agg), args.json)
     return EXIT_OK
