@@ -327,3 +327,33 @@ def test_the_lab_reports_name_the_database_without_its_password(
     assert "127.0.0.1" in document["database"]
     for text in (out, err, out_json.read_text(), out_html.read_text()):
         assert_hidden(text, password)
+
+
+NOT_URLS = ["app:Sup3rS3cret@localhost/shop", "Sup3rS3cret@localhost", "user:Sup3rS3cret@"]
+
+
+@pytest.mark.parametrize("text", NOT_URLS)
+def test_strings_that_are_not_urls_are_hidden_up_to_their_last_at(
+    text: str, capsys: pytest.CaptureFixture[str], logs: pytest.LogCaptureFixture
+) -> None:
+    password = "Sup3rS3cret"
+    shown = [
+        _raises(lambda: SQLSource(text, table="products")),
+        _raises(lambda: connect(text)),
+        _raises(lambda: RedisStore(text)),
+        _raises(lambda: Aggregate(text, "cw_agg", "SELECT 1 AS k", "k")),
+    ]
+    assert "not a database URL" in shown[0]
+    for argv in (
+        ["pool", text],
+        ["pool", text, "--json"],
+        ["aggregate", "status", "cw_agg", "--database", text, "--json"],
+        ["lab", "--quick", "--case", "pooling", "--database", text],
+        ["lab", "--quick", "--case", "pooling", "--redis", text],
+    ):
+        assert main(argv) != 0
+        out, err = capsys.readouterr()
+        shown.append(out + err)
+    shown.append(logs.text)
+    for output in shown:
+        assert_hidden(output, password)

@@ -151,3 +151,14 @@ def test_the_lab_is_as_wide_as_columns_says_when_piped() -> None:
     lines = run.stdout.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert max(len(line) for line in lines) > 80  # not rich's 80-column default
+
+
+def test_a_bad_redis_url_fails_before_the_lab_runs(
+    capsys: pytest.CaptureFixture[str], lab_runs: list[list[str]]
+) -> None:
+    for bad in ("localhost:6379", "redis://:pa#ss@127.0.0.1:6379/0"):
+        assert main(["lab", "--quick", "--case", "pooling", "--redis", bad]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err
+        assert "pa#ss" not in err
+    assert lab_runs == []

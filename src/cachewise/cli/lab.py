@@ -153,6 +153,15 @@ class _ReportFile:
                 os.unlink(self.path)
 
 
+def _check_redis(url: str) -> None:
+    """A --redis URL redis-py would misread (or not a Redis URL) fails before the run."""
+    try:
+        from cachewise.stores.redis import check_redis_url  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise ConfigurationError("--redis needs redis-py: pip install 'cachewise[redis]'") from None
+    check_redis_url(url)
+
+
 def _console() -> Console:
     # Piped output (a log, a file) gets the full width rather than rich's 80 columns,
     # unless COLUMNS says otherwise.
@@ -170,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = parse_params(args.param)
         _check_params(names, params, args.quick)
+        if args.redis is not None:
+            _check_redis(args.redis)
         json_file = _ReportFile(args.json, "--json") if args.json else None
         outputs += [json_file] if json_file else []
         html_file = _ReportFile(args.html, "--html") if args.html else None
