@@ -233,6 +233,42 @@ class _Claimed:
     value: Any
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """A shared write-back's backlog as Redis holds it, readable by any process."""
+
+    dirty: int
+    """Keys in the dirty index: every process's unflushed writes."""
+    oldest_dirty_age: float
+    """Seconds the oldest dirty key has waited (0.0 when nothing is dirty)."""
+    claimed: int
+    """Of the ``sampled`` oldest dirty keys, how many a flusher holds a claim on now."""
+    sampled: int
+
+
+def read_backlog(client: Any, namespace: str, *, sample: int = 1000) -> Backlog:
+    """The backlog of the shared write-back in ``namespace``, read-only, in two round trips.
+
+    Claims are counted over the ``sample`` oldest dirty keys (a flusher takes keys oldest
+    first), so the cost stays bounded however large the backlog.
+    """
+    index = f"{namespace}:{{~dirty}}:z".encode()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zcard(index)
+        pipe.zrange(index, 0, sample - 1, withscores=True)
+        dirty, oldest = pipe.execute()
+    prefix = f"{namespace}:{{"
+    claims = [f"{prefix}{m.decode()}}}:c".encode() for m, _ in oldest]
+    claimed = 0
+    if claims:
+        with client.pipeline(transaction=False) as pipe:
+            for claim in claims:  # one key each: a cluster may hold them on different nodes
+                pipe.exists(claim)
+            claimed = sum(pipe.execute())
+    age = max(0.0, time.time() - float(oldest[0][1]) / 1000.0) if oldest else 0.0
+    return Backlog(int(dirty), age, int(claimed), len(claims))
+
+
 def _token(now_ms: int) -> str:
     """An index token: when it was made (for ``orphan_grace``) and 64 random bits."""
     return f"{now_ms}:{os.urandom(8).hex()}"
