@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from cachewise import _tracing
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
@@ -40,7 +41,7 @@ from cachewise.policies import (
 )
 from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
-from cachewise.stats import Counter, Stats
+from cachewise.stats import LIVE, Counter, Histogram, HistogramSnapshot, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
     EvictionAware,
@@ -136,6 +137,11 @@ class Cache:
         self._count_hit = self._hits.add
         self._refresher: ThreadPoolExecutor | None = None
         self._load_seconds = 0.0
+        self._load_latency = Histogram(name="load_seconds", attributes={"cache": name})
+        lag = getattr(store, "invalidation_lag", None)
+        if isinstance(lag, Histogram):  # the store's lag is reported under this cache's name
+            lag.attributes = {"cache": name}
+        LIVE.add(self)
         self._choose_read_path()
         self._flusher: Flusher | SharedFlusher | None = None
         self._evicted_dirty: list[Key] = []
@@ -277,7 +283,10 @@ class Cache:
 
     def _refresh(self, key: Key, loader: Loader) -> None:
         try:
-            self._load(key, loader)
+            if _tracing.tracer is None:
+                self._load(key, loader)
+            else:
+                _tracing.traced("cachewise.refresh", {"cache": self.name}, self._load, key, loader)
         except Exception:
             logger.warning(
                 "background refresh of %r failed; the entry expires as usual", key, exc_info=True
@@ -343,9 +352,13 @@ class Cache:
         self._source_reads.add()
         started = time.monotonic()
         try:
-            value = loader(key)
-            # a smoothed load time: XFetch's delta
-            self._load_seconds += 0.2 * (time.monotonic() - started - self._load_seconds)
+            if _tracing.tracer is None:
+                value = loader(key)
+            else:
+                value = _tracing.traced("cachewise.load", {"cache": self.name}, loader, key)
+            took = time.monotonic() - started
+            self._load_latency.observe(took)
+            self._load_seconds += 0.2 * (took - self._load_seconds)  # XFetch's delta, smoothed
         except BaseException:
             if guard is not None and ticket is not None:
                 guard.end_load(key, ticket, MISSING, self._read_ttl)
@@ -424,7 +437,15 @@ class Cache:
         if todo:
             self._loads.add_many(len(todo))
             self._source_reads.add_many(len(todo))
-            fetched = self.source.load_many(todo)
+            started = time.monotonic()
+            if _tracing.tracer is None:
+                fetched = self.source.load_many(todo)
+            else:
+                attributes = {"cache": self.name, "keys": len(todo)}
+                fetched = _tracing.traced(
+                    "cachewise.load_many", attributes, self.source.load_many, todo
+                )
+            self._load_latency.observe(time.monotonic() - started)
         found.update(fetched)
         for key, load in mine.items():
             if key in tickets or key in todo:
@@ -687,6 +708,23 @@ class Cache:
             oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
             pool=self._pool_stats(),
         )
+
+    def histograms(self) -> dict[str, HistogramSnapshot]:
+        """Distributions recorded off the hit path, for metrics: seconds and keys.
+
+        ``load_seconds`` (each load or batch load from the source), and with write-back
+        ``flush_seconds`` and ``flush_keys`` (each flush batch); with a ``TieredStore``,
+        ``invalidation_lag_seconds`` (publish in one process to the L1 drop in this one).
+        """
+        out = {"load_seconds": self._load_latency.snapshot()}
+        flusher = self._flusher
+        if flusher is not None:
+            out["flush_seconds"] = flusher.batch_times.seconds.snapshot()
+            out["flush_keys"] = flusher.batch_times.keys.snapshot()
+        lag = getattr(self.store, "invalidation_lag", None)
+        if isinstance(lag, Histogram):
+            out["invalidation_lag_seconds"] = lag.snapshot()
+        return out
 
     def _pool_stats(self) -> PoolStats | None:
         engine = getattr(self.source, "engine", None)

@@ -16,7 +16,9 @@ missed.
 
 Wire format (UTF-8 text): the publisher's origin on the first line, then one
 :func:`~cachewise.codecs.encode_key` per line, or the single line ``*`` for "every
-key". Encoded keys never contain a newline.
+key". Encoded keys never contain a newline. The first line may end with a tab and the
+publish time (Unix seconds), from which receivers measure the invalidation lag; a
+message without it (older publishers, the database trigger) is read as before.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from sqlalchemy import inspect, text
@@ -71,6 +73,8 @@ class Invalidation:
     keys: tuple[Key, ...] | None
     origin: str = ""
     live: bool = True
+    sent: float | None = field(default=None, compare=False)
+    """When it was published (``time.time()``), if the publisher said."""
 
 
 Subscriber = Callable[[Invalidation], None]
@@ -98,22 +102,28 @@ class InvalidationBus(Protocol):
         ...
 
 
-def encode_message(keys: Sequence[Key] | None, origin: str) -> str:
-    """The wire text of an invalidation (see the module docstring)."""
-    if "\n" in origin:
-        raise ConfigurationError("an origin cannot contain a newline")
+def encode_message(keys: Sequence[Key] | None, origin: str, sent: float | None = None) -> str:
+    """The wire text of an invalidation (see the module docstring), stamped ``sent``."""
+    if "\n" in origin or "\t" in origin:
+        raise ConfigurationError("an origin cannot contain a newline or a tab")
+    head = origin if sent is None else f"{origin}\t{sent:.6f}"
     if keys is None:
-        return f"{origin}\n{_EVERYTHING}"
-    return "\n".join([origin, *map(encode_key, keys)])
+        return f"{head}\n{_EVERYTHING}"
+    return "\n".join([head, *map(encode_key, keys)])
 
 
 def decode_message(text: str) -> Invalidation:
     """The invalidation a wire text carries (InvalidKeyError if it is malformed)."""
-    origin, _, body = text.partition("\n")
+    head, _, body = text.partition("\n")
+    origin, _, stamp = head.partition("\t")
+    try:
+        sent = float(stamp) if stamp else None
+    except ValueError:  # not our stamp: the whole line is the origin
+        origin, sent = head, None
     if body == _EVERYTHING:
-        return Invalidation(keys=None, origin=origin)
+        return Invalidation(keys=None, origin=origin, sent=sent)
     keys = tuple(decode_key(line) for line in body.split("\n")) if body else ()
-    return Invalidation(keys=keys, origin=origin)
+    return Invalidation(keys=keys, origin=origin, sent=sent)
 
 
 class _Subscribers:
@@ -166,7 +176,9 @@ class LocalBus:
         if self._closed:
             raise ClosedError("LocalBus is closed")
         self._subscribers.deliver(
-            Invalidation(keys=None if keys is None else tuple(keys), origin=origin)
+            Invalidation(
+                keys=None if keys is None else tuple(keys), origin=origin, sent=time.time()
+            )
         )
 
     def subscribe(self, callback: Subscriber) -> None:
@@ -341,7 +353,7 @@ class RedisBus(_ListenerBus):
     def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
         if self._stop.is_set():
             raise ClosedError(f"{self!r} is closed")
-        text = encode_message(keys, origin)
+        text = encode_message(keys, origin, time.time())
         try:
             self._client.publish(self.channel, text.encode("utf-8"))
         except self._errors as exc:
@@ -489,25 +501,27 @@ class PostgresBus(_ListenerBus):
 
 
 def _pg_payloads(keys: Sequence[Key] | None, origin: str) -> Iterable[str]:
-    """Split a message into payloads under PostgreSQL's NOTIFY size limit."""
+    """Split a message into payloads under PostgreSQL's NOTIFY size limit, each stamped."""
+    sent = time.time()
     if keys is None:
-        yield encode_message(None, origin)
+        yield encode_message(None, origin, sent)
         return
+    head = len(encode_message((), origin, sent).encode()) + 1
     batch: list[Key] = []
-    size = len(origin.encode()) + 1
+    size = head
     for key in keys:
         line = len(encode_key(key).encode()) + 1
-        if line + len(origin.encode()) + 1 > _PG_NOTIFY_LIMIT:
+        if line + head > _PG_NOTIFY_LIMIT:
             # A key too long for one NOTIFY: invalidate everything rather than nothing.
-            yield encode_message(None, origin)
+            yield encode_message(None, origin, sent)
             return
         if batch and size + line > _PG_NOTIFY_LIMIT:
-            yield encode_message(batch, origin)
-            batch, size = [], len(origin.encode()) + 1
+            yield encode_message(batch, origin, sent)
+            batch, size = [], head
         batch.append(key)
         size += line
     if batch:
-        yield encode_message(batch, origin)
+        yield encode_message(batch, origin, sent)
 
 
 # -- the trigger that makes the database publish ------------------------------------------

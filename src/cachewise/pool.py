@@ -51,7 +51,7 @@ from sqlalchemy.util import queue as sqla_queue
 from cachewise._redact import leaks, redact, scrub, secrets, splits_at_first_at
 from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
-from cachewise.stats import Counter, PoolStats
+from cachewise.stats import Counter, Histogram, HistogramSnapshot, PoolStats
 
 __all__ = [
     "PoolStats",
@@ -252,11 +252,13 @@ class _Recorder:
         self.invalidated = Counter()
         self.recycled = Counter()
         self.waits: deque[float] = deque(maxlen=_WAIT_WINDOW)
+        self.wait_histogram = Histogram()
         self._wait_total = 0.0
         self._lock = threading.Lock()
 
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.wait_histogram.observe(seconds)
         with self._lock:
             self._wait_total += seconds
 
@@ -458,6 +460,14 @@ def pool_stats(engine: Engine) -> PoolStats:
     )
 
 
+def acquire_waits(engine: Engine) -> HistogramSnapshot | None:
+    """The distribution of ``engine``'s acquire waits in seconds (``connect()`` engines only)."""
+    if not isinstance(engine, Engine):
+        raise ConfigurationError(f"acquire_waits needs a SQLAlchemy Engine, got {engine!r}")
+    recorder = _recorder_of(engine)
+    return recorder.wait_histogram.snapshot() if recorder.timed else None
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -471,6 +481,11 @@ _INFO: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
 """Keyed by the engine's dialect: shared with ``engine.execution_options()`` copies and
 kept across ``dispose()``."""
 _BUILT: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def built_engines() -> list[Engine]:
+    """Every engine ``connect()`` built that is still alive (for metrics)."""
+    return list(_BUILT)
 
 
 def _after_fork_in_child() -> None:
@@ -639,6 +654,8 @@ def connect(
     if isinstance(engine.pool, _ObservedQueuePool):
         _install_checkout_checks(engine, p)
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
+        waits = engine.pool._cw.wait_histogram
+        waits.name, waits.attributes = "pool_acquire_wait_seconds", {"pool": redact(p.url)}
     else:
         _recorder_of(engine)  # count from the start with what events show
     _INFO[engine.dialect] = _EngineInfo(

@@ -22,7 +22,13 @@ from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source
 from cachewise.stats import Counter
-from cachewise.writeback.background import FlushLoop, close_at_exit, closed
+from cachewise.writeback.background import (
+    BatchTimes,
+    FlushLoop,
+    close_at_exit,
+    closed,
+    write_batch,
+)
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, DirtySet
 
 logger = logging.getLogger("cachewise.writeback")
@@ -86,6 +92,8 @@ class Flusher:
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
+        self.batch_times = BatchTimes(name)
+        self._name = name
         if journal is not None:
             self._replay(journal)
         self._loop = FlushLoop(
@@ -232,10 +240,7 @@ class Flusher:
         saves = {key: e.value for key, e in batch if e.value is not TOMBSTONE}
         removes = [key for key, e in batch if e.value is TOMBSTONE]
         try:
-            if saves:
-                self._source.save_many(saves)
-            if removes:
-                self._source.remove_many(removes)
+            write_batch(self._source, saves, removes, self.batch_times, self._name)
         except Exception as exc:
             self.flush_failures.add()
             raise FlushError(

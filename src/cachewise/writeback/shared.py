@@ -72,7 +72,13 @@ from cachewise.sources.base import Source
 from cachewise.stats import Counter
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
-from cachewise.writeback.background import FlushLoop, close_at_exit, closed
+from cachewise.writeback.background import (
+    BatchTimes,
+    FlushLoop,
+    close_at_exit,
+    closed,
+    write_batch,
+)
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry
 
 logger = logging.getLogger("cachewise.writeback")
@@ -353,6 +359,8 @@ class SharedFlusher:
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
+        self.batch_times = BatchTimes(name)
+        self._name = name
         self._loop = FlushLoop(policy, self.flush, lambda: self.dirty_count > 0, name=name)
         self._loop.start()
         close_at_exit(self)
@@ -602,10 +610,7 @@ class SharedFlusher:
         saves = {c.key: c.value for c in batch if c.value is not TOMBSTONE}
         removes = [c.key for c in batch if c.value is TOMBSTONE]
         try:
-            if saves:
-                self._source.save_many(saves)
-            if removes:
-                self._source.remove_many(removes)
+            write_batch(self._source, saves, removes, self.batch_times, self._name)
         except Exception as exc:
             self.flush_failures.add()
             try:
