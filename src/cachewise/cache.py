@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Engine
 
 from cachewise import _tracing
+from cachewise._events import event
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
@@ -287,9 +288,17 @@ class Cache:
                 self._load(key, loader)
             else:
                 _tracing.traced("cachewise.refresh", {"cache": self.name}, self._load, key, loader)
-        except Exception:
-            logger.warning(
-                "background refresh of %r failed; the entry expires as usual", key, exc_info=True
+        except Exception as exc:
+            event(
+                logger,
+                logging.WARNING,
+                "refresh_failed",
+                "cache %s: background refresh of %r failed (%s); the entry expires as usual",
+                self.name,
+                key,
+                type(exc).__name__,
+                cache=self.name,
+                error=type(exc).__name__,
             )
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
@@ -661,9 +670,17 @@ class Cache:
         keys, self._evicted_dirty = self._evicted_dirty, []
         try:
             self._flusher.flush(keys, wait=False)
-        except Exception:
-            logger.warning(
-                "flush on eviction pressure failed; the background flusher retries", exc_info=True
+        except Exception as exc:  # the background flusher retries, and logs the outage
+            event(
+                logger,
+                logging.DEBUG,
+                "pressure_flush_failed",
+                "cache %s: flush on eviction pressure failed (%s); the flusher retries",
+                self.name,
+                type(exc).__name__,
+                cache=self.name,
+                keys=len(keys),
+                error=type(exc).__name__,
             )
 
     # -- bookkeeping ----------------------------------------------------------------

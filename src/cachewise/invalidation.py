@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from sqlalchemy import inspect, text
 
+from cachewise._events import event
 from cachewise._redact import redact
 from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     import redis
     from sqlalchemy.engine import URL, Engine
 
-logger = logging.getLogger("cachewise")
+logger = logging.getLogger("cachewise.invalidation")
 
 __all__ = [
     "Invalidation",
@@ -145,15 +146,28 @@ class _Subscribers:
         for callback in callbacks:
             try:
                 callback(message)
-            except Exception:  # one broken subscriber must not starve the others
-                logger.exception("invalidation subscriber %r failed", callback)
+            except Exception as exc:  # one broken subscriber must not starve the others
+                event(
+                    logger,
+                    logging.ERROR,
+                    "subscriber_failed",
+                    "invalidation subscriber %r failed",
+                    callback,
+                    exc_info=True,
+                    error=type(exc).__name__,
+                )
 
     def deliver_wire(self, text: str) -> None:
         try:
             message = decode_message(text)
         except InvalidKeyError:
             # A message we cannot read may have named any key: drop everything.
-            logger.warning("unreadable invalidation message: dropping every key")
+            event(
+                logger,
+                logging.WARNING,
+                "unreadable_message",
+                "unreadable invalidation message: dropping every key",
+            )
             message = Invalidation(keys=None, origin="?")
         self.deliver(message)
 
@@ -200,6 +214,8 @@ class _ListenerBus:
         self._ready_timeout = ready_timeout
         self.reconnects = 0
         """How many times the listener lost its connection and subscribed again."""
+        self._down_since: float | None = None
+        self._down_error = ""
         self._thread = threading.Thread(
             target=self._run, name=f"cachewise-{self._kind}", daemon=True
         )
@@ -232,6 +248,38 @@ class _ListenerBus:
         # before this point may have been missed, anything after will be delivered.
         self._subscribers.deliver(Invalidation(keys=None, origin="", live=True))
         self._live.set()
+        if self._down_since is not None:
+            seconds = time.monotonic() - self._down_since
+            event(
+                logger,
+                logging.INFO,
+                "bus_live",
+                "%r subscribed again after %.1fs (last error %s); L1 copies dropped",
+                self,
+                seconds,
+                self._down_error,
+                bus=repr(self),
+                seconds=round(seconds, 3),
+                error=self._down_error,
+            )
+            self._down_since = None
+
+    def _lost(self, exc: Exception) -> None:
+        """The first failure of an outage at WARNING; reconnect attempts after it at DEBUG."""
+        self._down_error = type(exc).__name__
+        first = self._down_since is None
+        if first:
+            self._down_since = time.monotonic()
+        event(
+            logger,
+            logging.WARNING if first else logging.DEBUG,
+            "bus_down" if first else "bus_reconnect_failed",
+            "%r lost its connection (%s); L1 bypassed until it subscribes again",
+            self,
+            self._down_error,
+            bus=repr(self),
+            error=self._down_error,
+        )
 
     def _run(self) -> None:
         delay = 0.05
@@ -240,9 +288,7 @@ class _ListenerBus:
                 self._listen_once()
                 delay = 0.05
             except Exception as exc:  # any failure: reconnect, never die silently
-                logger.warning(
-                    "%r lost its connection (%s); reconnecting", self, type(exc).__name__
-                )
+                self._lost(exc)
             if self._stop.is_set():
                 break
             self.reconnects += 1

@@ -30,6 +30,7 @@ none of them carries a password, not even in the ``__cause__`` chain.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import select
@@ -48,6 +49,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
+from cachewise._events import event as log_event
 from cachewise._redact import leaks, redact, scrub, secrets, splits_at_first_at
 from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
@@ -71,6 +73,10 @@ DEFAULT_RECYCLE: Final = 3600.0
 DEFAULT_LIFETIME_JITTER: Final = 0.1
 
 _WAIT_WINDOW: Final = 4096
+_LOG_EVERY: Final = 60.0
+"""Seconds between two log lines about one saturated pool."""
+
+logger = logging.getLogger("cachewise.pool")
 """Acquire waits kept for the p99: the most recent ones, a bounded memory cost."""
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -253,8 +259,30 @@ class _Recorder:
         self.recycled = Counter()
         self.waits: deque[float] = deque(maxlen=_WAIT_WINDOW)
         self.wait_histogram = Histogram()
+        self.label = "?"
+        """The pool's URL, password hidden (for log lines)."""
+        self._logged_at = -_LOG_EVERY
         self._wait_total = 0.0
         self._lock = threading.Lock()
+
+    def timed_out(self, message: str) -> None:
+        """Log a saturated pool at most once a minute (a count of the timeouts since)."""
+        now = time.monotonic()
+        if now - self._logged_at < _LOG_EVERY:
+            return
+        timeouts = self.timeouts.value
+        log_event(
+            logger,
+            logging.WARNING,
+            "pool_timeout",
+            "pool %s: %s (%d timeouts so far; logged at most once a minute)",
+            self.label,
+            message,
+            timeouts,
+            pool=self.label,
+            timeouts=timeouts,
+        )
+        self._logged_at = now
 
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
@@ -358,11 +386,13 @@ class _ObservedQueuePool(QueuePool):
             conn = super().connect()
         except exc.TimeoutError as err:
             recorder.timeouts.add()
-            raise PoolTimeout(
+            message = (
                 f"no connection free within {self._timeout:g}s: pool size {self.size()}, "
                 f"checked out {self.checkedout()}, overflow {max(self.overflow(), 0)}"
                 f"/{self._max_overflow}, waiting {self.waiting()}"
-            ) from err
+            )
+            recorder.timed_out(message)
+            raise PoolTimeout(message) from err
         recorder.acquires.add()
         recorder.waited(time.perf_counter() - start)
         return conn
@@ -654,6 +684,7 @@ def connect(
     if isinstance(engine.pool, _ObservedQueuePool):
         _install_checkout_checks(engine, p)
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
+        engine.pool._cw.label = redact(p.url)
         waits = engine.pool._cw.wait_histogram
         waits.name, waits.attributes = "pool_acquire_wait_seconds", {"pool": redact(p.url)}
     else:

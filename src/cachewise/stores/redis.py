@@ -40,7 +40,7 @@ from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreE
 from cachewise.stats import Counter
 from cachewise.stores.base import LoadTicket
 
-logger = logging.getLogger("cachewise")
+logger = logging.getLogger("cachewise.redis")
 
 _SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _NAMESPACE: Final = re.compile(r"[!-z|~]+")  # printable ASCII, no space, no { }

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from cachewise import _tracing
+from cachewise._events import event
 from cachewise._types import Key
 from cachewise.errors import FlushError
 from cachewise.policies import WriteBack
@@ -75,6 +76,7 @@ class FlushLoop:
         wake: threading.Event | None = None,
         rng: random.Random | None = None,
         name: str = "cachewise",
+        backlog: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.policy = policy
         self._flush = flush
@@ -85,6 +87,10 @@ class FlushLoop:
         self._stopped = False
         self.attempt = 0
         """Consecutive failed background flushes (0 after a success)."""
+        self._name = name
+        self._backlog = backlog
+        self._outage_since = 0.0
+        self._last_error = ""
         self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
 
     def start(self) -> None:
@@ -117,21 +123,79 @@ class FlushLoop:
                 return
             try:
                 if not self._pending():
+                    self._recovered(0)  # another flush (``flush()``, another process) did it
                     delay = interval
                     continue
-                self._flush()
-            except Exception:
+                written = self._flush()
+            except Exception as exc:
                 self.attempt += 1
                 delay = self.policy.retry.delay(self.attempt, self._rng)
-                logger.warning(
-                    "write-back flush failed (attempt %d); retrying in %.2fs",
-                    self.attempt,
-                    delay,
-                    exc_info=True,
-                )
+                self._failed(exc, delay)
             else:
-                self.attempt = 0
+                self._recovered(written if isinstance(written, int) else 0)
                 delay = interval
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        """Log the first failure of an outage (with its traceback); later ones at DEBUG."""
+        error = type(exc.__cause__ or exc).__name__
+        self._last_error = error
+        fields: dict[str, Any] = {
+            "cache": self._name,
+            "attempt": self.attempt,
+            "error": error,
+            "retry_in": round(delay, 3),
+            "keys": self._backlog(),
+        }
+        if self.attempt == 1:
+            self._outage_since = time.monotonic()
+            event(
+                logger,
+                logging.WARNING,
+                "flush_failed",
+                "write-back %s: flush failed (%s); %s dirty keys kept, retrying with backoff; "
+                "logged once until it recovers",
+                self._name,
+                error,
+                fields["keys"],
+                exc_info=True,
+                **fields,
+            )
+        else:
+            event(
+                logger,
+                logging.DEBUG,
+                "flush_retry_failed",
+                "write-back %s: flush attempt %d failed (%s); retrying in %.2fs",
+                self._name,
+                self.attempt,
+                error,
+                delay,
+                **fields,
+            )
+
+    def _recovered(self, written: int) -> None:
+        """After an outage: one summary (how long, how many attempts, the last error)."""
+        if self.attempt == 0:
+            return
+        seconds = time.monotonic() - self._outage_since
+        event(
+            logger,
+            logging.INFO,
+            "flush_recovered",
+            "write-back %s: flushing again after %.1fs and %d failed attempts (last error %s); "
+            "%d keys written",
+            self._name,
+            seconds,
+            self.attempt,
+            self._last_error,
+            written,
+            cache=self._name,
+            attempts=self.attempt,
+            seconds=round(seconds, 3),
+            error=self._last_error,
+            keys=written,
+        )
+        self.attempt = 0
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
@@ -168,5 +232,12 @@ def _flush_at_exit() -> None:
     for runtime in list(_OPEN):
         try:
             runtime.close()
-        except Exception:
-            logger.exception("write-back flush at exit failed")
+        except Exception as exc:
+            event(
+                logger,
+                logging.ERROR,
+                "flush_at_exit_failed",
+                "write-back flush at exit failed",
+                exc_info=True,
+                error=type(exc).__name__,
+            )

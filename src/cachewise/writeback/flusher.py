@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from cachewise._events import event
 from cachewise._types import Clock, Key
 from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
@@ -97,7 +98,13 @@ class Flusher:
         if journal is not None:
             self._replay(journal)
         self._loop = FlushLoop(
-            policy, self.flush, lambda: len(self._dirty) > 0, wake=self._wake, rng=rng, name=name
+            policy,
+            self.flush,
+            lambda: len(self._dirty) > 0,
+            wake=self._wake,
+            rng=rng,
+            name=name,
+            backlog=lambda: len(self._dirty),
         )
         self._loop.start()
         close_at_exit(self)
@@ -273,5 +280,17 @@ class Flusher:
         closed(self)
         if error is not None:
             lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
-            logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
+            event(
+                logger,
+                logging.ERROR,
+                "closed_dirty",
+                "write-back %s closed with %d dirty keys %s",
+                self._name,
+                len(self._dirty),
+                lost,
+                cache=self._name,
+                keys=len(self._dirty),
+                journal=self._journal is not None,
+                error=type(error).__name__,
+            )
             raise error

@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from cachewise._events import event
 from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import (
@@ -223,6 +224,9 @@ end
 return out
 """
 
+_REPORTED_MAX: Final = 10_000
+"""Undecodable keys remembered so each is logged once (past this many, no more lines)."""
+
 _CHUNK: Final = 256
 """Keys per script call: long enough to amortise a round trip, short enough that one
 script never holds Redis (single-threaded) for long."""
@@ -355,13 +359,16 @@ class SharedFlusher:
         self._closed = False
         self._coalesced = Counter()
         self.rejected = Counter()
+        self._reported: set[bytes] = set()
         """Dirty marks whose value failed to decode (left dirty, logged, never written)."""
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
         self.batch_times = BatchTimes(name)
         self._name = name
-        self._loop = FlushLoop(policy, self.flush, lambda: self.dirty_count > 0, name=name)
+        self._loop = FlushLoop(
+            policy, self.flush, lambda: self.dirty_count > 0, name=name, backlog=self._backlog
+        )
         self._loop.start()
         close_at_exit(self)
 
@@ -410,9 +417,8 @@ class SharedFlusher:
         else:
             try:
                 value = self._codec.decode(payload, key=base + b"v")
-            except CodecError:
-                self.rejected.add()
-                logger.warning("dirty value of %r failed to decode; not served", key)
+            except CodecError as exc:
+                self._reject(base, repr(key), exc)
                 return None
         return DirtyEntry(int(seq), value, int(since or 0) / 1000.0)
 
@@ -425,6 +431,33 @@ class SharedFlusher:
     def dirty_count(self) -> int:
         """Keys in the shared dirty index: the backlog of every process."""
         return int(self._call("ZCARD", self._client.zcard, self._index[0]))
+
+    def _reject(self, base: bytes, key: str, exc: Exception) -> None:
+        """Count a dirty row that cannot be decoded; log it once per key, not per flush."""
+        self.rejected.add()
+        if base in self._reported or len(self._reported) >= _REPORTED_MAX:
+            return
+        self._reported.add(base)
+        event(
+            logger,
+            logging.WARNING,
+            "rejected_row",
+            "shared write-back %s: the dirty value of %s cannot be decoded (%s); it stays "
+            "dirty, is never written nor served (logged once per key)",
+            self._name,
+            key,
+            type(exc).__name__,
+            cache=self._name,
+            key=key,
+            error=type(exc).__name__,
+        )
+
+    def _backlog(self) -> int | None:
+        """The dirty count for a log line, or None when Redis cannot say (it may be down)."""
+        try:
+            return self.dirty_count
+        except Exception:
+            return None
 
     @property
     def coalesced(self) -> int:
@@ -601,8 +634,7 @@ class SharedFlusher:
             key = decode_key(member.decode())
             value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
         except (CodecError, InvalidKeyError, UnicodeDecodeError) as exc:
-            self.rejected.add()
-            logger.warning("dirty mark %r cannot be decoded (%s); left dirty", member, exc)
+            self._reject(base, repr(member), exc)
             return None
         return _Claimed(member, key, base, seq, value)
 
