@@ -295,3 +295,29 @@ def test_pool_labels_never_carry_a_password() -> None:
     engine.dispose()
     assert 'pool="postgresql+psycopg://app:***@127.0.0.1:1/shop"' in text
     assert "sekret" not in text
+
+
+def test_exporters_leave_the_hit_path_as_it_was(
+    engine: sa.Engine, unique_name: str, hit_path: str
+) -> None:
+    """Registering adds no wrapper, lock or counter: the read callable is the same object."""
+    cache, _ = make_cache(engine, unique_name)
+    cache.read(1)
+    before = (cache.__dict__.get("read"), cache._count_hit, cache._store_get)
+    registry = prometheus_client.CollectorRegistry()
+    provider = otel_sdk_metrics.MeterProvider(metric_readers=[InMemoryMetricReader()])
+    PrometheusCollector(cache, registry=registry)
+    handle = instrument(provider, caches=[cache])
+    try:
+        prometheus_client.generate_latest(registry)
+        after = (cache.__dict__.get("read"), cache._count_hit, cache._store_get)
+        assert before[0] is not None  # an inlined hit path (C or Python) was chosen
+        assert all(a is b for a, b in zip(after, before, strict=True))
+        hits = cache.stats.hits
+        cache.read(1)
+        assert cache.stats.hits == hits + 1
+        assert registry.get_sample_value("cachewise_hits_total", {"cache": unique_name}) == hits + 1
+    finally:
+        handle.close()
+        provider.shutdown()
+        cache.close()

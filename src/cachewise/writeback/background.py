@@ -137,7 +137,10 @@ class FlushLoop:
 
     def _failed(self, exc: Exception, delay: float) -> None:
         """Log the first failure of an outage (with its traceback); later ones at DEBUG."""
-        error = type(exc.__cause__ or exc).__name__
+        root: BaseException = exc
+        while root.__cause__ is not None:  # FlushError <- SourceError <- the driver's error
+            root = root.__cause__
+        error = type(root).__name__
         self._last_error = error
         fields: dict[str, Any] = {
             "cache": self._name,

@@ -418,7 +418,7 @@ class SharedFlusher:
             try:
                 value = self._codec.decode(payload, key=base + b"v")
             except CodecError as exc:
-                self._reject(base, repr(key), exc)
+                self._reject(base, encode_key(key), exc)
                 return None
         return DirtyEntry(int(seq), value, int(since or 0) / 1000.0)
 
@@ -433,7 +433,10 @@ class SharedFlusher:
         return int(self._call("ZCARD", self._client.zcard, self._index[0]))
 
     def _reject(self, base: bytes, key: str, exc: Exception) -> None:
-        """Count a dirty row that cannot be decoded; log it once per key, not per flush."""
+        """Count a dirty row that cannot be decoded; log it once per key, not per flush.
+
+        ``key`` is the key as encoded in Redis (``codecs.encode_key``): it may not decode.
+        """
         self.rejected.add()
         if base in self._reported or len(self._reported) >= _REPORTED_MAX:
             return
@@ -634,7 +637,7 @@ class SharedFlusher:
             key = decode_key(member.decode())
             value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
         except (CodecError, InvalidKeyError, UnicodeDecodeError) as exc:
-            self._reject(base, repr(member), exc)
+            self._reject(base, member.decode("utf-8", "replace"), exc)
             return None
         return _Claimed(member, key, base, seq, value)
 

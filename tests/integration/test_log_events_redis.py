@@ -1,0 +1,101 @@
+"""Log events on Redis: an undecodable dirty row once per key; a bus outage once, then live.
+
+The shared write-back meets a dirty mark whose value cannot be decoded on every flush
+and read: it is counted each time and logged once. Our own Redis is SIGKILLed under a
+RedisBus and started again: one WARNING when the bus goes down, the reconnect attempts
+at DEBUG, one INFO when it is subscribed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from cachewise import Cache, MappingSource, RedisStore, WriteBack
+from cachewise.codecs import encode_key
+from cachewise.invalidation import RedisBus
+from tests.servers import RedisServer
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == name]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.fixture
+def namespace(unique_name: str, redis_url: str) -> Iterator[str]:
+    yield unique_name
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{unique_name}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+def test_an_undecodable_dirty_row_is_logged_once_per_key(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cachewise")
+    source = MappingSource({})
+    cache = Cache(
+        RedisStore(redis_url, namespace=namespace),
+        source,
+        write=WriteBack(journal="redis", flush_interval=3600.0),
+        name=namespace,
+    )
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        cache.write_many({"bad": 1, "good": 2})
+        raw.hset(f"{namespace}:{{{encode_key('bad')}}}:d", "p", b"\xc1 not msgpack")
+        for _ in range(3):
+            cache.flush()
+        cache.read("bad")  # the read path meets the same row: no second line
+        assert source.data == {"good": 2}
+        assert cache._flusher.rejected.value >= 3  # type: ignore[union-attr]
+        (record,) = _events(caplog, "rejected_row")
+        assert record.levelno == logging.WARNING
+        assert record.name == "cachewise.writeback"
+        assert record.cache == namespace  # type: ignore[attr-defined]
+        assert record.key == encode_key("bad")  # type: ignore[attr-defined]
+    finally:
+        raw.delete(f"{namespace}:{{{encode_key('bad')}}}:d")  # let close() finish clean
+        raw.close()
+        cache.close()
+
+
+@pytest.mark.slow
+def test_a_bus_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="cachewise.invalidation")
+    server = RedisServer()
+    try:
+        server.start()
+        bus = RedisBus(server.url, channel="cw-log-test")
+        try:
+            server.kill()
+            assert _wait_for(lambda: not bus.live)
+            assert _wait_for(lambda: len(_events(caplog, "bus_reconnect_failed")) >= 2)
+            server.start()
+            assert _wait_for(lambda: bus.live)
+            assert _wait_for(lambda: len(_events(caplog, "bus_live")) == 1)
+        finally:
+            bus.close()
+    finally:
+        server.close()
+    (down,) = _events(caplog, "bus_down")
+    assert down.levelno == logging.WARNING
+    assert {r.levelno for r in _events(caplog, "bus_reconnect_failed")} == {logging.DEBUG}
+    (live,) = _events(caplog, "bus_live")
+    assert live.levelno == logging.INFO
+    assert live.seconds > 0  # type: ignore[attr-defined]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [down]

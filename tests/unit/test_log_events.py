@@ -1,0 +1,75 @@
+"""Log events: the logger tree, structured fields, and each repeated event logged once.
+
+A saturated pool logs one WARNING for many timeouts (counted in its fields); a failed
+background refresh names its cache and error class; every logger is under ``cachewise``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from cachewise import Cache, MappingSource, MemoryStore, ReadThrough, connect
+from cachewise._events import LOGGERS, event
+from cachewise.errors import PoolTimeout
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", None) == name]
+
+
+def test_every_logger_is_in_the_cachewise_tree_and_documented() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "logging.md").read_text()
+    for name in LOGGERS:
+        assert name == "cachewise" or name.startswith("cachewise.")
+        assert f"`{name}`" in docs
+
+
+def test_fields_are_record_attributes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cachewise")
+    event(logging.getLogger("cachewise.pool"), logging.INFO, "probe", "x %d", 1, pool="p", n=2)
+    (record,) = _events(caplog, "probe")
+    assert (record.getMessage(), record.pool, record.n) == ("x 1", "p", 2)  # type: ignore[attr-defined]
+
+
+def test_a_saturated_pool_logs_once_for_many_timeouts(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cachewise")
+    engine = connect(sqlite_url, pool_size=1, max_overflow=0, timeout=0.01)
+    try:
+        with engine.connect():
+            for _ in range(3):
+                with pytest.raises(PoolTimeout), engine.connect():
+                    pass
+    finally:
+        engine.dispose()
+    (record,) = _events(caplog, "pool_timeout")
+    assert record.levelno == logging.WARNING
+    assert record.name == "cachewise.pool"
+    assert record.timeouts == 1  # type: ignore[attr-defined]
+    assert record.pool == sqlite_url  # type: ignore[attr-defined]
+
+
+def test_a_failed_background_refresh_names_its_cache_and_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cachewise")
+    data = {"k": 1}
+    source = MappingSource(data)
+    store = MemoryStore(ttl=60)
+    cache = Cache(store, source, read=ReadThrough(refresh_ahead=59.999), name="refreshing")
+    try:
+        assert cache.read("k") == 1
+
+        def broken(key: object) -> object:
+            raise ConnectionError("down")
+
+        cache._refresh("k", broken)
+    finally:
+        cache.close()
+    (record,) = _events(caplog, "refresh_failed")
+    assert record.levelno == logging.WARNING
+    assert (record.cache, record.error) == ("refreshing", "ConnectionError")  # type: ignore[attr-defined]
