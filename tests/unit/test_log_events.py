@@ -7,11 +7,14 @@ background refresh names its cache and error class; every logger is under ``cach
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from cachewise import Cache, MappingSource, MemoryStore, ReadThrough, connect
+from cachewise import Aggregate, Cache, Every, MappingSource, MemoryStore, ReadThrough, connect
 from cachewise._events import LOGGERS, event
 from cachewise.errors import PoolTimeout
 
@@ -73,3 +76,42 @@ def test_a_failed_background_refresh_names_its_cache_and_error(
     (record,) = _events(caplog, "refresh_failed")
     assert record.levelno == logging.WARNING
     assert (record.cache, record.error) == ("refreshing", "ConnectionError")  # type: ignore[attr-defined]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_failing_scheduled_refreshes_are_logged_once_then_their_end(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="cachewise.aggregates")
+    engine = connect(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE src (id INT PRIMARY KEY, grp TEXT, amount INT)"))
+        conn.execute(sa.text("INSERT INTO src VALUES (1, 'a', 1)"))
+    query = "SELECT grp, SUM(amount) AS total FROM src GROUP BY grp"
+    agg = Aggregate(engine, "totals", query, key="grp", refresh=Every(0.05))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE src RENAME TO gone"))
+        assert _wait_for(lambda: len(_events(caplog, "aggregate_refresh_retry_failed")) >= 2)
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE gone RENAME TO src"))
+        assert _wait_for(lambda: len(_events(caplog, "aggregate_refresh_recovered")) == 1)
+    finally:
+        agg.close()
+        engine.dispose()
+    (failed,) = _events(caplog, "aggregate_refresh_failed")
+    assert failed.levelno == logging.WARNING
+    assert failed.aggregate == "totals"  # type: ignore[attr-defined]
+    retries = _events(caplog, "aggregate_refresh_retry_failed")
+    assert {r.levelno for r in retries} == {logging.DEBUG}
+    (recovered,) = _events(caplog, "aggregate_refresh_recovered")
+    assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [failed]

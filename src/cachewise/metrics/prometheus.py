@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import Engine
 
+from cachewise._events import event
 from cachewise.metrics._readings import (
     CACHE,
     HISTOGRAMS,
@@ -70,11 +71,15 @@ class PrometheusCollector(Collector):
             try:
                 snapshot, histograms = read_cache(cache)
             except Exception as exc:
-                logger.warning(
-                    "metrics: cannot read the stats of cache %s: %s",
+                event(
+                    logger,
+                    logging.WARNING,
+                    "stats_unreadable",
+                    "metrics: cannot read the stats of cache %s (%s); cachewise_up is 0",
                     label,
                     type(exc).__name__,
-                    extra={"cache": label, "error": type(exc).__name__},
+                    cache=label,
+                    error=type(exc).__name__,
                 )
                 up.add_metric([label], 0.0)
                 continue

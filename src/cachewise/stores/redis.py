@@ -33,6 +33,7 @@ from typing import Any, Final
 import redis
 from redis.exceptions import NoScriptError, RedisError
 
+from cachewise._events import event
 from cachewise._redact import leaks, parses, redact, secrets
 from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
@@ -341,7 +342,16 @@ class RedisStore:
             return self.codec.decode(data, key=wire)
         except CodecError as exc:
             self._rejected.add()
-            logger.debug("rejected value at %r: %s", wire, exc)
+            event(
+                logger,
+                logging.DEBUG,
+                "value_rejected",
+                "rejected value at %r: %s",
+                wire,
+                exc,
+                key=wire.decode("utf-8", "replace"),
+                error=type(exc).__name__,
+            )
             return MISSING
 
     # -- reads ---------------------------------------------------------------------------

@@ -121,8 +121,17 @@ class Flusher:
         # Monotonic across restarts even when the journal was compacted to nothing.
         self._dirty.advance(journal.last_seq)
         if count:
-            logger.info(
-                "write-back journal replayed %d records, %d dirty keys", count, len(self._dirty)
+            event(
+                logger,
+                logging.INFO,
+                "journal_replayed",
+                "write-back %s: journal replayed %d records, %d dirty keys",
+                self._name,
+                count,
+                len(self._dirty),
+                cache=self._name,
+                records=count,
+                keys=len(self._dirty),
             )
 
     def dirty_entry(self, key: Key) -> DirtyEntry | None:

@@ -727,5 +727,16 @@ class SharedFlusher:
         self._loop.stop(timeout)
         closed(self)
         if error is not None:
-            logger.error("shared write-back closed with keys still dirty in Redis")
+            event(
+                logger,
+                logging.ERROR,
+                "closed_dirty",
+                "shared write-back %s closed with keys still dirty in Redis (any process may "
+                "flush them)",
+                self._name,
+                cache=self._name,
+                keys=self._backlog(),
+                journal=True,
+                error=type(error).__name__,
+            )
             raise error
