@@ -6,7 +6,9 @@ background refresh names its cache and error class; every logger is under ``cach
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,3 +117,27 @@ def test_failing_scheduled_refreshes_are_logged_once_then_their_end(
     (recovered,) = _events(caplog, "aggregate_refresh_recovered")
     assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [failed]
+
+
+def _logged_events() -> set[str]:
+    """Every event name the package passes to ``_events.event`` (read from the source)."""
+    names: set[str] = set()
+    for path in (Path(__file__).parents[2] / "src" / "cachewise").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or len(node.args) < 3:
+                continue
+            func = node.func
+            if not (isinstance(func, ast.Name) and func.id in {"event", "log_event"}):
+                continue
+            name = node.args[2]
+            options = [name.body, name.orelse] if isinstance(name, ast.IfExp) else [name]
+            names.update(o.value for o in options if isinstance(o, ast.Constant))
+    return names
+
+
+def test_every_event_is_listed_in_the_docs() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "logging.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z_]+)` \| `cachewise", docs, re.MULTILINE))
+    logged = _logged_events()
+    assert len(logged) >= 25
+    assert logged == listed

@@ -482,7 +482,16 @@ class SharedFlusher:
             try:
                 keys.append(decode_key(member.decode()))
             except (InvalidKeyError, UnicodeDecodeError):
-                logger.warning("undecodable member %r in the dirty index", member)
+                event(
+                    logger,
+                    logging.WARNING,
+                    "undecodable_index_member",
+                    "shared write-back %s: undecodable member %r in the dirty index",
+                    self._name,
+                    member,
+                    cache=self._name,
+                    key=member.decode("utf-8", "replace"),
+                )
         return keys
 
     # -- writes --------------------------------------------------------------------------
@@ -651,7 +660,16 @@ class SharedFlusher:
             try:
                 self._release(batch, claim, flushed=False)
             except Exception:  # the claims expire by themselves
-                logger.warning("could not release claims after a failed flush", exc_info=True)
+                event(
+                    logger,
+                    logging.DEBUG,
+                    "claims_not_released",
+                    "shared write-back %s: could not release claims after a failed flush; "
+                    "they expire by themselves",
+                    self._name,
+                    cache=self._name,
+                    keys=len(batch),
+                )
             raise FlushError(
                 f"shared write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
             ) from exc
@@ -702,10 +720,20 @@ class SharedFlusher:
             done = self._call(
                 "mark again", self._remark, keys=[b + b"v", b + b"n", b + b"d"], args=[token, now]
             )
-            logger.warning(
-                "flush of %r outlived its claim (claim_ttl too short?); %s",
+            outcome = (
+                "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value"
+            )
+            event(
+                logger,
+                logging.WARNING,
+                "claim_outlived",
+                "shared write-back %s: flush of %r outlived its claim (claim_ttl too short?); %s",
+                self._name,
                 c.key,
-                "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value",
+                outcome,
+                cache=self._name,
+                key=encode_key(c.key),
+                outcome=outcome,
             )
 
     # -- lifecycle -----------------------------------------------------------------------
