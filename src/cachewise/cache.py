@@ -14,6 +14,7 @@ while it loaded (the cache-aside race). Stores that implement ``LoadGuarded``
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -23,10 +24,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy.engine import Engine
 
+from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
@@ -61,6 +63,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cachewise")
 
 Loader = Callable[[Key], Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 _STRIPES = 64
 
 
@@ -305,7 +309,7 @@ class Cache:
             self.store.set(key, entry.value)
             return True, entry.value
 
-    def _load(self, key: Key, loader: Loader | None) -> Any:
+    def _load(self, key: Key, loader: Loader | None, *, ttl: float | None = None) -> Any:
         with self._inflight_lock:
             load = self._inflight.get(key)
             leader = load is None
@@ -314,7 +318,7 @@ class Cache:
         if not leader:
             return load.wait()
         try:
-            load.value = self._fetch(key, loader, load)
+            load.value = self._fetch(key, loader, load, self._read_ttl if ttl is None else ttl)
         except BaseException as exc:
             load.error = exc
             raise
@@ -324,7 +328,7 @@ class Cache:
             load.publish()
         return load.value
 
-    def _fetch(self, key: Key, loader: Loader | None, load: _Load) -> Any:
+    def _fetch(self, key: Key, loader: Loader | None, load: _Load, ttl: float | None) -> Any:
         # Registered before looking: a write that finishes from here on supersedes us, and
         # one that finished before is visible below (dirty set) or in the source.
         if self._flusher is not None:
@@ -348,14 +352,14 @@ class Cache:
             self._load_seconds += 0.2 * (time.monotonic() - started - self._load_seconds)
         except BaseException:
             if guard is not None and ticket is not None:
-                guard.end_load(key, ticket, MISSING, self._read_ttl)
+                guard.end_load(key, ticket, MISSING, ttl)
             raise
         with self._stripe(key):
             keep = value is not MISSING and not load.superseded
             if guard is not None and ticket is not None:
-                guard.end_load(key, ticket, value if keep else MISSING, self._read_ttl)
+                guard.end_load(key, ticket, value if keep else MISSING, ttl)
             elif keep:
-                self.store.set(key, value, self._read_ttl)
+                self.store.set(key, value, ttl)
         return value
 
     def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
@@ -449,6 +453,26 @@ class Cache:
             if value is not MISSING:
                 found[key] = value
         return clean
+
+    def cached(
+        self, ttl: float | None = None, key: KeyMaker | None = None
+    ) -> Callable[[Callable[P, R]], Memoized[P, R]]:
+        """Memoize a function through this (cache-aside) cache, with single flight.
+
+        The key of a call is ``(module.qualname, *args, *sorted kwargs items)``, or
+        ``key(*args, **kwargs)``; ``fn.invalidate(*args, **kwargs)`` drops one call's
+        result. On a cache with a source: ConfigurationError.
+        """
+        ttl = check_memoizable(self, ttl, key)
+
+        def decorate(fn: Callable[P, R]) -> Memoized[P, R]:
+            if inspect.iscoroutinefunction(fn):
+                raise ConfigurationError(
+                    f"{fn.__qualname__} is async: memoize it with cachewise.aio.AsyncCache"
+                )
+            return SyncWrapper[P, R](self, fn, ttl, key_maker(fn, key))
+
+        return decorate
 
     # -- writes ------------------------------------------------------------------
 
