@@ -27,15 +27,21 @@ Flow = Generator[Call, Any, T]
 
 def run(flow: Flow[T]) -> T:
     """Drive ``flow`` synchronously: each call is made in place."""
+    result: Any = None
+    error: BaseException | None = None
     try:
-        fn, args = next(flow)
         while True:
+            # A call's exception is thrown in outside our ``except``: what the flow raises
+            # then is not chained to it implicitly (a cause may name a secret).
+            if error is None:
+                fn, args = flow.send(result)
+            else:
+                fn, args = flow.throw(error)
+                error = None
             try:
                 result = fn(*args)
             except BaseException as exc:  # the flow decides (cleanup, translation)
-                fn, args = flow.throw(exc)
-            else:
-                fn, args = flow.send(result)
+                error = exc
     except StopIteration as stop:
         value: T = stop.value
         return value
@@ -43,17 +49,21 @@ def run(flow: Flow[T]) -> T:
 
 async def arun(flow: Flow[T]) -> T:
     """Drive ``flow`` on the event loop: a call's awaitable result is awaited."""
+    result: Any = None
+    error: BaseException | None = None
     try:
-        fn, args = next(flow)
         while True:
+            if error is None:
+                fn, args = flow.send(result)
+            else:
+                fn, args = flow.throw(error)
+                error = None
             try:
                 result = fn(*args)
                 if isawaitable(result):
                     result = await result
             except BaseException as exc:  # CancelledError too: the flow cleans up
-                fn, args = flow.throw(exc)
-            else:
-                fn, args = flow.send(result)
+                error = exc
     except StopIteration as stop:
         value: T = stop.value
         return value
