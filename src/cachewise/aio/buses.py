@@ -81,7 +81,7 @@ class _AsyncListenerBus:
 
     async def _run(self) -> None:
         delay = 0.05
-        while not self._stopped:
+        while True:
             try:
                 await self._listen_once()
                 delay = 0.05
