@@ -97,7 +97,7 @@ def _check_parts(store: object, source: object) -> None:
         return
     if not isinstance(source, Source):
         raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
-    if not (type(source) is MappingSource or _is_async(source, "load")):
+    if not (isinstance(source, MappingSource) or _is_async(source, "load")):
         raise ConfigurationError(
             f"AsyncCache needs an async source (AsyncSQLSource) or a MappingSource, got "
             f"{type(source).__name__}: its calls would block the loop"
