@@ -110,7 +110,7 @@ async def test_cache_aside_loader_may_be_async_or_plain() -> None:
         return f"async {key}"
 
     assert await cache.read("a", loader=slow) == "async a"
-    assert await cache.read("b", loader=lambda key: f"plain {key}") == "plain b"
+    assert await cache.read("b", loader=lambda key: f"plain {key!s}") == "plain b"
     assert await cache.read("a") == "async a"
     assert cache.stats.loads == 2
     assert cache.stats.hits == 1
@@ -128,7 +128,7 @@ class GatedSource(MappingSource):
         self.loads = 0
         self.started = asyncio.Event()
 
-    async def load(self, key: Any) -> Any:  # type: ignore[override]
+    async def load(self, key: Any) -> Any:
         self.loads += 1
         self.started.set()
         await self.gate.wait()
