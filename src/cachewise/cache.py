@@ -13,11 +13,13 @@ while it loaded (the cache-aside race). Stores that implement ``LoadGuarded``
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -29,11 +31,13 @@ from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable,
 from cachewise._flow import Call, run
 from cachewise._logic import STRIPES, CacheLogic, Load, Loader, compose
 from cachewise._types import MISSING, Key, check_key
-from cachewise.errors import ConfigurationError
+from cachewise.errors import BlockingCallWarning, ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
+from cachewise.sources.mapping import MappingSource
 from cachewise.stores.base import EvictionAware, HitPath, Inlinable, Store, TTLAware
+from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
@@ -102,6 +106,8 @@ class Cache(CacheLogic):
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
         self._count_hit = self._hits.add
         self._refresher: ThreadPoolExecutor | None = None
+        self._blocks = _blocks_on_io(store, source, write)
+        self._warned = False
         self._choose_read_path()
         self._flusher: Flusher | SharedFlusher | None = None
         if isinstance(write, WriteBack):
@@ -109,6 +115,22 @@ class Cache(CacheLogic):
 
     def _lock(self, indexes: list[int]) -> Call:
         return self._acquire, (indexes,)
+
+    def _warn_in_loop(self, method: str) -> None:
+        """Warn once if a call that waits on I/O runs on an event loop's thread."""
+        if self._warned:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._warned = True
+        warnings.warn(
+            f"{self.name}: Cache.{method}() waits on I/O and blocks the running event loop; "
+            f"use cachewise.aio.AsyncCache (await cache.{method}(...))",
+            BlockingCallWarning,
+            stacklevel=3,
+        )
 
     def _acquire(self, indexes: list[int]) -> None:
         for i in indexes:
@@ -161,6 +183,8 @@ class Cache(CacheLogic):
         Read-through loads a miss from the source; cache-aside calls ``loader(key)`` on a
         miss if given (the loader returns ``MISSING`` for "absent": nothing is cached).
         """
+        if self._blocks:
+            self._warn_in_loop("read")
         try:
             value = self._store_get(key)
         except TypeError:  # unhashable: say why in our own words
@@ -242,6 +266,8 @@ class Cache(CacheLogic):
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
         check_key(key)
+        if self._blocks:
+            self._warn_in_loop("read")
         self._misses.add()
         loader = self._miss_loader(loader)
         if loader is None and self._flusher is None:
@@ -272,6 +298,8 @@ class Cache(CacheLogic):
 
     def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the keys found; misses are loaded from the source in one batch."""
+        if self._blocks:
+            self._warn_in_loop("read_many")
         wanted = list(dict.fromkeys(check_key(k) for k in keys))
         found = self.store.get_many(wanted)
         self._hits.add_many(len(found))
@@ -326,14 +354,20 @@ class Cache(CacheLogic):
         self, key: Key, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
     ) -> None:
         """Write ``value`` by the write policy (cache-aside: into the cache only)."""
+        if self._blocks:
+            self._warn_in_loop("write")
         run(self._write_flow(key, value, ttl, tags))
 
     def write_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Write every item by the write policy, batched (one source call per batch)."""
+        if self._blocks:
+            self._warn_in_loop("write_many")
         run(self._write_many_flow(items, ttl))
 
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
+        if self._blocks:
+            self._warn_in_loop("delete")
         run(self._delete_flow(key))
 
     # -- invalidation ----------------------------------------------------------------
@@ -343,10 +377,14 @@ class Cache(CacheLogic):
 
         Returns whether a cached entry was dropped.
         """
+        if self._blocks:
+            self._warn_in_loop("invalidate")
         return run(self._invalidate_flow(key))
 
     def invalidate_many(self, keys: Iterable[Key]) -> int:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
+        if self._blocks:
+            self._warn_in_loop("invalidate_many")
         return run(self._invalidate_many_flow(keys))
 
     def invalidate_tag(self, tag: str) -> int:
@@ -363,6 +401,8 @@ class Cache(CacheLogic):
         """
         if self._flusher is None:
             return 0
+        if self._blocks:
+            self._warn_in_loop("flush")
         return self._flusher.flush()
 
     def dirty_keys(self) -> list[Key]:
@@ -402,6 +442,13 @@ class Cache(CacheLogic):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _blocks_on_io(store: Store, source: Source | None, write: WritePolicy | None) -> bool:
+    """Whether this cache's misses or writes wait on a network, a database or a disk."""
+    if not isinstance(store, MemoryStore) or not isinstance(source, (type(None), MappingSource)):
+        return True
+    return isinstance(write, WriteBack) and write.journal is not None
 
 
 def _compose(
