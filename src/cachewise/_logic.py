@@ -207,6 +207,33 @@ class CacheLogic:
             self._unlock(indexes)
         return value
 
+    def _batch_misses(
+        self, wanted: list[Key], found: dict[Key, Any]
+    ) -> tuple[list[Key], bool] | None:
+        """Count a batch read's hits and misses; what to load, and whether from the source."""
+        self._hits.add_many(len(found))
+        missing = [k for k in wanted if k not in found]
+        self._misses.add_many(len(missing))
+        from_source = self.source is not None and isinstance(self.read_policy, ReadThrough)
+        if not missing or not (from_source or self._flusher is not None):
+            return None
+        return missing, from_source
+
+    def _register_loads(
+        self, keys: list[Key], new_load: Callable[[], Load]
+    ) -> tuple[dict[Key, Load], dict[Key, Load]]:
+        """Lead the loads of the keys nobody loads yet; join the others' (single flight)."""
+        mine: dict[Key, Load] = {}
+        theirs: dict[Key, Load] = {}
+        with self._inflight_lock:
+            for key in keys:
+                load = self._inflight.get(key)
+                if load is None:
+                    mine[key] = self._inflight[key] = new_load()
+                else:
+                    theirs[key] = load
+        return mine, theirs
+
     def _lead_loads_flow(self, mine: dict[Key, Load], from_source: bool) -> Flow[dict[Key, Any]]:
         """Load the keys this caller leads in one ``load_many``; publish to waiters.
 

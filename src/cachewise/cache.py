@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._flow import Call, run
-from cachewise._logic import STRIPES, CacheLogic, Load, Loader, compose
+from cachewise._logic import STRIPES, CacheLogic, Loader, compose
 from cachewise._types import MISSING, Key, check_key
 from cachewise.errors import BlockingCallWarning, ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
@@ -302,25 +302,14 @@ class Cache(CacheLogic):
             self._warn_in_loop("read_many")
         wanted = list(dict.fromkeys(check_key(k) for k in keys))
         found = self.store.get_many(wanted)
-        self._hits.add_many(len(found))
-        missing = [k for k in wanted if k not in found]
-        self._misses.add_many(len(missing))
-        from_source = self.source is not None and isinstance(self.read_policy, ReadThrough)
-        if not missing or not (from_source or self._flusher is not None):
+        todo = self._batch_misses(wanted, found)
+        if todo is None:
             return found
-        found.update(self._load_many(missing, from_source))
+        found.update(self._load_many(*todo))
         return {k: found[k] for k in wanted if k in found}
 
     def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
-        mine: dict[Key, Load] = {}
-        theirs: dict[Key, Load] = {}
-        with self._inflight_lock:
-            for key in keys:
-                load = self._inflight.get(key)
-                if load is None:
-                    mine[key] = self._inflight[key] = _Load()
-                else:
-                    theirs[key] = load
+        mine, theirs = self._register_loads(keys, _Load)
         result = run(self._lead_loads_flow(mine, from_source)) if mine else {}
         for key, load in theirs.items():
             value = cast(_Load, load).wait()

@@ -21,7 +21,11 @@ from cachewise.aio import AsyncCache, AsyncRedisBus, AsyncRedisStore, AsyncTiere
 from cachewise.errors import InvalidKeyError, StoreError
 from cachewise.invalidation import Invalidation, RedisBus
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    # The sync caches here stand in for other processes; in one test they share the loop.
+    pytest.mark.filterwarnings("ignore::cachewise.errors.BlockingCallWarning"),
+]
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:

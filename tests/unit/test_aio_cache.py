@@ -375,6 +375,7 @@ async def test_journal_fsync_runs_off_the_event_loop(tmp_path: Path) -> None:
     assert loop_thread not in {ident for _, ident in threads}
 
 
+@pytest.mark.filterwarnings("ignore::cachewise.errors.BlockingCallWarning")  # the sync "process"
 async def test_an_async_journal_is_replayed_by_a_sync_cache(tmp_path: Path) -> None:
     journal = tmp_path / "j"
     source: dict[Any, Any] = {}
@@ -395,6 +396,7 @@ async def test_an_async_journal_is_replayed_by_a_sync_cache(tmp_path: Path) -> N
     sync.close()
 
 
+@pytest.mark.filterwarnings("ignore::cachewise.errors.BlockingCallWarning")  # the sync "process"
 async def test_a_sync_journal_is_replayed_by_an_async_cache(tmp_path: Path) -> None:
     journal = tmp_path / "j"
     down = FlakySource()

@@ -19,14 +19,12 @@ from typing import Any
 from cachewise._types import Key
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.invalidation import (
-    _PG_IDENT,
     Invalidation,
     Subscriber,
-    _pg_conninfo,
-    _pg_direct,
     _pg_payloads,
     _Subscribers,
     encode_message,
+    pg_bus_target,
 )
 from cachewise.pool import redact
 
@@ -186,17 +184,7 @@ class AsyncPostgresBus(_AsyncListenerBus):
     _kind = "postgres-bus"
 
     def __init__(self, url: Any, channel: str = "cachewise_invalidations") -> None:
-        import psycopg  # noqa: PLC0415 - psycopg is an optional extra
-
-        if not isinstance(channel, str) or not _PG_IDENT.fullmatch(channel):
-            raise ConfigurationError(
-                f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"
-            )
-        self.channel = channel
-        direct = _pg_direct(url)
-        self._conninfo = _pg_conninfo(direct)
-        self._url = direct.render_as_string(hide_password=True)
-        self._psycopg = psycopg
+        self.channel, self._conninfo, self._url, self._psycopg = pg_bus_target(url, channel)
         self._publisher: Any = None
         self._publish_lock = asyncio.Lock()
         super().__init__()

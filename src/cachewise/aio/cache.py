@@ -295,25 +295,14 @@ class AsyncCache(CacheLogic):
         found = self.store.get_many(wanted)
         if inspect.isawaitable(found):
             found = await found
-        self._hits.add_many(len(found))
-        missing = [k for k in wanted if k not in found]
-        self._misses.add_many(len(missing))
-        from_source = self.source is not None and isinstance(self.read_policy, ReadThrough)
-        if not missing or not (from_source or self._flusher is not None):
+        todo = self._batch_misses(wanted, found)
+        if todo is None:
             return dict(found)
-        found.update(await self._load_many(missing, from_source))
+        found.update(await self._load_many(*todo))
         return {k: found[k] for k in wanted if k in found}
 
     async def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
-        mine: dict[Key, Load] = {}
-        theirs: dict[Key, Load] = {}
-        with self._inflight_lock:
-            for key in keys:
-                load = self._inflight.get(key)
-                if load is None:
-                    mine[key] = self._inflight[key] = _Load()
-                else:
-                    theirs[key] = load
+        mine, theirs = self._register_loads(keys, _Load)
         result: dict[Key, Any] = {}
         if mine:
             try:

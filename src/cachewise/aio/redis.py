@@ -10,7 +10,6 @@ values, versions and leases because they are the same code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,13 +17,13 @@ from redis.exceptions import RedisError
 
 from cachewise._flow import arun
 from cachewise._types import Key
+from cachewise.aio._driven import AsyncFlows
 from cachewise.codecs import Codec
 from cachewise.errors import ConfigurationError
-from cachewise.stores.base import LoadTicket
 from cachewise.stores.redis import RedisStore
 
 
-class AsyncRedisStore(RedisStore):
+class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
     """A store in Redis for AsyncCache: ``RedisStore``'s layout and codec, each call awaited.
 
     Arguments as ``RedisStore``'s; ``client`` is a ``redis.asyncio.Redis``.
@@ -88,51 +87,11 @@ class AsyncRedisStore(RedisStore):
     async def get(self, key: Key) -> Any:
         return await arun(self._get_flow(key))
 
-    async def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:  # type: ignore[override]
-        return await arun(self._get_many_flow(keys))
-
-    async def set(  # type: ignore[override]
-        self, key: Key, value: Any, ttl: float | None = None
-    ) -> None:
-        await arun(self._set_flow(key, value, ttl))
-
-    async def set_many(  # type: ignore[override]
-        self, items: Mapping[Key, Any], ttl: float | None = None
-    ) -> None:
-        await arun(self._set_many_flow(items, ttl))
-
-    async def delete(self, key: Key) -> bool:  # type: ignore[override]
-        return await self.delete_many([key]) == 1
-
-    async def delete_many(self, keys: Iterable[Key]) -> int:  # type: ignore[override]
-        return await arun(self._delete_many_flow(keys))
-
-    async def clear(self) -> None:  # type: ignore[override]
-        await arun(self._clear_flow())
-
     async def ttl_left(self, key: Key) -> float | None:  # type: ignore[override]
         return await arun(self._ttl_left_flow(key))
 
     async def ping(self) -> None:  # type: ignore[override]
         await arun(self._ping_flow())
-
-    async def begin_load(self, key: Key) -> LoadTicket:  # type: ignore[override]
-        return await arun(self._begin_load_flow(key))
-
-    async def end_load(  # type: ignore[override]
-        self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None
-    ) -> bool:
-        return await arun(self._end_load_flow(key, ticket, value, ttl))
-
-    async def begin_load_many(  # type: ignore[override]
-        self, keys: Iterable[Key]
-    ) -> dict[Key, LoadTicket]:
-        return await arun(self._begin_load_many_flow(keys))
-
-    async def end_load_many(  # type: ignore[override]
-        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
-    ) -> list[Key]:
-        return await arun(self._end_load_many_flow(tickets, values, ttl))
 
     async def close(self) -> None:  # type: ignore[override]
         """Close the connection pool this store opened (not a client passed in)."""

@@ -10,22 +10,21 @@ a store built before the loop runs is correct from its first read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cachewise._flow import arun
 from cachewise._types import MISSING, Key
+from cachewise.aio._driven import AsyncFlows
 from cachewise.aio.buses import AsyncRedisBus
 from cachewise.aio.redis import AsyncRedisStore
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import InvalidationBus
-from cachewise.stores.base import LoadTicket
 from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
 from cachewise.stores.tiered import TieredStore
 
 
-class AsyncTieredStore(TieredStore):
+class AsyncTieredStore(AsyncFlows, TieredStore):  # type: ignore[misc]
     """L1 ``MemoryStore`` in front of L2 ``AsyncRedisStore``, coherent across processes.
 
     ``bus`` defaults to an ``AsyncRedisBus`` on L2's own client (closed with the store).
@@ -54,51 +53,11 @@ class AsyncTieredStore(TieredStore):
             self.bus.start()  # type: ignore[attr-defined]
         return await arun(self._get_l2_flow(key))
 
-    async def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:  # type: ignore[override]
-        return await arun(self._get_many_flow(keys))
-
-    async def set(  # type: ignore[override]
-        self, key: Key, value: Any, ttl: float | None = None
-    ) -> None:
-        await self.set_many({key: value}, ttl)
-
-    async def set_many(  # type: ignore[override]
-        self, items: Mapping[Key, Any], ttl: float | None = None
-    ) -> None:
-        await arun(self._set_many_flow(items, ttl))
-
-    async def delete(self, key: Key) -> bool:  # type: ignore[override]
-        return await self.delete_many([key]) == 1
-
-    async def delete_many(self, keys: Iterable[Key]) -> int:  # type: ignore[override]
-        return await arun(self._delete_many_flow(keys))
-
-    async def clear(self) -> None:  # type: ignore[override]
-        await arun(self._clear_flow())
-
     async def ttl_left(self, key: Key) -> float | None:
         """Seconds until ``key`` expires in L2 (``None``: no expiry or absent)."""
         l2: Any = self.l2
         left: float | None = await l2.ttl_left(key)
         return left
-
-    async def begin_load(self, key: Key) -> LoadTicket:  # type: ignore[override]
-        return await arun(self._begin_load_flow(key))
-
-    async def end_load(  # type: ignore[override]
-        self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None
-    ) -> bool:
-        return await arun(self._end_load_flow(key, ticket, value, ttl))
-
-    async def begin_load_many(  # type: ignore[override]
-        self, keys: Iterable[Key]
-    ) -> dict[Key, LoadTicket]:
-        return await arun(self._begin_load_many_flow(keys))
-
-    async def end_load_many(  # type: ignore[override]
-        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
-    ) -> list[Key]:
-        return await arun(self._end_load_many_flow(tickets, values, ttl))
 
     async def close(self) -> None:  # type: ignore[override]
         """Close the bus (if this store made it), then L2 and L1."""
