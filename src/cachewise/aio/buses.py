@@ -31,6 +31,13 @@ from cachewise.pool import redact
 logger = logging.getLogger("cachewise")
 
 
+async def _aclose(connection: Any) -> None:
+    """Close a redis.asyncio client or pub/sub (``aclose`` since redis-py 5.0.1)."""
+    from cachewise.aio.redis import aclose  # noqa: PLC0415 - redis is an optional extra
+
+    await aclose(connection)
+
+
 class _AsyncListenerBus:
     """The reconnecting listener task both async buses share."""
 
@@ -63,7 +70,7 @@ class _AsyncListenerBus:
     async def wait_live(self, timeout: float) -> bool:
         """Start listening if needed; wait until subscribed (True) or ``timeout`` (False)."""
         self.start()
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._live.wait(), timeout)
         return self.live
 
@@ -151,7 +158,7 @@ class AsyncRedisBus(_AsyncListenerBus):
                     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
                     self._subscribers.deliver_wire(text)
         finally:
-            await pubsub.aclose()
+            await _aclose(pubsub)
 
     async def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
         self.start()
@@ -171,7 +178,7 @@ class AsyncRedisBus(_AsyncListenerBus):
             return
         await self._stop()
         if self._owns_client:
-            await self._client.aclose()
+            await _aclose(self._client)
 
 
 class AsyncPostgresBus(_AsyncListenerBus):

@@ -23,6 +23,12 @@ from cachewise.errors import ConfigurationError
 from cachewise.stores.redis import RedisStore
 
 
+async def aclose(connection: Any) -> None:
+    """Close a redis.asyncio client or pub/sub (``aclose`` since redis-py 5.0.1)."""
+    close = getattr(connection, "aclose", None) or connection.close
+    await close()
+
+
 class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
     """A store in Redis for AsyncCache: ``RedisStore``'s layout and codec, each call awaited.
 
@@ -100,5 +106,4 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
                 return
             self._closed = True
         if self._owns_client:
-            client: Any = self.client
-            await client.aclose()
+            await aclose(self.client)

@@ -63,7 +63,7 @@ def connect_async(
     kwargs: dict[str, Any] = {}
     if p.pgbouncer and target.get_driver_name().startswith("psycopg"):
         kwargs["connect_args"] = {"prepare_threshold": None}
-    if not p.memory_sqlite:
+    if p.family != "sqlite":  # SQLAlchemy picks SQLite's pool (NullPool or static) itself
         kwargs.update(
             pool_size=max(1, p.pool_size),
             max_overflow=p.max_overflow,

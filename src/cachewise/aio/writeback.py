@@ -115,7 +115,7 @@ class AsyncFlusher(Flusher):
             if left <= 0 or self._closed:
                 raise self._full_error()
             self._wake.set()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._room_event.wait(), left)
 
     def _made_room(self) -> None:
@@ -138,7 +138,7 @@ class AsyncFlusher(Flusher):
         timeout = self.policy.flush_timeout
         try:
             await asyncio.wait_for(self._exclusive.acquire(), timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise FlushError(f"a flush has been running for over {timeout}s") from None
         try:
             return await arun(self._flush_flow(only))
@@ -148,7 +148,7 @@ class AsyncFlusher(Flusher):
     async def _run(self) -> None:
         delay = self.policy.flush_interval
         while True:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
             if self._closed:
@@ -180,7 +180,7 @@ class AsyncFlusher(Flusher):
         self._room_event.set()
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout)
         if self._journal is not None:
             await self._journal.close()
