@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from cachewise._types import Key, check_key, check_ttl
 from cachewise.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from cachewise.aio import AsyncCache
-    from cachewise.cache import Cache
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,7 +30,14 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
-def check_memoizable(cache: Cache | AsyncCache, ttl: float | None, key: object) -> float | None:
+class _WithSource(Protocol):
+    """A Cache or an AsyncCache, as far as memoizing needs to know."""
+
+    @property
+    def source(self) -> object: ...
+
+
+def check_memoizable(cache: _WithSource, ttl: float | None, key: object) -> float | None:
     """Validate ``cached()``'s arguments; only a cache without a source memoizes."""
     if cache.source is not None:
         raise ConfigurationError(

@@ -44,7 +44,7 @@ from cachewise.stores.base import BatchLoadGuarded, EvictionAware, LoadGuarded, 
 from cachewise.writeback.dirty import TOMBSTONE
 
 if TYPE_CHECKING:
-    from cachewise.pool import PoolStats
+    from cachewise.stats import PoolStats
 
 logger = logging.getLogger("cachewise")
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from cachewise._redact import redact
 from cachewise._types import Key
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.invalidation import (
@@ -26,7 +27,6 @@ from cachewise.invalidation import (
     encode_message,
     pg_bus_target,
 )
-from cachewise.pool import redact
 
 logger = logging.getLogger("cachewise")
 

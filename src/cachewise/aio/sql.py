@@ -18,11 +18,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cachewise._redact import redact
 from cachewise._types import MISSING, Key
 from cachewise.errors import CachewiseError, ClosedError, ConfigurationError
-from cachewise.pool import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, plan, redact
+from cachewise.pool import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, plan
 from cachewise.sources import _upsert
-from cachewise.sources.sql import SQLSource, check_arguments, check_dialect
+from cachewise.sources.sql import (
+    SQLSource,
+    _check_sqlite_file,
+    check_arguments,
+    check_dialect,
+)
 
 ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -117,7 +123,7 @@ class AsyncSQLSource(SQLSource):
             )
         self._engine = self._async_engine.sync_engine  # its URL and dialect; no I/O
         self._closed = False
-        self._where = f"table {table!r} at {self._engine.url.render_as_string(hide_password=True)}"
+        self._where = f"table {table!r} at {redact(self._engine.url)}"
         self.chunk_size = chunk_size
         self._names = (table, schema, version)
         self._ready_lock = asyncio.Lock()
@@ -126,6 +132,7 @@ class AsyncSQLSource(SQLSource):
         self._fast_checked = False
         self._reads = self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
         check_dialect(self._engine.dialect)
+        _check_sqlite_file(self._engine.url, table)
 
     def __repr__(self) -> str:
         return f"<AsyncSQLSource {self._where}>"
