@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,8 +84,8 @@ async def test_bad_rows_and_keys_change_nothing(source: AsyncSQLSource) -> None:
     assert not await source.load(2)
 
 
-async def test_a_wrong_table_is_a_configuration_error(db_url: str) -> None:
-    src = AsyncSQLSource(db_url, table="no_such_table_here")
+async def test_a_wrong_table_is_a_configuration_error(db_url: str, table: str) -> None:
+    src = AsyncSQLSource(db_url, table="no_such_table_here")  # the database exists
     with pytest.raises(ConfigurationError, match="no table"):
         await src.load(1)
     await src.close()
@@ -130,6 +131,13 @@ async def test_an_engine_passed_in_is_left_open(db_url: str, table: str) -> None
     async with engine.connect() as conn:
         assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
     await engine.dispose()
+
+
+def test_a_missing_sqlite_file_is_refused_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        AsyncSQLSource(f"sqlite:///{missing}", table="products")
+    assert not missing.exists()
 
 
 def test_arguments_are_checked_before_connecting() -> None:
