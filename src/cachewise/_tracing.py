@@ -7,19 +7,32 @@ then do I/O (never on the hit path).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 tracer: Any = None
 """An OpenTelemetry ``Tracer`` while spans are on; ``None`` (no spans) otherwise."""
 
 
-def traced(name: str, attributes: dict[str, Any], fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` inside a span named ``name``; an error is recorded on the span."""
+def start(name: str, attributes: dict[str, Any]) -> Any:
+    """A span for work a flow does between its yields (``end`` it); ``None`` when off.
+
+    Not made current: a flow's steps may run on another task or thread than its start.
+    """
     current = tracer
-    if current is None:  # turned off since the caller looked
-        return fn(*args)
-    with current.start_as_current_span(name, attributes=attributes):
-        return fn(*args)
+    return None if current is None else current.start_span(name, attributes=attributes)
+
+
+def end(span: Any, error: BaseException | None = None) -> None:
+    """End a span from :func:`start`, recording ``error`` on it if the work failed."""
+    if span is None:
+        return
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(_error_status(error))
+    span.end()
+
+
+def _error_status(error: BaseException) -> Any:
+    from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415 - only with spans on
+
+    return Status(StatusCode.ERROR, type(error).__name__)

@@ -131,7 +131,7 @@ def _logged_events() -> set[str]:
                 continue
             name = node.args[2]
             options = [name.body, name.orelse] if isinstance(name, ast.IfExp) else [name]
-            names.update(o.value for o in options if isinstance(o, ast.Constant))
+            names.update(str(o.value) for o in options if isinstance(o, ast.Constant))
     return names
 
 

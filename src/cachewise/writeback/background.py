@@ -3,8 +3,8 @@
 Shared by the in-process runtime (``flusher.Flusher``) and the Redis-backed one
 (``shared.SharedFlusher``): both flush every ``flush_interval`` seconds and when woken,
 back off with ``policy.retry`` after a failure, run one flush at a time per process with
-a bounded wait, and are flushed at interpreter exit. ``write_batch`` is the I/O of one
-flush batch for both, timed into their histograms (and traced when spans are on).
+a bounded wait, and are flushed at interpreter exit. ``Backoff`` (both drivers) logs an
+outage once and its end once; ``BatchTimes`` and ``write_batch`` time each flush batch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import random
+import sys
 import threading
 import time
 import weakref
@@ -29,35 +30,6 @@ from cachewise.stats import KEYS, Histogram
 logger = logging.getLogger("cachewise.writeback")
 
 T = TypeVar("T")
-
-
-class BatchTimes:
-    """The flush batches of one runtime: how long each took and how many keys it had."""
-
-    def __init__(self, name: str) -> None:
-        self.seconds = Histogram(name="flush_seconds", attributes={"cache": name})
-        self.keys = Histogram(KEYS, name="flush_keys", attributes={"cache": name})
-
-
-def write_batch(
-    source: Source, saves: Mapping[Key, Any], removes: list[Key], times: BatchTimes, name: str
-) -> None:
-    """One batch to the source: one ``save_many`` and one ``remove_many``, timed."""
-    started = time.monotonic()
-    if _tracing.tracer is None:
-        _write(source, saves, removes)
-    else:
-        attributes = {"cache": name, "keys": len(saves) + len(removes)}
-        _tracing.traced("cachewise.flush", attributes, _write, source, saves, removes)
-    times.seconds.observe(time.monotonic() - started)
-    times.keys.observe(len(saves) + len(removes))
-
-
-def _write(source: Source, saves: Mapping[Key, Any], removes: list[Key]) -> None:
-    if saves:
-        source.save_many(saves)
-    if removes:
-        source.remove_many(removes)
 
 
 class FlushLoop:
@@ -82,15 +54,9 @@ class FlushLoop:
         self._flush = flush
         self._pending = pending
         self.wake = wake if wake is not None else threading.Event()
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(policy, rng, name=name, backlog=backlog)
         self._lock = threading.Lock()
         self._stopped = False
-        self.attempt = 0
-        """Consecutive failed background flushes (0 after a success)."""
-        self._name = name
-        self._backlog = backlog
-        self._outage_since = 0.0
-        self._last_error = ""
         self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
 
     def start(self) -> None:
@@ -113,41 +79,90 @@ class FlushLoop:
         finally:
             self._lock.release()
 
+    @property
+    def attempt(self) -> int:
+        """Consecutive failed background flushes (0 after a success)."""
+        return self._backoff.attempt
+
     def _run(self) -> None:
-        interval = self.policy.flush_interval
-        delay = interval
+        delay = self.policy.flush_interval
         while True:
             self.wake.wait(delay)
             self.wake.clear()
             if self._stopped:
                 return
+            written: object = 0
             try:
-                if not self._pending():
-                    self._recovered(0)  # another flush (``flush()``, another process) did it
-                    delay = interval
-                    continue
-                written = self._flush()
-            except Exception as exc:
-                self.attempt += 1
-                delay = self.policy.retry.delay(self.attempt, self._rng)
-                self._failed(exc, delay)
+                if self._pending():
+                    written = self._flush()
+            except Exception:
+                delay = self._backoff.failed()
             else:
-                self._recovered(written if isinstance(written, int) else 0)
-                delay = interval
+                delay = self._backoff.succeeded(written if isinstance(written, int) else 0)
 
-    def _failed(self, exc: Exception, delay: float) -> None:
-        """Log the first failure of an outage (with its traceback); later ones at DEBUG."""
-        root: BaseException = exc
-        while root.__cause__ is not None:  # FlushError <- SourceError <- the driver's error
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
+        self._stopped = True
+        self.wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+class Backoff:
+    """When a flusher (thread or task) flushes next: the interval, or a retry's backoff.
+
+    The delay policy of both drivers' background flushers, kept apart from their waiting.
+    It also tells the story of an outage, once: the first failure at WARNING (with its
+    traceback), the retries at DEBUG, and one INFO line when a flush succeeds again.
+    """
+
+    def __init__(
+        self,
+        policy: WriteBack,
+        rng: random.Random | None = None,
+        *,
+        name: str = "cachewise",
+        backlog: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self.attempt = 0
+        """Consecutive failed background flushes (0 after a success)."""
+        self._name = name
+        self._backlog = backlog
+        self._outage_since = 0.0
+        self._last_error = ""
+
+    def succeeded(self, written: int = 0) -> float:
+        """A flush (or a check that found nothing to flush) succeeded: the next interval."""
+        if self.attempt:
+            self._recovered(written)
+        self.attempt = 0
+        return self.policy.flush_interval
+
+    def failed(self) -> float:
+        """The flush failed (call it in the ``except``): the delay before the next retry."""
+        self.attempt += 1
+        delay = self.policy.retry.delay(self.attempt, self._rng)
+        self._log_failure(sys.exc_info()[1], delay)
+        return delay
+
+    def _log_failure(self, exc: BaseException | None, delay: float) -> None:
+        root = exc
+        while root is not None and root.__cause__ is not None:  # FlushError <- SourceError <- ..
             root = root.__cause__
-        error = type(root).__name__
+        error = type(root).__name__ if root is not None else "unknown"
         self._last_error = error
+        try:
+            keys = self._backlog()
+        except Exception:  # the backlog lives in a Redis that may be down too
+            keys = None
         fields: dict[str, Any] = {
             "cache": self._name,
             "attempt": self.attempt,
             "error": error,
             "retry_in": round(delay, 3),
-            "keys": self._backlog(),
+            "keys": keys,
         }
         if self.attempt == 1:
             self._outage_since = time.monotonic()
@@ -159,8 +174,8 @@ class FlushLoop:
                 "logged once until it recovers",
                 self._name,
                 error,
-                fields["keys"],
-                exc_info=True,
+                keys,
+                exc_info=exc is not None,
                 **fields,
             )
         else:
@@ -177,9 +192,6 @@ class FlushLoop:
             )
 
     def _recovered(self, written: int) -> None:
-        """After an outage: one summary (how long, how many attempts, the last error)."""
-        if self.attempt == 0:
-            return
         seconds = time.monotonic() - self._outage_since
         event(
             logger,
@@ -198,14 +210,42 @@ class FlushLoop:
             error=self._last_error,
             keys=written,
         )
-        self.attempt = 0
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
-        self._stopped = True
-        self.wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+
+class BatchTimes:
+    """The flush batches of one runtime: how long each took and how many keys it had."""
+
+    def __init__(self, name: str) -> None:
+        self.seconds = Histogram(name="flush_seconds", attributes={"cache": name})
+        self.keys = Histogram(KEYS, name="flush_keys", attributes={"cache": name})
+
+    def observe(self, started: float, keys: int) -> None:
+        """A batch of ``keys`` that began at ``started`` (``time.monotonic()``) is written."""
+        self.seconds.observe(time.monotonic() - started)
+        self.keys.observe(keys)
+
+
+def write_batch(
+    source: Source, saves: Mapping[Key, Any], removes: list[Key], times: BatchTimes, name: str
+) -> None:
+    """One batch to the source: one ``save_many`` and one ``remove_many``, timed, traced."""
+    keys = len(saves) + len(removes)
+    span = (
+        None
+        if _tracing.tracer is None
+        else _tracing.start("cachewise.flush", {"cache": name, "keys": keys})
+    )
+    started = time.monotonic()
+    try:
+        if saves:
+            source.save_many(saves)
+        if removes:
+            source.remove_many(removes)
+    except BaseException as exc:
+        _tracing.end(span, exc)
+        raise
+    _tracing.end(span)
+    times.observe(started, keys)
 
 
 class Closeable(Protocol):
