@@ -7,6 +7,7 @@ background refresh names its cache and error class; every logger is under ``cach
 from __future__ import annotations
 
 import ast
+import asyncio
 import logging
 import re
 import time
@@ -16,9 +17,21 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cachewise import Aggregate, Cache, Every, MappingSource, MemoryStore, ReadThrough, connect
+from cachewise import (
+    Aggregate,
+    Cache,
+    Every,
+    MappingSource,
+    MemoryStore,
+    ReadThrough,
+    Retry,
+    WriteBack,
+    connect,
+)
 from cachewise._events import LOGGERS, event
+from cachewise.aio import AsyncCache
 from cachewise.errors import PoolTimeout
+from tests.helpers import FlakySource
 
 
 def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
@@ -141,3 +154,37 @@ def test_every_event_is_listed_in_the_docs() -> None:
     logged = _logged_events()
     assert len(logged) >= 25
     assert logged == listed
+
+
+@pytest.mark.anyio
+async def test_the_async_flusher_logs_an_outage_once_and_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="cachewise.writeback")
+    source = FlakySource({})
+    policy = WriteBack(flush_interval=0.02, retry=Retry(initial=0.02, maximum=0.05))
+    cache = AsyncCache(MemoryStore(), source, write=policy, name="async-orders")
+    try:
+        source.down = True
+        await cache.write(1, "one")
+        await cache.write(2, "two")
+        for _ in range(3000):
+            if len(_events(caplog, "flush_retry_failed")) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        source.down = False
+        for _ in range(3000):
+            if _events(caplog, "flush_recovered"):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await cache.close()
+    (failed,) = _events(caplog, "flush_failed")
+    assert (failed.levelno, failed.cache, failed.keys) == (logging.WARNING, "async-orders", 2)  # type: ignore[attr-defined]
+    retries = _events(caplog, "flush_retry_failed")
+    assert len(retries) >= 3
+    assert {r.levelno for r in retries} == {logging.DEBUG}
+    (recovered,) = _events(caplog, "flush_recovered")
+    assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
+    assert recovered.keys == 2  # type: ignore[attr-defined]
+    assert source.data == {1: "one", 2: "two"}
