@@ -9,25 +9,16 @@ at INFO, that it recovered, after how many attempts and how long, with the last 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from cachewise import Cache, MemoryStore, Retry, SQLSource, WriteBack
+from tests.helpers import events, wait_for
 from tests.servers import PostgresServer, need_pg_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -39,10 +30,6 @@ def server() -> Iterator[PostgresServer]:
         yield pg
     finally:
         pg.close()
-
-
-def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
 
 
 def test_an_outage_is_logged_once_and_its_recovery_summarised(
@@ -58,13 +45,13 @@ def test_an_outage_is_logged_once_and_its_recovery_summarised(
     cache = Cache(MemoryStore(), source, write=policy, name=unique_name)
     try:
         cache.write(1, {"id": 1, "v": "before"})
-        assert _wait_for(lambda: cache.stats.dirty == 0)
+        assert wait_for(lambda: cache.stats.dirty == 0)
 
         server.stop()
         for i in range(2, 12):
             cache.write(i, {"id": i, "v": "during"})
-        assert _wait_for(lambda: cache.stats.flush_failures >= 4)
-        failed = _events(caplog, "flush_failed")
+        assert wait_for(lambda: cache.stats.flush_failures >= 4)
+        failed = events(caplog, "flush_failed")
         assert len(failed) == 1
         first = failed[0]
         assert first.levelno == logging.WARNING
@@ -74,21 +61,21 @@ def test_an_outage_is_logged_once_and_its_recovery_summarised(
         assert first.attempt == 1  # type: ignore[attr-defined]
         assert first.keys == 10  # type: ignore[attr-defined]
         assert first.error == "OperationalError"  # type: ignore[attr-defined]
-        retries = _events(caplog, "flush_retry_failed")
+        retries = events(caplog, "flush_retry_failed")
         assert len(retries) >= 3
         assert [(r.levelno, bool(r.exc_info)) for r in retries] == [(logging.DEBUG, False)] * len(
             retries
         )
         assert [r.attempt for r in retries] == list(range(2, len(retries) + 2))  # type: ignore[attr-defined]
-        assert _events(caplog, "flush_recovered") == []
+        assert events(caplog, "flush_recovered") == []
 
         server.start()
-        assert _wait_for(lambda: cache.stats.dirty == 0)
-        assert _wait_for(lambda: len(_events(caplog, "flush_recovered")) == 1)
-        recovered = _events(caplog, "flush_recovered")[0]
+        assert wait_for(lambda: cache.stats.dirty == 0)
+        assert wait_for(lambda: len(events(caplog, "flush_recovered")) == 1)
+        recovered = events(caplog, "flush_recovered")[0]
         assert recovered.levelno == logging.INFO
         attempts = recovered.attempts  # type: ignore[attr-defined]
-        assert attempts == 1 + len(_events(caplog, "flush_retry_failed"))
+        assert attempts == 1 + len(events(caplog, "flush_retry_failed"))
         assert recovered.keys == 10  # type: ignore[attr-defined]
         assert recovered.error == "OperationalError"  # type: ignore[attr-defined]
         assert recovered.seconds > 0  # type: ignore[attr-defined]
@@ -96,4 +83,4 @@ def test_an_outage_is_logged_once_and_its_recovery_summarised(
         assert warnings == [first]
     finally:
         cache.close()
-    assert len(_events(caplog, "flush_failed")) == 1
+    assert len(events(caplog, "flush_failed")) == 1

@@ -13,11 +13,9 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 import sqlalchemy as sa
 
 from cachewise import Cache, MappingSource, RedisStore, WriteBack
@@ -35,15 +33,6 @@ def direct_postgres() -> str:
     return need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES)
 
 
-@pytest.fixture
-def namespace(unique_name: str, redis_url: str) -> Iterator[str]:
-    yield unique_name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{unique_name}:*", count=1000):
-        client.delete(key)
-    client.close()
-
-
 def _stats(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert main(["stats", *argv, "--json"]) == 0
     parsed: dict[str, Any] = json.loads(capsys.readouterr().out)
@@ -51,8 +40,9 @@ def _stats(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 
 
 def test_the_backlog_and_the_claims_of_a_shared_write_back(
-    redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+    redis_url: str, redis_namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    namespace = redis_namespace
     source = MappingSource({})
     store = RedisStore(redis_url, namespace=namespace)
     cache = Cache(store, source, write=WriteBack(journal="redis", **QUIET))
@@ -122,8 +112,9 @@ def test_connections_held_open_are_counted_by_state_and_application(
 
 @pytest.mark.postgres
 def test_the_live_view_fits_80_columns_and_hides_passwords(
-    direct_postgres: str, redis_url: str, namespace: str
+    direct_postgres: str, redis_url: str, redis_namespace: str
 ) -> None:
+    namespace = redis_namespace
     url = direct_postgres.replace("://root@", "://root:sekret@", 1)
     if "sekret" not in url:
         pytest.skip("the PostgreSQL URL has no user 'root' to give a password to")

@@ -9,8 +9,6 @@ at DEBUG, one INFO when it is subscribed again.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -18,34 +16,14 @@ import redis
 from cachewise import Cache, MappingSource, RedisStore, WriteBack
 from cachewise.codecs import encode_key
 from cachewise.invalidation import RedisBus
+from tests.helpers import events, wait_for
 from tests.servers import RedisServer
 
 
-def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-@pytest.fixture
-def namespace(unique_name: str, redis_url: str) -> Iterator[str]:
-    yield unique_name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{unique_name}:*", count=1000):
-        client.delete(key)
-    client.close()
-
-
 def test_an_undecodable_dirty_row_is_logged_once_per_key(
-    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    redis_url: str, redis_namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    namespace = redis_namespace
     caplog.set_level(logging.WARNING, logger="cachewise")
     source = MappingSource({})
     cache = Cache(
@@ -63,7 +41,7 @@ def test_an_undecodable_dirty_row_is_logged_once_per_key(
         cache.read("bad")  # the read path meets the same row: no second line
         assert source.data == {"good": 2}
         assert cache._flusher.rejected.value >= 3  # type: ignore[union-attr]
-        (record,) = _events(caplog, "rejected_row")
+        (record,) = events(caplog, "rejected_row")
         assert record.levelno == logging.WARNING
         assert record.name == "cachewise.writeback"
         assert record.cache == namespace  # type: ignore[attr-defined]
@@ -83,19 +61,19 @@ def test_a_bus_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureF
         bus = RedisBus(server.url, channel="cw-log-test")
         try:
             server.kill()
-            assert _wait_for(lambda: not bus.live)
-            assert _wait_for(lambda: len(_events(caplog, "bus_reconnect_failed")) >= 2)
+            assert wait_for(lambda: not bus.live)
+            assert wait_for(lambda: len(events(caplog, "bus_reconnect_failed")) >= 2)
             server.start()
-            assert _wait_for(lambda: bus.live)
-            assert _wait_for(lambda: len(_events(caplog, "bus_live")) == 1)
+            assert wait_for(lambda: bus.live)
+            assert wait_for(lambda: len(events(caplog, "bus_live")) == 1)
         finally:
             bus.close()
     finally:
         server.close()
-    (down,) = _events(caplog, "bus_down")
+    (down,) = events(caplog, "bus_down")
     assert down.levelno == logging.WARNING
-    assert {r.levelno for r in _events(caplog, "bus_reconnect_failed")} == {logging.DEBUG}
-    (live,) = _events(caplog, "bus_live")
+    assert {r.levelno for r in events(caplog, "bus_reconnect_failed")} == {logging.DEBUG}
+    (live,) = events(caplog, "bus_live")
     assert live.levelno == logging.INFO
     assert live.seconds > 0  # type: ignore[attr-defined]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [down]

@@ -7,40 +7,20 @@ of ``cachewise_invalidation_lag_seconds`` under the receiving cache's name.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-
 import pytest
-import redis
 
 from cachewise import Cache, MappingSource, MemoryStore, RedisStore, TieredStore, WriteBack
+from tests.helpers import wait_for
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
 from cachewise.metrics import PrometheusCollector  # noqa: E402
 
 
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
-
-
-@pytest.fixture
-def namespace(unique_name: str, redis_url: str) -> Iterator[str]:
-    yield unique_name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{unique_name}:*", count=1000):
-        client.delete(key)
-    client.close()
-
-
 def test_invalidation_lag_is_recorded_where_the_l1_copy_is_dropped(
-    redis_url: str, namespace: str
+    redis_url: str, redis_namespace: str
 ) -> None:
+    namespace = redis_namespace
     writer = Cache(TieredStore(MemoryStore(), RedisStore(redis_url, namespace=namespace)),
                    name=f"{namespace}-writer")  # fmt: skip
     reader = Cache(TieredStore(MemoryStore(), RedisStore(redis_url, namespace=namespace)),
@@ -52,7 +32,7 @@ def test_invalidation_lag_is_recorded_where_the_l1_copy_is_dropped(
         reader.write("k", 1)
         assert reader.read("k") == 1
         writer.write("k", 2)  # published: the reader drops its L1 copy
-        assert eventually(lambda: registry.get_sample_value(count, {"cache": reader.name}) == 1)
+        assert wait_for(lambda: registry.get_sample_value(count, {"cache": reader.name}) == 1)
         assert reader.store.get("k") == 2  # L1 dropped: L2 has the new value
         # The writer heard the reader's first write, and never its own.
         assert registry.get_sample_value(count, {"cache": writer.name}) == 1
@@ -67,8 +47,9 @@ def test_invalidation_lag_is_recorded_where_the_l1_copy_is_dropped(
 
 
 def test_a_shared_write_back_exports_its_backlog_and_batches(
-    redis_url: str, namespace: str
+    redis_url: str, redis_namespace: str
 ) -> None:
+    namespace = redis_namespace
     source = MappingSource({})
     cache = Cache(
         RedisStore(redis_url, namespace=namespace),

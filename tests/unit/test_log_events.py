@@ -10,8 +10,6 @@ import ast
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,11 +29,7 @@ from cachewise import (
 from cachewise._events import LOGGERS, event
 from cachewise.aio import AsyncCache
 from cachewise.errors import PoolTimeout
-from tests.helpers import FlakySource
-
-
-def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
+from tests.helpers import FlakySource, events, wait_for
 
 
 def test_every_logger_is_in_the_cachewise_tree_and_documented() -> None:
@@ -48,7 +42,7 @@ def test_every_logger_is_in_the_cachewise_tree_and_documented() -> None:
 def test_fields_are_record_attributes(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="cachewise")
     event(logging.getLogger("cachewise.pool"), logging.INFO, "probe", "x %d", 1, pool="p", n=2)
-    (record,) = _events(caplog, "probe")
+    (record,) = events(caplog, "probe")
     assert (record.getMessage(), record.pool, record.n) == ("x 1", "p", 2)  # type: ignore[attr-defined]
 
 
@@ -64,7 +58,7 @@ def test_a_saturated_pool_logs_once_for_many_timeouts(
                     pass
     finally:
         engine.dispose()
-    (record,) = _events(caplog, "pool_timeout")
+    (record,) = events(caplog, "pool_timeout")
     assert record.levelno == logging.WARNING
     assert record.name == "cachewise.pool"
     assert record.timeouts == 1  # type: ignore[attr-defined]
@@ -88,18 +82,9 @@ def test_a_failed_background_refresh_names_its_cache_and_error(
         cache._refresh("k", broken)
     finally:
         cache.close()
-    (record,) = _events(caplog, "refresh_failed")
+    (record,) = events(caplog, "refresh_failed")
     assert record.levelno == logging.WARNING
     assert (record.cache, record.error) == ("refreshing", "ConnectionError")  # type: ignore[attr-defined]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_failing_scheduled_refreshes_are_logged_once_then_their_end(
@@ -115,19 +100,19 @@ def test_failing_scheduled_refreshes_are_logged_once_then_their_end(
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE src RENAME TO gone"))
-        assert _wait_for(lambda: len(_events(caplog, "aggregate_refresh_retry_failed")) >= 2)
+        assert wait_for(lambda: len(events(caplog, "aggregate_refresh_retry_failed")) >= 2)
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE gone RENAME TO src"))
-        assert _wait_for(lambda: len(_events(caplog, "aggregate_refresh_recovered")) == 1)
+        assert wait_for(lambda: len(events(caplog, "aggregate_refresh_recovered")) == 1)
     finally:
         agg.close()
         engine.dispose()
-    (failed,) = _events(caplog, "aggregate_refresh_failed")
+    (failed,) = events(caplog, "aggregate_refresh_failed")
     assert failed.levelno == logging.WARNING
     assert failed.aggregate == "totals"  # type: ignore[attr-defined]
-    retries = _events(caplog, "aggregate_refresh_retry_failed")
+    retries = events(caplog, "aggregate_refresh_retry_failed")
     assert {r.levelno for r in retries} == {logging.DEBUG}
-    (recovered,) = _events(caplog, "aggregate_refresh_recovered")
+    (recovered,) = events(caplog, "aggregate_refresh_recovered")
     assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [failed]
 
@@ -169,22 +154,22 @@ async def test_the_async_flusher_logs_an_outage_once_and_its_end(
         await cache.write(1, "one")
         await cache.write(2, "two")
         for _ in range(3000):
-            if len(_events(caplog, "flush_retry_failed")) >= 3:
+            if len(events(caplog, "flush_retry_failed")) >= 3:
                 break
             await asyncio.sleep(0.01)
         source.down = False
         for _ in range(3000):
-            if _events(caplog, "flush_recovered"):
+            if events(caplog, "flush_recovered"):
                 break
             await asyncio.sleep(0.01)
     finally:
         await cache.close()
-    (failed,) = _events(caplog, "flush_failed")
+    (failed,) = events(caplog, "flush_failed")
     assert (failed.levelno, failed.cache, failed.keys) == (logging.WARNING, "async-orders", 2)  # type: ignore[attr-defined]
-    retries = _events(caplog, "flush_retry_failed")
+    retries = events(caplog, "flush_retry_failed")
     assert len(retries) >= 3
     assert {r.levelno for r in retries} == {logging.DEBUG}
-    (recovered,) = _events(caplog, "flush_recovered")
+    (recovered,) = events(caplog, "flush_recovered")
     assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
     assert recovered.keys == 2  # type: ignore[attr-defined]
     assert source.data == {1: "one", 2: "two"}
