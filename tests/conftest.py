@@ -89,6 +89,29 @@ def pgbouncer_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def memcached_url() -> Iterator[str]:
+    """A memcached of our own for the session (``MEMCACHED_URL`` uses yours instead)."""
+    given = os.environ.get("MEMCACHED_URL")
+    if given:
+        yield need_server("memcached", "MEMCACHED_URL", given)
+        return
+    from tests.servers import MemcachedServer
+
+    try:
+        server = MemcachedServer()
+        server.start()
+    except (OSError, RuntimeError) as err:
+        reason = f"cannot start memcached: {err}"
+        if IN_CI:
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     return need_server("Redis", "REDIS_URL", DEFAULT_REDIS)
 
@@ -109,7 +132,14 @@ def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.fspath(tmp_path)}/cachewise-test.db"
 
 
-_SERVER_FIXTURES = {"postgres_url": "postgres", "redis_url": "redis", "mysql_url": "mysql"}
+_SERVER_FIXTURES = {
+    "postgres_url": "postgres",
+    "redis_url": "redis",
+    "mysql_url": "mysql",
+    "memcached_url": "memcached",
+    "pgpool_url": "pgpool",
+}
+_MUST_RUN_IN_CI = ("postgres", "redis", "memcached", "pgpool")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -125,14 +155,12 @@ _skipped_server_tests: list[str] = []
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Remember server tests that skipped: under CI that is a failure, not a pass."""
-    if report.skipped and any(m in report.keywords for m in ("postgres", "redis")):
+    if report.skipped and any(m in report.keywords for m in _MUST_RUN_IN_CI):
         _skipped_server_tests.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and _skipped_server_tests:
         shown = "\n  ".join(_skipped_server_tests[:20])
-        print(
-            f"\nCI=true but {len(_skipped_server_tests)} Redis/PostgreSQL tests skipped:\n  {shown}"
-        )
+        print(f"\nCI=true but {len(_skipped_server_tests)} server tests skipped:\n  {shown}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
