@@ -51,11 +51,45 @@ VIA_PGBOUNCER = os.environ.get("CACHEWISE_VIA_PGBOUNCER", "").lower() in {"1", "
 """Run the PostgreSQL suite through a PgBouncer in transaction mode (issue 6)."""
 
 
+VIA_PGPOOL = os.environ.get("CACHEWISE_VIA_PGPOOL", "").lower() in {"1", "true", "yes"}
+"""Run the PostgreSQL suite through a Pgpool-II in connection-pooling mode (issue 14)."""
+
+
 @pytest.fixture(scope="session")
 def postgres_url(request: pytest.FixtureRequest) -> str:
     if VIA_PGBOUNCER:
         return str(request.getfixturevalue("pgbouncer_url"))
+    if VIA_PGPOOL:
+        return str(request.getfixturevalue("pgpool_url"))
     return need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES)
+
+
+@pytest.fixture(scope="session")
+def pgpool_url() -> Iterator[str]:
+    """A URL through our own Pgpool-II (connection pooling, raw mode) in front of PostgreSQL.
+
+    Its ``?pgpool=true`` is for ``cachewise.connect()``: reads are never load balanced
+    away from a write just made.
+    """
+    from cachewise._pgpool import Pgpool
+
+    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
+    try:
+        pgpool = Pgpool(((direct.hostname or "127.0.0.1", direct.port or 5432, 1),))
+        pgpool.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        reason = f"cannot start pgpool: {err}"
+        if IN_CI:
+            pytest.fail(f"CI=true: {reason}", pytrace=False)
+        pytest.skip(reason)
+    user = direct.username or "root"
+    through = pgpool.url(direct.path.lstrip("/") or "test", user)
+    if direct.password:  # Pgpool-II passes the password on to PostgreSQL
+        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
+    try:
+        yield f"{through}?pgpool=true"
+    finally:
+        pgpool.close()
 
 
 @pytest.fixture(scope="session")

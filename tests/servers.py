@@ -242,3 +242,17 @@ class MemcachedServer:
         self.kill()
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
+
+
+class StandbyServer(PostgresServer):
+    """A streaming-replication standby of ``primary`` (``pg_basebackup -R``), hot standby."""
+
+    def __init__(self, primary: PostgresServer) -> None:  # no initdb: a copy of the primary
+        self.bin = primary.bin
+        self.dir = _owned_tempdir("cw-pg-standby-")
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._run(
+            [str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+             "-U", "root", "-D", str(self.data), "-R", "-X", "stream"]
+        )  # fmt: skip
