@@ -69,7 +69,8 @@ def pgpool_url() -> Iterator[str]:
     """A URL through our own Pgpool-II (connection pooling, raw mode) in front of PostgreSQL.
 
     Its ``?pgpool=true`` is for ``cachewise.connect()``: reads are never load balanced
-    away from a write just made.
+    away from a write just made. ``?direct=`` says where PostgreSQL itself is, so tools
+    that start poolers of their own (the lab, the pooling benchmark) do not stack them.
     """
     from cachewise._pgpool import Pgpool
 
@@ -86,8 +87,9 @@ def pgpool_url() -> Iterator[str]:
     through = pgpool.url(direct.path.lstrip("/") or "test", user)
     if direct.password:  # Pgpool-II passes the password on to PostgreSQL
         through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
+    where = f"{direct.hostname or '127.0.0.1'}:{direct.port or 5432}"
     try:
-        yield f"{through}?pgpool=true"
+        yield f"{through}?pgpool=true&direct={where}"
     finally:
         pgpool.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -37,6 +38,7 @@ from cachewise import (  # noqa: E402
 from cachewise._types import Key  # noqa: E402
 from cachewise.contrib.django import CacheBackend, ModelSource, UnpicklableValueError  # noqa: E402
 from cachewise.errors import ConfigurationError  # noqa: E402
+from cachewise.pool import direct_url  # noqa: E402
 
 
 def backend(location: str, **options: Any) -> CacheBackend:
@@ -238,8 +240,9 @@ def product(request: pytest.FixtureRequest, unique_name: str) -> Iterator[tuple[
     using = "default"
     if request.param == "postgres":
         url = request.getfixturevalue("postgres_url")
-        if "pgbouncer=true" in url or "pgpool=true" in url:
-            url = url.split("?", 1)[0]  # Django connects itself; session pooling is fine
+        if "pgbouncer=true" in url:  # Django's psycopg prepares: not in transaction mode
+            url = direct_url(url).render_as_string(hide_password=False)
+        url = url.split("?", 1)[0]  # through Pgpool-II: session pooling suits Django
         using = "pg"
         test_settings.add_database(using, url)
     model = test_settings.make_model(unique_name, using=using)
@@ -304,3 +307,17 @@ def test_every_strategy_works_with_the_orm(product: tuple[type[Any], str], write
         stored = model._default_manager.using(using).get(sku="tea")
         assert stored.views == 5
         assert cache.stats.source_writes >= 1
+
+
+def test_django_page_examples_run(unique_name: str) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "django.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    assert len(blocks) >= 3
+    model = test_settings.make_model(unique_name)
+    model._default_manager.create(sku="tea", name="Tea", price=Decimal("3.10"))
+    try:
+        for block in blocks:
+            scope = {"__name__": "docs_example", "Product": model}
+            exec(compile(block, str(page), "exec"), scope)
+    finally:
+        test_settings.drop_model(model)

@@ -222,3 +222,18 @@ def test_a_case_with_redis_as_the_store(redis_url: str) -> None:
     kr = result.kinds[0]
     assert kr.decision.winner == "read-through+write-through"
     assert any("Redis" in note for note in result.notes)
+
+
+@pytest.mark.slow
+def test_a_case_with_memcached_as_the_store(
+    memcached_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "lab.json"
+    args = ["lab", "--quick", "--case", "ehr", "--store", memcached_url, "--json", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.read_text())
+    assert doc["store"] == "memcached"
+    (case,) = doc["cases"]
+    assert any("memcached" in note for note in case["notes"])
+    assert main(["lab", "--quick", "--case", "ehr", "--store", "ftp://x"]) == 2
+    assert "--store takes" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,3 +303,16 @@ def test_many_processes_missing_one_key_load_it_once(memcached_url: str, unique_
         stores[0].clear()
         for c in caches:
             c.close()
+
+
+def test_memcached_page_examples_run(memcached_url: str, unique_name: str) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "memcached.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    assert blocks
+    for block in blocks:
+        code = block.replace("memcached://127.0.0.1:11211", memcached_url)
+        code = code.replace('namespace="shop"', f"namespace={unique_name!r}")
+        exec(compile(code, str(page), "exec"), {"__name__": "docs_example"})
+    cleaner = MemcachedStore(memcached_url, namespace=unique_name)
+    cleaner.clear()
+    cleaner.close()

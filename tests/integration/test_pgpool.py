@@ -36,7 +36,10 @@ def test_url_options_make_a_pgpool_engine(engine: sa.Engine, pgpool_url: str) ->
     assert is_pgpool(engine)
     assert not is_pgbouncer(engine)
     assert "pgpool" not in str(engine.url)  # consumed by connect(), never sent to libpq
-    assert direct_url(engine) == engine.url  # session features work through Pgpool-II
+    assert direct_url(engine).port != engine.url.port  # ?direct= names PostgreSQL itself
+    without = connect(pgpool_url.split("&direct=", maxsplit=1)[0], pool_size=1)
+    assert direct_url(without) == without.url  # session features work through Pgpool-II
+    without.dispose()
 
 
 def test_every_statement_carries_the_no_load_balance_hint(pgpool_url: str) -> None:
@@ -111,7 +114,8 @@ def test_session_advisory_lock_holds_across_transactions(
 
 def test_listen_notify_bus_works_through_pgpool(pgpool_url: str, unique_name: str) -> None:
     received: list[Invalidation] = []
-    bus = PostgresBus(pgpool_url, channel=unique_name)
+    through = pgpool_url.split("&direct=", maxsplit=1)[0]  # LISTEN through Pgpool-II, not around it
+    bus = PostgresBus(through, channel=unique_name)
     try:
         bus.subscribe(received.append)
         bus.publish(["k1", ("k", 2)], origin="other")

@@ -102,7 +102,21 @@ STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
 ]
 
 
-@pytest.fixture(params=STORE_FACTORIES, ids=lambda f: f.__name__)
+_SERVER_MARKS = {
+    "redis_store": pytest.mark.redis,
+    "tiered_store": pytest.mark.redis,
+    "memcached_store": pytest.mark.memcached,
+}
+"""Marks for the factories that need a server: ``-m memcached`` selects them, and under
+CI=true their skips count as failures (tests/conftest.py)."""
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(f, id=f.__name__, marks=_SERVER_MARKS.get(f.__name__, ()))
+        for f in STORE_FACTORIES
+    ]
+)
 def sut(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     under_test = request.param(request)
     yield under_test

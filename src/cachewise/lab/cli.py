@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--database", metavar="URL", help="SQL database (default: temp SQLite)")
     parser.add_argument("--redis", metavar="URL", help="cache in Redis instead of in memory")
+    parser.add_argument(
+        "--store", metavar="URL", help="cache in redis://... or memcached://... instead of memory"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     parser.add_argument(
@@ -126,8 +129,13 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         errors.print(f"[red]error:[/red] {exc}")
         return 2
+    try:
+        redis_url, memcached_url = _store_urls(args.redis, args.store)
+    except ConfigurationError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        return 2
     database = Database(args.database)
-    env = Environment(database, redis_url=args.redis)
+    env = Environment(database, redis_url=redis_url, memcached_url=memcached_url)
     total = sum(
         len(POOLING.kinds[0].candidates) if n == POOLING.name else steps(_case(n)) for n in names
     )
@@ -163,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "quick": bool(args.quick),
         "database": redact(args.database) if args.database else "sqlite (temporary file)",
-        "store": "redis" if args.redis else "memory",
+        "store": "redis" if redis_url else "memcached" if memcached_url else "memory",
     }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
@@ -175,6 +183,19 @@ def run(args: argparse.Namespace) -> int:
             fh.write(html.render(results))
         console.print(f"HTML report: {args.html}")
     return 0
+
+
+def _store_urls(redis: str | None, store: str | None) -> tuple[str | None, str | None]:
+    """``--redis`` and ``--store`` as (redis URL, memcached URL)."""
+    if store is None:
+        return redis, None
+    if redis is not None:
+        raise ConfigurationError("give --store or --redis, not both")
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        return store, None
+    if store.startswith("memcached://"):
+        return None, store
+    raise ConfigurationError(f"--store takes redis://... or memcached://..., got {store!r}")
 
 
 def _case(name: str) -> Any:
