@@ -41,6 +41,7 @@ CONTENDERS = (
     "cachewise.connect() Engine",
     "cachewise.connect() dbapi_connection",
     "psycopg_pool",
+    "psycopg_pool autocommit",
     "SQLAlchemy stock QueuePool",
     "Django persistent connection",
     "PgBouncer new connection",
@@ -128,9 +129,15 @@ def _build(name: str, url: URL, table: str, pool_size: int, poolers: dict[str, s
     outside = _build_outside(name, url, sql, poolers)
     if outside is not None:
         return outside
-    if name == "psycopg_pool":
+    if name.startswith("psycopg_pool"):
+        # "autocommit": one round trip per SELECT, as Django runs by default (no BEGIN/COMMIT).
+        autocommit = name.endswith("autocommit")
         pool = psycopg_pool.ConnectionPool(
-            conninfo, min_size=pool_size, max_size=pool_size, open=True
+            conninfo,
+            min_size=pool_size,
+            max_size=pool_size,
+            open=True,
+            kwargs={"autocommit": autocommit},
         )
         pool.wait(30.0)
 
