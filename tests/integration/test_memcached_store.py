@@ -152,11 +152,14 @@ def test_clear_drops_only_its_namespace(memcached_url: str, unique_name: str) ->
     mine = MemcachedStore(memcached_url, namespace=unique_name)
     other = MemcachedStore(memcached_url, namespace=unique_name + "x")
     try:
+        # Enough other items that the server's key dump is a long, many-chunk reply.
+        other.set_many({i: "x" * 100 for i in range(5000)})
         mine.set_many({"a": 1, "b": 2, "a" * 300: 3})
         other.set("a", "theirs")
         mine.clear()
         assert mine.get_many(["a", "b", "a" * 300]) == {}
         assert other.get("a") == "theirs"
+        assert len(other.get_many(range(5000))) == 5000
     finally:
         other.clear()
         mine.close()

@@ -29,6 +29,7 @@ import hashlib
 import math
 import os
 import re
+import socket
 import struct
 import threading
 import time
@@ -155,6 +156,8 @@ class MemcachedStore:
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         host, port = _parse_url(url)
         self.url = f"memcached://{host}:{port}"
+        self._address = (host, port)
+        self._timeout = float(timeout)
         self.namespace = namespace
         self.codec: Codec = codec if codec is not None else default_codec()
         self._clock = clock
@@ -329,12 +332,7 @@ class MemcachedStore:
 
     def _dump_keys(self) -> list[bytes]:
         for _ in range(50):
-            reply: bytes = self._call(
-                "lru_crawler metadump",
-                self.client.raw_command,
-                b"lru_crawler metadump all",
-                b"END\r\n",
-            )
+            reply = self._call("lru_crawler metadump", self._metadump)
             if not reply.startswith(b"BUSY"):
                 break
             time.sleep(0.05)  # another crawl runs: memcached does one at a time
@@ -347,6 +345,28 @@ class MemcachedStore:
             if line.startswith(b"key="):
                 keys.append(unquote(line[4:].split(b" ", 1)[0].decode("ascii")).encode("ascii"))
         return keys
+
+    def _metadump(self) -> bytes:
+        """``lru_crawler metadump all`` on a connection of its own, read to its end.
+
+        Not through the pooled client: its ``raw_command`` keeps only the last chunk of
+        a long reply.
+        """
+        with socket.create_connection(self._address, timeout=self._timeout) as conn:
+            conn.sendall(b"lru_crawler metadump all\r\n")
+            chunks: list[bytes] = []
+            tail = b""
+            while True:
+                chunk = conn.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                tail = (tail + chunk)[-64:]
+                if tail.endswith(b"END\r\n") or (
+                    len(chunks) == 1 and chunk.endswith(b"\r\n") and b"key=" not in chunk
+                ):
+                    break  # the end of the dump, or a one-line BUSY / ERROR
+        return b"".join(chunks)
 
     # -- compare-and-set (CompareAndSet) ------------------------------------------------
 
