@@ -153,7 +153,7 @@ def test_clear_drops_only_its_namespace(memcached_url: str, unique_name: str) ->
     other = MemcachedStore(memcached_url, namespace=unique_name + "x")
     try:
         # Enough other items that the server's key dump is a long, many-chunk reply.
-        other.set_many({i: "x" * 100 for i in range(5000)})
+        other.set_many(dict.fromkeys(range(5000), "x" * 100))
         mine.set_many({"a": 1, "b": 2, "a" * 300: 3})
         other.set("a", "theirs")
         mine.clear()

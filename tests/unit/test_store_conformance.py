@@ -53,6 +53,11 @@ def memory_store_lfu(request: pytest.FixtureRequest) -> StoreUnderTest:
     return StoreUnderTest(store, clock.advance)
 
 
+def memory_store_copying(request: pytest.FixtureRequest) -> StoreUnderTest:
+    clock = FakeClock()
+    return StoreUnderTest(MemoryStore(max_entries=1000, clock=clock, copy=True), clock.advance)
+
+
 def _redis_namespace(request: pytest.FixtureRequest) -> tuple[str, str]:
     """A Redis URL and a fresh namespace whose keys are all deleted after the test."""
     import redis
@@ -96,6 +101,7 @@ def memcached_store(request: pytest.FixtureRequest) -> StoreUnderTest:
 STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
     memory_store,
     memory_store_lfu,
+    memory_store_copying,
     redis_store,
     tiered_store,
     memcached_store,
@@ -292,3 +298,15 @@ class TestCompareAndSet:
         for t in threads:
             t.join()
         assert cas_store.get("n") == 100
+
+    def test_gets_and_cas_copy_in_a_copying_store(self, cas_store: CompareAndSet) -> None:
+        if getattr(cas_store, "copies", True) is False:
+            pytest.skip("this MemoryStore keeps references (copy=False)")
+        cas_store.set("k", {"items": [1]})
+        value, token = cas_store.gets("k")
+        value["items"].append(2)  # a copy: the cached value is unchanged
+        assert cas_store.get("k") == {"items": [1]}
+        new = {"items": [1, 3]}
+        assert cas_store.cas("k", new, token) is True
+        new["items"].append(4)
+        assert cas_store.get("k") == {"items": [1, 3]}

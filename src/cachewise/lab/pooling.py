@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from cachewise._djangopool import django_requests
 from cachewise._pgbouncer import PgBouncer
 from cachewise._pgpool import Pgpool
+from cachewise._redact import redact
 from cachewise.errors import ConfigurationError
 from cachewise.lab.assemble import Environment
 from cachewise.lab.database import create_tables, drop_tables, table_names
@@ -203,7 +204,8 @@ def run_pooling(
         title=POOLING.title,
         story=POOLING.story,
         workshop_says=POOLING.workshop_says,
-        params=params,
+        # reports show params: the poolers' URLs without passwords
+        params={**params, **{name: redact(params[name]) for name in _POOLERS}},
         kinds=kinds,
         notes=notes,
         seconds=time.perf_counter() - started,
