@@ -11,7 +11,8 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,15 +37,19 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def cannot_run(reason: str) -> NoReturn:
+    """Skip with ``reason``, or fail under CI=true (a green CI means every suite ran)."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def need_server(kind: str, env: str, default: str) -> str:
     """Return the URL of a reachable server, or skip (fail under CI) with one line why."""
     url = os.environ.get(env) or default
     if _reachable(url):
         return url
-    reason = f"{kind} not reachable at {urlsplit(url).hostname}:{urlsplit(url).port} (set {env})"
-    if IN_CI:
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
+    cannot_run(f"{kind} not reachable at {urlsplit(url).hostname}:{urlsplit(url).port} (set {env})")
 
 
 VIA_PGBOUNCER = os.environ.get("CACHEWISE_VIA_PGBOUNCER", "").lower() in {"1", "true", "yes"}
@@ -64,64 +69,52 @@ def postgres_url(request: pytest.FixtureRequest) -> str:
     return need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES)
 
 
+def _through_pooler(name: str, make: Callable[[str, int], Any], mode: str) -> Iterator[str]:
+    """A URL through a pooler of our own in front of the PostgreSQL server, then stop it.
+
+    ``?<mode>=true`` tells ``cachewise.connect()`` which pooler it is behind;
+    ``?direct=HOST:PORT`` where PostgreSQL itself is (session features, and tools that
+    start poolers of their own, go there instead of stacking poolers).
+    """
+    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
+    host, port = direct.hostname or "127.0.0.1", direct.port or 5432
+    try:
+        pooler = make(host, port)
+        pooler.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        cannot_run(f"cannot start {name}: {err}")
+    user = direct.username or "root"
+    through = pooler.url(direct.path.lstrip("/") or "test", user)
+    if direct.password:  # the pooler trusts or passes it on; PostgreSQL may need it
+        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
+    try:
+        yield f"{through}?{mode}=true&direct={host}:{port}"
+    finally:
+        pooler.close()
+
+
 @pytest.fixture(scope="session")
 def pgpool_url() -> Iterator[str]:
-    """A URL through our own Pgpool-II (connection pooling, raw mode) in front of PostgreSQL.
+    """A URL through our own Pgpool-II (connection pooling, raw mode): ``?pgpool=true``.
 
-    Its ``?pgpool=true`` is for ``cachewise.connect()``: reads are never load balanced
-    away from a write just made. ``?direct=`` says where PostgreSQL itself is, so tools
-    that start poolers of their own (the lab, the pooling benchmark) do not stack them.
+    In that mode ``cachewise.connect()`` keeps reads from being load balanced away from a
+    write just made.
     """
     from cachewise._pgpool import Pgpool
 
-    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
-    try:
-        pgpool = Pgpool(((direct.hostname or "127.0.0.1", direct.port or 5432, 1),))
-        pgpool.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        reason = f"cannot start pgpool: {err}"
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
-    user = direct.username or "root"
-    through = pgpool.url(direct.path.lstrip("/") or "test", user)
-    if direct.password:  # Pgpool-II passes the password on to PostgreSQL
-        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
-    where = f"{direct.hostname or '127.0.0.1'}:{direct.port or 5432}"
-    try:
-        yield f"{through}?pgpool=true&direct={where}"
-    finally:
-        pgpool.close()
+    yield from _through_pooler("pgpool", lambda h, p: Pgpool(((h, p, 1),)), "pgpool")
 
 
 @pytest.fixture(scope="session")
 def pgbouncer_url() -> Iterator[str]:
-    """A URL through our own PgBouncer (transaction mode) in front of the PostgreSQL server.
+    """A URL through our own PgBouncer (transaction mode): ``?pgbouncer=true``.
 
-    Its ``?pgbouncer=true&direct=HOST:PORT`` options are for ``cachewise.connect()``:
-    no server-side prepared statements, and session features go to PostgreSQL directly.
+    In that mode ``cachewise.connect()`` uses no server-side prepared statements, and
+    session features go to PostgreSQL directly.
     """
     from cachewise._pgbouncer import PgBouncer
 
-    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
-    try:
-        bouncer = PgBouncer(direct.hostname or "127.0.0.1", direct.port or 5432)
-        bouncer.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        reason = f"cannot start pgbouncer: {err}"
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
-    database = direct.path.lstrip("/") or "test"
-    user = direct.username or "root"
-    through = bouncer.url(database, user)
-    if direct.password:  # PgBouncer trusts; the direct connection may need it
-        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
-    where = f"{direct.hostname or '127.0.0.1'}:{direct.port or 5432}"
-    try:
-        yield f"{through}?pgbouncer=true&direct={where}"
-    finally:
-        bouncer.close()
+    yield from _through_pooler("pgbouncer", PgBouncer, "pgbouncer")
 
 
 @pytest.fixture(scope="session")
@@ -137,10 +130,7 @@ def memcached_url() -> Iterator[str]:
         server = MemcachedServer()
         server.start()
     except (OSError, RuntimeError) as err:
-        reason = f"cannot start memcached: {err}"
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+        cannot_run(f"cannot start memcached: {err}")
     try:
         yield server.url
     finally:

@@ -88,7 +88,9 @@ class CacheBackend(BaseCache):  # type: ignore[misc]  # Django ships no type inf
 
     def __init__(self, location: str, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
-        spec = parse(location, options, getattr(settings, "SECRET_KEY", None))
+        # Only values that leave the process are signed: memory:// needs no SECRET_KEY.
+        remote = not (isinstance(location, str) and location.startswith("memory:"))
+        spec = parse(location, options, getattr(settings, "SECRET_KEY", None) if remote else None)
         super().__init__({**params, "OPTIONS": {}})
         self.spec: StoreSpec = spec
         self.store: CompareAndSet = shared_store(spec)
