@@ -190,3 +190,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shown = "\n  ".join(_skipped_server_tests[:20])
         print(f"\nCI=true but {len(_skipped_server_tests)} server tests skipped:\n  {shown}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio: cachewise.aio is for asyncio."""
+    return "asyncio"

@@ -23,7 +23,8 @@ from cachewise import (
     WriteThrough,
 )
 from cachewise.contrib.django import ModelSource
-from shop.models import PageViews, Product
+
+from .models import PageViews, Product
 
 _lock = threading.Lock()
 _caches: dict[str, Cache] = {}

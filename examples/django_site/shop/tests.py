@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import TransactionTestCase
 
-from shop import caches
-from shop.models import PageViews, Product
+from . import caches
+from .models import PageViews, Product
 
 
 class SiteTests(TransactionTestCase):  # type: ignore[misc]

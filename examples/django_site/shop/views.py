@@ -7,8 +7,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import cache_page
 
 from cachewise import MISSING
-from shop import caches
-from shop.models import Product
+
+from . import caches
+from .models import Product
 
 
 def product(request: HttpRequest, sku: str) -> HttpResponse:
