@@ -14,8 +14,8 @@ atomic across threads and processes; ``incr`` keeps the entry's expiry.
 
 Async: with ``memory://`` no I/O is involved and the ``a*`` methods run inline in the
 event loop (no thread hop). For ``redis://`` and ``memcached://`` they are Django's
-``sync_to_async`` fallback until ``cachewise.aio`` provides an async store; see
-``_NativeAsync`` below for where it plugs in.
+``sync_to_async`` fallback for now; ``_NativeAsync`` below is where an async store
+(``cachewise.aio.AsyncRedisStore``, once it has gets/cas/add) plugs in.
 """
 
 from __future__ import annotations
