@@ -30,7 +30,7 @@ from cachewise.lab.database import Database
 from cachewise.lab.objective import LABELS
 from cachewise.lab.pooling import run_pooling
 from cachewise.lab.runner import CaseResult, run_case
-from tests.conftest import IN_CI
+from tests.conftest import cannot_run
 from tests.unit.test_lab_report import measured_cases
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -105,9 +105,7 @@ def browser() -> Iterator[Any]:
     if reason is None and not shutil.which(CHROMIUM):
         reason = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
     if reason is not None:
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
+        cannot_run(reason)
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         yield p, profile
 
