@@ -51,7 +51,7 @@ from cachewise.stores.base import (
     Store,
     TTLAware,
 )
-from cachewise.writeback.dirty import TOMBSTONE
+from cachewise.writeback.dirty import TOMBSTONE, Rejected
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
@@ -170,7 +170,9 @@ class Cache:
             return
         if journal is None and policy.journal is not None:
             journal = _open_journal(policy, self.store)
-        self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
+        self._flusher = Flusher(
+            policy, self.source, journal=journal, name=self.name, on_rejected=self._on_rejected
+        )
         if isinstance(self.store, EvictionAware):
             self.store.add_eviction_listener(self._on_evicted)
 
@@ -361,6 +363,7 @@ class Cache:
     def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the keys found; misses are loaded from the source in one batch."""
         wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        self._check_open()
         found = self.store.get_many(wanted)
         self._hits.add_many(len(found))
         missing = [k for k in wanted if k not in found]
@@ -459,10 +462,10 @@ class Cache:
         check_key(key)
         ttl = check_ttl(ttl)
         tag_list = _check_tags(tags)
-        self._check_open()
         if value is MISSING or value is TOMBSTONE:
             raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
         with self._stripe(key):
+            self._check_open()  # under the stripe: close() waits for writes inside one
             try:
                 self._write_locked(key, value, ttl)
             finally:
@@ -511,6 +514,7 @@ class Cache:
         if not items:
             return
         with self._stripes_for(items):
+            self._check_open()
             try:
                 self._write_many_locked(items, ttl)
             finally:
@@ -543,8 +547,8 @@ class Cache:
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
         check_key(key)
-        self._check_open()
         with self._stripe(key):
+            self._check_open()
             try:
                 self._delete_locked(key)
             finally:
@@ -574,6 +578,7 @@ class Cache:
         Returns whether a cached entry was dropped.
         """
         check_key(key)
+        self._check_open()
         with self._stripe(key):
             try:
                 if self._flusher is not None and self._flusher.is_dirty(key):
@@ -586,6 +591,7 @@ class Cache:
     def invalidate_many(self, keys: Iterable[Key]) -> int:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
         wanted = [check_key(k) for k in keys]
+        self._check_open()
         if not wanted:
             return 0
         with self._stripes_for(wanted):
@@ -601,6 +607,7 @@ class Cache:
     def invalidate_tag(self, tag: str) -> int:
         """Drop every key written with ``tags=[tag]``; return how many were cached."""
         _check_tags([tag])
+        self._check_open()
         with self._tags_lock:
             keys = self._tags.pop(tag, set())
         return self.invalidate_many(keys)
@@ -616,15 +623,82 @@ class Cache:
         """Write every dirty entry to the source now; return how many keys were written.
 
         If the source fails the entries stay dirty (the background flusher retries with
-        backoff) and FlushError is raised promptly. Without write-back: returns 0.
+        backoff) and FlushError is raised promptly. If it refuses some rows for what they
+        hold, the others are written, the refused keys are parked (:meth:`rejected`) and
+        FlushError names them. Without write-back: returns 0.
         """
+        self._check_open()
         if self._flusher is None:
             return 0
         return self._flusher.flush()
 
     def dirty_keys(self) -> list[Key]:
         """Keys holding writes not yet in the source, oldest first."""
+        self._check_open()
         return [] if self._flusher is None else self._flusher.dirty_keys()
+
+    def rejected(self) -> dict[Key, Rejected]:
+        """Write-back's parked keys: each one's refused value and the source's reason.
+
+        A parked key is out of the dirty set (it blocks nothing), kept in the journal
+        and not served from the cache. Write it again, :meth:`retry_rejected` it or
+        :meth:`discard_rejected` it.
+        """
+        self._check_open()
+        return {} if self._flusher is None else self._flusher.rejected()
+
+    def retry_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Write parked keys (all, or those of ``keys``) again, as new writes; return how many.
+
+        For after the cause is fixed (a constraint relaxed, a missing parent row added):
+        each becomes dirty again and goes out with the next flush, which parks it again
+        if the source still refuses it.
+        """
+        self._check_open()
+        flusher = self._flusher
+        if flusher is None:
+            return 0
+        wanted = list(flusher.rejected()) if keys is None else [check_key(k) for k in keys]
+        retried = 0
+        for key in wanted:
+            with self._stripe(key):
+                self._check_open()
+                entry = flusher.rejected_entry(key)
+                if entry is None:
+                    continue  # not parked (or written again meanwhile)
+                try:
+                    if entry.value is TOMBSTONE:
+                        self._delete_locked(key)
+                    else:
+                        self._write_locked(key, entry.value, None)
+                finally:
+                    self._supersede(key)
+                retried += 1
+        return retried
+
+    def discard_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Forget parked keys (all, or those of ``keys``); return how many were parked.
+
+        The source keeps the value it has; with a journal the discard is durable when
+        this returns.
+        """
+        self._check_open()
+        if self._flusher is None:
+            return 0
+        return self._flusher.discard(None if keys is None else [check_key(k) for k in keys])
+
+    def _on_rejected(self, keys: list[Key]) -> None:
+        """Keys a flush parked: stop serving the refused values (the source has its own)."""
+        flusher = self._flusher
+        for key in keys:
+            with self._stripe(key):
+                try:
+                    if flusher is not None and not flusher.is_dirty(key):
+                        self.store.delete(key)
+                except Exception:
+                    logger.warning("could not drop the refused value of %r", key, exc_info=True)
+                finally:
+                    self._supersede(key)
 
     def _on_evicted(self, keys: list[Key]) -> None:
         flusher = self._flusher
@@ -663,6 +737,10 @@ class Cache:
         if self._closed:
             raise ClosedError(f"{self.name} cache is closed")
 
+    def _read_closed(self, key: Key, default: Any = None, *, loader: Loader | None = None) -> Any:
+        """``read`` once the cache is closed."""
+        raise ClosedError(f"{self.name} cache is closed")
+
     @property
     def stats(self) -> Stats:
         """A snapshot of the counters."""
@@ -671,6 +749,7 @@ class Cache:
         expirations = store.expirations if isinstance(store, EvictionAware) else 0
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
+        lag = flusher.lag() if flusher else None
         return Stats(
             hits=self._hits.value + (self._reader.hits if self._reader is not None else 0),
             misses=self._misses.value,
@@ -685,6 +764,10 @@ class Cache:
             flush_failures=flusher.flush_failures.value if flusher else 0,
             coalesced=flusher.coalesced if flusher else 0,
             oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
+            rejected=flusher.rejected_count if flusher else 0,
+            lag_p50=lag.p50 if lag else 0.0,
+            lag_p99=lag.p99 if lag else 0.0,
+            lag_max=lag.max if lag else 0.0,
             pool=self._pool_stats(),
         )
 
@@ -693,10 +776,19 @@ class Cache:
         return pool_stats(engine) if isinstance(engine, Engine) else None
 
     def close(self) -> None:
-        """Flush, stop background work and release the store's and source's connections."""
+        """Flush, stop background work and release the store's and source's connections.
+
+        Every write either returned before the final flush (and is in it) or raises
+        ClosedError; every later call raises ClosedError (``stats`` stays readable). A
+        second ``close()`` does nothing.
+        """
         if self._closed:
             return
         self._closed = True
+        self.read = self._read_closed  # type: ignore[method-assign]
+        for stripe in self._stripes:  # writes inside a stripe finish; later ones see closed
+            with stripe:
+                pass
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
         try:
