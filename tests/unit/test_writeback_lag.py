@@ -38,7 +38,7 @@ class TimedSource(MappingSource):
         super().__init__()
         self.clock = clock
         self.down = False
-        self.during: Callable[[], None] | None = None
+        self.during: Callable[[], object] | None = None
 
     def save_many(self, items: Mapping[Key, Any]) -> None:
         self.clock.advance(FLUSH / 2)
