@@ -912,3 +912,48 @@ def test_an_existing_journal_is_tightened_on_open(tmp_path: Path) -> None:
     FileJournal(path).close()
     assert _mode(path) == 0o700
     assert {_mode(p) for p in path.iterdir()} == {0o600}
+
+
+def test_a_flush_waits_for_writes_still_being_journaled_so_none_is_replayed_after_it(
+    tmp_path: Path,
+) -> None:
+    """A write acknowledged before ``flush()`` is never replayed after it returns, even
+    when a write with an earlier sequence was still being journaled when the flush began."""
+    path = tmp_path / "j"
+    inner = FileJournal(path)
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class SlowAppend:
+        """The journal, with the append of key "slow" held at the gate."""
+
+        def append(self, records: Any) -> None:
+            if any(key == "slow" for _, key, _ in records):
+                entered.set()
+                gate.wait(10)
+            inner.append(records)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    source = MappingSource()
+    cache = Cache(
+        MemoryStore(), source, write=WriteBack(flush_interval=3600), journal=SlowAppend()
+    )
+    try:
+        slow = threading.Thread(target=cache.write, args=("slow", 1))
+        slow.start()
+        assert entered.wait(10)  # seq 1 is handed out, its append is under way
+        cache.write("fast", 2)  # seq 2, acknowledged
+        flushing = threading.Thread(target=cache.flush)
+        flushing.start()
+        flushing.join(0.2)
+        assert flushing.is_alive()  # waits for seq 1 to be marked
+        gate.set()
+        slow.join(10)
+        flushing.join(10)
+        assert source.data == {"slow": 1, "fast": 2}
+        assert fmt.decode_meta((path / "meta").read_bytes()) == 2  # past both
+    finally:
+        gate.set()
+        cache.close()

@@ -140,6 +140,8 @@ class Flusher:
         self._wake = threading.Event()
         self._closing = False
         """Set by ``close`` (under ``_lock``) before the final flush: writes are refused."""
+        self._pending_waiters = 0
+        """Threads waiting for pending sequences to be marked (``_wait_for_pending``)."""
         self._closed = False
         self._rejected: dict[Key, Rejected] = {}
         self._parked_changed = journal is not None
@@ -273,8 +275,8 @@ class Flusher:
     def _forget_pending(self, records: list[tuple[int, Key, Any]]) -> None:
         """Marked or failed: these sequences no longer hold anything back (``_lock`` held)."""
         self._pending.difference_update(seq for seq, _, _ in records)
-        if self._closing and not self._pending:
-            self._room.notify_all()  # close() waits for writes already under way
+        if self._pending_waiters:
+            self._room.notify_all()  # close() or a flush waits for writes under way
 
     def _follow(self, key: Key, seq: int, now: float) -> None:
         """Follow one write until a flush commits it, for the lag (``_lock`` held)."""
@@ -333,10 +335,28 @@ class Flusher:
         """The flusher thread's flush: refused keys are parked and logged, not raised."""
         return self._loop.exclusive(lambda: self._flush_locked(None, {}))
 
+    def _wait_for_pending(self, upto: int) -> None:
+        """Wait until every write with a sequence up to ``upto`` is marked (``_lock`` held).
+
+        They are being journaled (an fsync at most): once marked they are in the dirty
+        set, so a flush that waited for them writes them, and its watermark passes them.
+        """
+        self._pending_waiters += 1
+        try:
+            while self._pending and min(self._pending) <= upto:
+                self._room.wait()
+        finally:
+            self._pending_waiters -= 1
+
     def _flush_locked(self, only: list[Key] | None, refused: dict[Key, str]) -> int:
         written = 0
         with self._lock:
             upto = self._dirty.last_seq
+            if only is None:
+                # Every write acknowledged before this flush began is written by it (or by
+                # an earlier one): none is replayed after it returns, even over a later
+                # change made outside the cache.
+                self._wait_for_pending(upto)
         while True:
             with self._lock:
                 if only is None:
@@ -511,8 +531,7 @@ class Flusher:
                 return
             self._closing = True
             self._room.notify_all()  # writers waiting for room give up
-            while self._pending:  # writes that hold a sequence finish marking first
-                self._room.wait()
+            self._wait_for_pending(self._dirty.last_seq)  # writes under way finish first
         error: Exception | None = None
         try:
             self._flush_in_background()
