@@ -22,6 +22,7 @@ none               cache only (cache-aside: the app writes the DB, invalidates)
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -120,7 +121,11 @@ class Retry:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        steps = max(0, attempt - 1)
+        if self.multiplier > 1.0 and steps > math.log(self.maximum / self.initial, self.multiplier):
+            base = self.maximum  # past it anyway: no power that overflows a float
+        else:
+            base = min(self.maximum, self.initial * self.multiplier**steps)
         draw = (rng or random).random()
         return base * (1.0 - self.jitter * draw)
 

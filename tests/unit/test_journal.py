@@ -937,9 +937,7 @@ def test_a_flush_waits_for_writes_still_being_journaled_so_none_is_replayed_afte
             return getattr(inner, name)
 
     source = MappingSource()
-    cache = Cache(
-        MemoryStore(), source, write=WriteBack(flush_interval=3600), journal=SlowAppend()
-    )
+    cache = Cache(MemoryStore(), source, write=WriteBack(flush_interval=3600), journal=SlowAppend())
     try:
         slow = threading.Thread(target=cache.write, args=("slow", 1))
         slow.start()

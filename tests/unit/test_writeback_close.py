@@ -1,5 +1,6 @@
 """Closing (issue 11 item 3, issue 12): a write racing ``close()`` is flushed or refused with
-ClosedError, never acknowledged and lost; every call after ``close()`` is refused."""
+ClosedError, never acknowledged and lost; every call after ``close()`` is refused. And the
+flusher's life through an outage: backoff that writes cannot cut short."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cachewise import Cache, MappingSource, MemoryStore, WriteBack
+from cachewise import Cache, MappingSource, MemoryStore, Retry, WriteBack
 from cachewise.errors import ClosedError
 
 THREADS = 8
@@ -116,3 +117,41 @@ def test_a_second_close_is_a_no_op_and_stats_stay_readable() -> None:
         pass  # __exit__ closes again: still nothing
     assert source.data == {1: "one"}
     assert cache.stats.source_writes == 1
+
+
+# -- found by the lag benchmark: an outage under steady writes ----------------------------
+
+
+def test_a_backlog_wake_does_not_cut_the_backoff_short() -> None:
+    """During an outage every write past ``max_batch`` wakes the flusher; the retries
+    must still back off (they hammered the database and, after 1,024 consecutive
+    failures, the backoff's power overflowed and killed the flusher thread)."""
+    from tests.helpers import FlakySource
+
+    source = FlakySource()
+    source.down = True
+    policy = WriteBack(flush_interval=0.01, max_batch=1, retry=Retry(initial=30.0, maximum=30.0))
+    cache = Cache(MemoryStore(), source, write=policy)
+    try:
+        cache.write(0, "first")  # wakes the flusher: one failed attempt, then 30 s of backoff
+        deadline = threading.Event()
+        for _ in range(500):
+            if cache.stats.flush_failures:
+                break
+            deadline.wait(0.02)
+        assert cache.stats.flush_failures == 1
+        for key in range(1, 200):
+            cache.write(key, "during the outage")  # each one wakes the flusher
+        threading.Event().wait(0.3)
+        assert source.calls.get("save_many") == 1  # still backing off
+        source.down = False
+    finally:
+        cache.close()
+    assert len(source.data) == 200
+
+
+def test_the_backoff_of_a_long_outage_stays_at_its_maximum() -> None:
+    retry = Retry(initial=0.1, maximum=30.0, multiplier=10.0, jitter=0.0)
+    assert retry.delay(1) == pytest.approx(0.1)
+    assert retry.delay(3) == pytest.approx(10.0)
+    assert retry.delay(10**6) == 30.0  # no OverflowError after a million attempts

@@ -12,6 +12,7 @@ import atexit
 import logging
 import random
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -27,8 +28,11 @@ T = TypeVar("T")
 class FlushLoop:
     """A daemon thread that calls ``flush()`` when woken or every interval, with backoff.
 
-    ``pending()`` tells whether there is anything to flush (a failure there counts as a
-    failed flush). ``exclusive`` runs a flush under the per-process flush lock.
+    Flushes start every ``flush_interval`` seconds, counted from the start of the last
+    one (not its end): a write then waits at most one interval for a flush to begin,
+    plus that flush's own duration, for its commit. ``pending()`` tells whether there is
+    anything to flush (a failure there counts as a failed flush). ``exclusive`` runs a
+    flush under the per-process flush lock.
     """
 
     def __init__(
@@ -76,10 +80,9 @@ class FlushLoop:
         interval = self.policy.flush_interval
         delay = interval
         while True:
-            self.wake.wait(delay)
-            self.wake.clear()
-            if self._stopped:
+            if not self._sleep(delay):
                 return
+            started = time.monotonic()
             try:
                 if not self._pending():
                     delay = interval
@@ -96,7 +99,23 @@ class FlushLoop:
                 )
             else:
                 self.attempt = 0
-                delay = interval
+                delay = max(0.0, interval - (time.monotonic() - started))
+
+    def _sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds or until woken; False once stopped.
+
+        After a failure a wake does not cut the backoff short: during an outage every
+        write past ``max_batch`` wakes the loop, and retrying on each would hammer the
+        source (the backoff would never grow). ``flush()`` still runs at once when asked.
+        """
+        deadline = time.monotonic() + delay
+        while True:
+            self.wake.wait(max(0.0, deadline - time.monotonic()))
+            self.wake.clear()
+            if self._stopped:
+                return False
+            if self.attempt == 0 or time.monotonic() >= deadline:
+                return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
