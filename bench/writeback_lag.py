@@ -15,7 +15,8 @@
    ``oldest_dirty_age`` and the lag are sampled every 0.25 s before, during and after,
    until the backlog has drained.
 4. The hot write path: CPU per ``Cache.write`` with the lag's write sampling as shipped
-   and with it switched off (``SAMPLE_EVERY`` out of reach), interleaved, median of 5.
+   and with it switched off (``SAMPLE_EVERY`` out of reach), and through a SQLSource
+   (which validates every write) against a MappingSource, interleaved, median of 5.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ import argparse
 import itertools
 import logging
 import os
+import shutil
+import sqlite3
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -277,30 +281,45 @@ def _outage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hot_path(repeat: int = 5) -> dict[str, Any]:
-    """CPU per write-back ``write`` with and without the lag's write sampling."""
+    """CPU per write-back ``write``: lag sampling on and off, and validation on and off.
+
+    Validation: a SQLSource (a SQLite table, never flushed during the run) against a
+    MappingSource, which validates nothing; all interleaved in one run.
+    """
     keys = Zipf(100_000, seed=3).draw(100_000)
-    runs: dict[str, list[float]] = {"sampling": [], "no-sampling": []}
+    tmp = Path(tempfile.mkdtemp(prefix="cw-bench-lag-"))
+    with sqlite3.connect(tmp / "hot.db") as db:
+        db.execute("CREATE TABLE hot (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, note TEXT)")
+    runs: dict[str, list[float]] = {"sampling": [], "no-sampling": [], "sqlsource": []}
     shipped = getattr(flusher_mod, "SAMPLE_EVERY")  # noqa: B009 - patched for a run
     try:
         for _ in range(repeat):
             for mode, cpus in runs.items():
-                setattr(flusher_mod, "SAMPLE_EVERY", shipped if mode == "sampling" else 10**12)  # noqa: B010
+                setattr(flusher_mod, "SAMPLE_EVERY", 10**12 if mode == "no-sampling" else shipped)  # noqa: B010
+                source: Any = (
+                    SQLSource(f"sqlite:///{tmp}/hot.db", table="hot")
+                    if mode == "sqlsource"
+                    else MappingSource()
+                )
                 policy = WriteBack(flush_interval=3600, max_batch=10**6, max_dirty=10**6)
-                cache = Cache(MemoryStore(max_entries=10**6), MappingSource(), write=policy)
+                cache = Cache(MemoryStore(max_entries=10**6), source, write=policy)
                 try:
                     started = time.thread_time_ns()
                     for i, key in enumerate(keys):
-                        cache.write(key, i)
+                        cache.write(key, _row(key, i))
                     cpus.append((time.thread_time_ns() - started) / len(keys) / 1000.0)
                 finally:
                     cache.close()
     finally:
         setattr(flusher_mod, "SAMPLE_EVERY", shipped)  # noqa: B010
+        shutil.rmtree(tmp, ignore_errors=True)
     out: dict[str, Any] = {mode: round(statistics.median(c), 2) for mode, c in runs.items()}
     out["runs"] = {mode: [round(c, 2) for c in cpus] for mode, cpus in runs.items()}
-    out["ratio"] = round(out["sampling"] / out["no-sampling"], 3)
+    out["sampling_ratio"] = round(out["sampling"] / out["no-sampling"], 3)
+    out["validation_ratio"] = round(out["sqlsource"] / out["sampling"], 3)
     print(f"hot path: {out['sampling']} µs CPU per write with lag sampling, "
-          f"{out['no-sampling']} without ({out['ratio']}x)")  # fmt: skip
+          f"{out['no-sampling']} without ({out['sampling_ratio']}x); through a validating "
+          f"SQLSource {out['sqlsource']} ({out['validation_ratio']}x a MappingSource)")  # fmt: skip
     return out
 
 

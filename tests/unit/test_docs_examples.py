@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["strategies.md", "stores.md", *sorted(p.name for p in (DOCS / "strategies").glob("*.md"))]
+PAGES = [
+    "strategies.md",
+    "stores.md",
+    "write-back.md",
+    *sorted(p.name for p in (DOCS / "strategies").glob("*.md")),
+]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
