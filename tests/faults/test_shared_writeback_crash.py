@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from cachewise import Cache, RedisStore, SQLSource, WriteBack
+from cachewise._types import Key
 from cachewise.errors import FlushError, StoreError
 from tests.faults._tables import create_table, drop_table, read_rows
 from tests.servers import RedisServer
@@ -151,7 +153,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
     table = unique_name
     create_table(postgres_url, table, check=True)
     setup = _shared_cache(redis_url, namespace, postgres_url, table)  # closed at the end:
-    extra = {k: {"id": k, "v": k} for k in (2000, 2001, 2002)}  # closing flushes; the
+    extra: dict[Key, Any] = {k: {"id": k, "v": k} for k in (2000, 2001, 2002)}  # the
     setup.write_many({REFUSED: {"id": REFUSED, "v": -1}, **extra})  # flusher takes them
     common = [redis_url, namespace, postgres_url, table]
     flusher_log, writer_log = tmp_path / "flusher.log", tmp_path / "writer.log"
