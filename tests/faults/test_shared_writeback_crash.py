@@ -153,8 +153,9 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
     table = unique_name
     create_table(postgres_url, table, check=True)
     setup = _shared_cache(redis_url, namespace, postgres_url, table)  # closed at the end:
-    extra: dict[Key, Any] = {k: {"id": k, "v": k} for k in (2000, 2001, 2002)}  # the
-    setup.write_many({REFUSED: {"id": REFUSED, "v": -1}, **extra})  # flusher takes them
+    extra = (2000, 2001, 2002)  # closing flushes; the flusher takes them with the refused
+    batch: dict[Key, Any] = {k: {"id": k, "v": k} for k in extra}
+    setup.write_many({REFUSED: {"id": REFUSED, "v": -1}, **batch})
     common = [redis_url, namespace, postgres_url, table]
     flusher_log, writer_log = tmp_path / "flusher.log", tmp_path / "writer.log"
     flusher = _start(["flusher", *common, str(flusher_log), point], flusher_log)
@@ -177,7 +178,7 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
             _drain(cache)
             parked = {k: p.value for k, p in cache.rejected().items()}
         rows = read_rows(postgres_url, table)
-        assert {rows.pop(k) for k in extra} == set(extra)
+        assert {k: rows.pop(k) for k in extra} == {k: k for k in extra}
         assert not history.problems(rows), history.problems(rows)[:5]
         assert rows == history.acked  # the writer finished: every key at its last write
         assert parked == {REFUSED: {"id": REFUSED, "v": -1}}  # refused, never dropped
