@@ -190,6 +190,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Make ``data`` the whole content of ``path``, atomically and durably.
+
+    A temporary file is written, fsynced and renamed over ``path``, then the directory
+    is fsynced: a crash leaves the old file or the new one (and a ``.tmp`` that opening
+    deletes), never a mix.
+    """
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _read_meta(directory: Path) -> int:
     path = directory / _META
     try:
@@ -219,15 +237,7 @@ class _MetaFile:
         if slots is None or len(slots) != 2:
             # New journal, or the one-slot layout of earlier versions: write both slots
             # once (temporary file, rename), so later updates are in place.
-            tmp = directory / (_META + _TMP_SUFFIX)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-            try:
-                _write_all(fd, fmt.encode_meta(flushed) * 2)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            _fsync_dir(directory)
+            _replace_durably(self.path, fmt.encode_meta(flushed) * 2)
             slots = [flushed, flushed]
         self.fd = os.open(self.path, os.O_RDWR)
         self.value = flushed
@@ -718,15 +728,7 @@ class FileJournal:
                     fmt.encode_record(seq, *fmt.encode_payload(self._codec, key, value))
                     for seq, key, value in records
                 )
-                tmp = path.with_name(_REJECTED + _TMP_SUFFIX)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-                try:
-                    _write_all(fd, fmt.REJECTED_MAGIC + body)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-                _fsync_dir(self.path)
+                _replace_durably(path, fmt.REJECTED_MAGIC + body)
                 self._parked_file = True
             except OSError as exc:
                 raise JournalError(
@@ -951,15 +953,7 @@ class FileJournal:
         body = b"".join(fmt.encode_record(r.seq, r.kind, r.payload) for r in keep)
         self._write_meta(upto)  # records at or below upto are dropped: make that durable
         dest = targets[-1]
-        tmp = self.path / ("compact" + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
-        try:
-            _write_all(fd, fmt.MAGIC + body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest.path)
-        _fsync_dir(self.path)
+        _replace_durably(dest.path, fmt.MAGIC + body)
         _fault("compact.renamed")
         for segment in targets[:-1]:
             segment.path.unlink(missing_ok=True)
