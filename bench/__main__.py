@@ -25,6 +25,7 @@ BENCHMARKS = {
     "shared-writeback": "bench.shared_writeback",
     "writeback-lag": "bench.writeback_lag",
     "aggregates": "bench.aggregates",
+    "copying": "bench.copying",
 }
 RESULTS = Path(__file__).parent / "results"
 
