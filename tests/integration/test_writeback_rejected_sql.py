@@ -173,3 +173,19 @@ def test_a_delete_refused_by_a_foreign_key_is_parked_and_the_others_removed(
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{child}", "{parent}"'))
         engine.dispose()
+
+
+def test_a_generated_integer_primary_key_is_not_required(db: Db, unique_name: str) -> None:
+    table = db.create(
+        sa.Table(
+            unique_name,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("sku", sa.String(20), nullable=False, unique=True),
+            sa.Column("stock", sa.Integer),
+        )
+    )
+    source = SQLSource(db.engine, table=table.name, key="sku")
+    source.validate("x", {"stock": 5})  # the database assigns id (SQLite: the rowid)
+    source.save_many({"x": {"stock": 5}})
+    assert source.load("x")["stock"] == 5

@@ -444,13 +444,25 @@ def _row_level(exc: Exception, cause: object) -> bool:
 
 
 def _required(column: sa.Column[Any]) -> bool:
-    """Whether an inserted row must name ``column``: NOT NULL, no default, not generated."""
+    """Whether an inserted row must name ``column``: NOT NULL, no default, not generated.
+
+    A lone integer primary key may be generated without saying so (SQLite's
+    ``INTEGER PRIMARY KEY`` is the rowid): never required here; if the database does
+    need it, it refuses the row at flush time instead.
+    """
+    table = column.table
+    lone_integer_key = (
+        column.primary_key
+        and len(table.primary_key.columns) == 1
+        and isinstance(column.type, sa.Integer)
+    )
     return (
         not column.nullable
         and column.server_default is None
         and column.computed is None
         and column.identity is None
         and column.autoincrement is not True
+        and not lone_integer_key
     )
 
 
