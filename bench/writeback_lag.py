@@ -9,7 +9,10 @@
    per load: writes/s offered and achieved, rows/s flushed, the lag (``Stats.lag_p50``,
    ``lag_p99``, ``lag_max``, over the run) against the bound ``flush_interval`` + the
    flush time measured in the same run (each flush and each ``save_many`` batch timed;
-   the bound uses the flushes' p99), and the largest ``oldest_dirty_age`` sampled.
+   the bound uses the flushes' p99), and the largest ``oldest_dirty_age`` sampled. Each
+   level runs under Python's default GIL switch interval (5 ms) and under 0.5 ms,
+   interleaved: the flusher thread waits up to one interval for the GIL after each
+   database round trip while the writer thread runs Python code.
 3. Outage: a PostgreSQL of our own (``tests/servers.py``) is stopped for
    ``--outage`` seconds under a 25% load and started again; ``dirty``,
    ``oldest_dirty_age`` and the lag are sampled every 0.25 s before, during and after,
@@ -55,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level")
     parser.add_argument("--outage", type=float, default=10.0, help="seconds the database is down")
     parser.add_argument("--flush-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--switch-intervals",
+        default="0.005,0.0005",
+        help="sys.setswitchinterval values the load levels run under, interleaved",
+    )
     parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL", DEFAULT_POSTGRES))
 
 
@@ -147,65 +155,80 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _load(engine: sa.Engine, table: str, args: argparse.Namespace, max_rows: int) -> list[Any]:
+    """Every load level under every switch interval, interleaved (A B A B per level)."""
     out = []
-    for fraction in LOADS:
-        _table(engine, table)
-        source = TimedSource(engine, table=table)
-        policy = WriteBack(flush_interval=INTERVAL, max_dirty=args.keys + 1)
-        cache = Cache(MemoryStore(max_entries=args.keys + 1), source, write=policy)
-        rate = fraction * max_rows
-        flushes = _time_flushes(cache)
-        ages: list[float] = []
-        stop = threading.Event()
-
-        sampler = threading.Thread(target=_sample_ages, args=(cache, stop, ages))
-        sampler.start()
-        try:
-            started = time.perf_counter()
-            writes = _pace(cache, Zipf(args.keys, seed=int(fraction * 100)), rate, args.seconds,
-                           threading.Event())  # fmt: skip
-            elapsed = time.perf_counter() - started
-            stats = cache.stats  # the lag window (60 s) covers the run
-        finally:
-            stop.set()
-            sampler.join()
-            cache.close()
-        batch_p50 = _percentile(source.batch_seconds, 0.50)
-        batch_p99 = _percentile(source.batch_seconds, 0.99)
-        flush_p50 = _percentile(flushes, 0.50)
-        flush_p99 = _percentile(flushes, 0.99)
-        bound = INTERVAL + flush_p99
-        row = {
-            "load": fraction,
-            "offered_writes_per_s": round(rate),
-            "writes_per_s": round(writes / elapsed),
-            "rows_per_s": round(stats.source_writes / elapsed),
-            "rows_vs_max": round(stats.source_writes / elapsed / max_rows, 2),
-            "batches": len(source.batch_seconds),
-            "rows_per_batch_p50": _percentile([float(r) for r in source.batch_rows], 0.5),
-            "batch_s_p50": round(batch_p50, 4),
-            "batch_s_p99": round(batch_p99, 4),
-            "flushes": len(flushes),
-            "flush_s_p50": round(flush_p50, 4),
-            "flush_s_p99": round(flush_p99, 4),
-            "lag_p50": round(stats.lag_p50, 3),
-            "lag_p99": round(stats.lag_p99, 3),
-            "lag_max": round(stats.lag_max, 3),
-            "bound": round(bound, 3),
-            "p99_within_bound": stats.lag_p99 <= bound,
-            "oldest_dirty_age_max": round(max(ages, default=0.0), 3),
-        }
-        print(
-            f"load {fraction:4.0%}: {row['writes_per_s']:>6,}/{row['offered_writes_per_s']:,} "
-            f"writes/s, {row['rows_per_s']:>6,} rows/s ({row['rows_vs_max']:.0%} of max), "
-            f"batch p50 {batch_p50 * 1000:.0f} ms p99 {batch_p99 * 1000:.0f} ms, flush p50 "
-            f"{flush_p50 * 1000:.0f} ms p99 {flush_p99 * 1000:.0f} ms; lag p50 "
-            f"{stats.lag_p50:.3f} p99 {stats.lag_p99:.3f} max {stats.lag_max:.3f} s "
-            f"(bound {bound:.3f} s: {'within' if row['p99_within_bound'] else 'OVER'}); "
-            f"oldest age max {row['oldest_dirty_age_max']:.3f} s"
-        )
-        out.append(row)
+    shipped = sys.getswitchinterval()
+    try:
+        for fraction in LOADS:
+            for interval in [float(x) for x in args.switch_intervals.split(",")]:
+                sys.setswitchinterval(interval)
+                out.append(_one_load(engine, table, args, max_rows, fraction))
+                out[-1]["switch_interval"] = interval
+    finally:
+        sys.setswitchinterval(shipped)
     return out
+
+
+def _one_load(
+    engine: sa.Engine, table: str, args: argparse.Namespace, max_rows: int, fraction: float
+) -> dict[str, Any]:
+    _table(engine, table)
+    source = TimedSource(engine, table=table)
+    policy = WriteBack(flush_interval=INTERVAL, max_dirty=args.keys + 1)
+    cache = Cache(MemoryStore(max_entries=args.keys + 1), source, write=policy)
+    rate = fraction * max_rows
+    flushes = _time_flushes(cache)
+    ages: list[float] = []
+    stop = threading.Event()
+
+    sampler = threading.Thread(target=_sample_ages, args=(cache, stop, ages))
+    sampler.start()
+    try:
+        started = time.perf_counter()
+        writes = _pace(cache, Zipf(args.keys, seed=int(fraction * 100)), rate, args.seconds,
+                       threading.Event())  # fmt: skip
+        elapsed = time.perf_counter() - started
+        stats = cache.stats  # the lag window (60 s) covers the run
+    finally:
+        stop.set()
+        sampler.join()
+        cache.close()
+    batch_p50 = _percentile(source.batch_seconds, 0.50)
+    batch_p99 = _percentile(source.batch_seconds, 0.99)
+    flush_p50 = _percentile(flushes, 0.50)
+    flush_p99 = _percentile(flushes, 0.99)
+    bound = INTERVAL + flush_p99
+    row = {
+        "load": fraction,
+        "offered_writes_per_s": round(rate),
+        "writes_per_s": round(writes / elapsed),
+        "rows_per_s": round(stats.source_writes / elapsed),
+        "rows_vs_max": round(stats.source_writes / elapsed / max_rows, 2),
+        "batches": len(source.batch_seconds),
+        "rows_per_batch_p50": _percentile([float(r) for r in source.batch_rows], 0.5),
+        "batch_s_p50": round(batch_p50, 4),
+        "batch_s_p99": round(batch_p99, 4),
+        "flushes": len(flushes),
+        "flush_s_p50": round(flush_p50, 4),
+        "flush_s_p99": round(flush_p99, 4),
+        "lag_p50": round(stats.lag_p50, 3),
+        "lag_p99": round(stats.lag_p99, 3),
+        "lag_max": round(stats.lag_max, 3),
+        "bound": round(bound, 3),
+        "p99_within_bound": stats.lag_p99 <= bound,
+        "oldest_dirty_age_max": round(max(ages, default=0.0), 3),
+    }
+    print(
+        f"load {fraction:4.0%} switch {sys.getswitchinterval() * 1000:.1f} ms: "
+        f"{row['writes_per_s']:>6,}/{row['offered_writes_per_s']:,} "
+        f"writes/s, {row['rows_per_s']:>6,} rows/s ({row['rows_vs_max']:.0%} of max), "
+        f"batch p50 {batch_p50 * 1000:.0f} ms p99 {batch_p99 * 1000:.0f} ms, flush p50 "
+        f"{flush_p50 * 1000:.0f} ms p99 {flush_p99 * 1000:.0f} ms; lag p50 "
+        f"{stats.lag_p50:.3f} p99 {stats.lag_p99:.3f} max {stats.lag_max:.3f} s "
+        f"(bound {bound:.3f} s: {'within' if row['p99_within_bound'] else 'OVER'}); "
+        f"oldest age max {row['oldest_dirty_age_max']:.3f} s"
+    )
+    return row
 
 
 def _outage(args: argparse.Namespace) -> dict[str, Any]:

@@ -67,7 +67,8 @@ class Stats:
     """Keys whose last write the source refused, parked (``Cache.rejected()``)."""
     lag_p50: float = 0.0
     """Write-back lag, median: seconds from a write's acknowledgement to the commit of the
-    flush that wrote it or a later write of its key, over the last minute."""
+    flush that wrote it or a later write of its key, over the last minute (at most its
+    newest 4,096 samples)."""
     lag_p99: float = 0.0
     """Write-back lag, 99th percentile (see ``lag_p50``)."""
     lag_max: float = 0.0

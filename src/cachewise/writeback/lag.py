@@ -7,10 +7,11 @@ samples of the last ``window`` seconds (at most ``size`` of them, newest kept).
 
 Two kinds of sample feed it. *Write* samples are individual writes' lags (the in-process
 runtime samples every 16th write by sequence number, an unbiased sample of writes) and
-make the percentiles. *Bound* samples are each flushed key's oldest covered write: the
-largest lag in its flush, so ``max`` is exact even between write samples. A runtime
-that cannot follow single writes (the shared one: other processes write) records only
-bound samples, and its percentiles are then per flushed key.
+make the percentiles. *Bound* samples are each flushed batch's oldest write: the largest
+lag in it, so ``max`` is exact even between write samples (and the percentiles fall back
+to them when no write sample is in the window). A runtime that cannot follow single
+writes (the shared one: other processes write) records one write sample per flushed key
+instead, its oldest covered write: its percentiles are per flushed key.
 """
 
 from __future__ import annotations
