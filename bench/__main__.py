@@ -26,6 +26,7 @@ BENCHMARKS = {
     "writeback-lag": "bench.writeback_lag",
     "aggregates": "bench.aggregates",
     "copying": "bench.copying",
+    "aio": "bench.aio",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -49,11 +49,9 @@ class FlushLoop:
         self._flush = flush
         self._pending = pending
         self.wake = wake if wake is not None else threading.Event()
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(policy, rng)
         self._lock = threading.Lock()
         self._stopped = False
-        self.attempt = 0
-        """Consecutive failed background flushes (0 after a success)."""
         self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
 
     def start(self) -> None:
@@ -76,37 +74,29 @@ class FlushLoop:
         finally:
             self._lock.release()
 
+    @property
+    def attempt(self) -> int:
+        """Consecutive failed background flushes (0 after a success)."""
+        return self._backoff.attempt
+
     def _run(self) -> None:
-        interval = self.policy.flush_interval
-        delay = interval
+        delay = self.policy.flush_interval
         while True:
             if not self._sleep(delay):
                 return
             started = time.monotonic()
             try:
-                if not self._pending():
-                    delay = interval
-                    continue
-                self._flush()
+                if self._pending():
+                    self._flush()
             except Exception:
-                self.attempt += 1
-                delay = self.policy.retry.delay(self.attempt, self._rng)
-                logger.warning(
-                    "write-back flush failed (attempt %d); retrying in %.2fs",
-                    self.attempt,
-                    delay,
-                    exc_info=True,
-                )
+                delay = self._backoff.failed()
             else:
-                self.attempt = 0
-                delay = max(0.0, interval - (time.monotonic() - started))
+                delay = self._backoff.succeeded(time.monotonic() - started)
 
     def _sleep(self, delay: float) -> bool:
         """Wait ``delay`` seconds or until woken; False once stopped.
 
-        After a failure a wake does not cut the backoff short: during an outage every
-        write past ``max_batch`` wakes the loop, and retrying on each would hammer the
-        source (the backoff would never grow). ``flush()`` still runs at once when asked.
+        After a failure a wake does not cut the backoff short (``Backoff.cut_short``).
         """
         deadline = time.monotonic() + delay
         while True:
@@ -114,7 +104,7 @@ class FlushLoop:
             self.wake.clear()
             if self._stopped:
                 return False
-            if self.attempt == 0 or time.monotonic() >= deadline:
+            if self._backoff.cut_short(deadline - time.monotonic()):
                 return True
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -123,6 +113,49 @@ class FlushLoop:
         self.wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+class Backoff:
+    """When a flusher (thread or task) flushes next: the interval, or a retry's backoff.
+
+    The delay policy of both drivers' background flushers, kept apart from their waiting.
+    """
+
+    def __init__(self, policy: WriteBack, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self.attempt = 0
+        """Consecutive failed background flushes (0 after a success)."""
+
+    def succeeded(self, elapsed: float = 0.0) -> float:
+        """A flush (or a check that found nothing to flush) succeeded: the next interval.
+
+        Counted from the flush's start (``elapsed`` ago): flushes start every
+        ``flush_interval``, so a write waits at most one interval for a flush to begin.
+        """
+        self.attempt = 0
+        return max(0.0, self.policy.flush_interval - elapsed)
+
+    def cut_short(self, left: float) -> bool:
+        """Whether a wake ``left`` seconds before the delay ends should flush now.
+
+        Not while backing off after a failure: during an outage every write past
+        ``max_batch`` wakes the flusher, and retrying on each would hammer the source
+        (the backoff would never grow). ``flush()`` still runs at once when asked.
+        """
+        return self.attempt == 0 or left <= 0
+
+    def failed(self) -> float:
+        """The flush failed (logged here): the delay before retry number ``attempt``."""
+        self.attempt += 1
+        delay = self.policy.retry.delay(self.attempt, self._rng)
+        logger.warning(
+            "write-back flush failed (attempt %d); retrying in %.2fs",
+            self.attempt,
+            delay,
+            exc_info=True,
+        )
+        return delay
 
 
 class Closeable(Protocol):

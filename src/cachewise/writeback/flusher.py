@@ -7,6 +7,11 @@ lock, writes it to the source outside it, then settles the batch under the lock 
 (the shape of psycopg_pool and httpcore: state out under the lock, I/O outside). A
 failed batch stays dirty; the background thread retries it with backoff and jitter.
 
+The accept, flush and discard logic are flows (``_flow``): this thread-driven runtime
+runs them with ``run``, ``aio``'s task-driven ``AsyncFlusher`` with ``arun``. What differs
+is only waiting (for room, for writes still being journaled, for the one flush at a
+time), which each driver implements.
+
 Refused rows. A value the source can be known to refuse (``ValidatingSource``) is
 refused at ``accept``, before it is acknowledged. One the database refuses at flush time
 (a constraint, a value its column cannot hold: ``RejectedError``, as opposed to an
@@ -35,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from cachewise._flow import Flow, run
 from cachewise._types import MISSING, Clock, Key
 from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
@@ -43,7 +49,7 @@ from cachewise.stats import Counter
 from cachewise.writeback.background import FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, DirtySet, Rejected
 from cachewise.writeback.lag import PENDING_LIMIT, SAMPLE_EVERY, LagSummary, LagWindow
-from cachewise.writeback.rejection import isolate, log_parked, refused_error
+from cachewise.writeback.rejection import isolate_flow, log_parked, refused_error
 
 logger = logging.getLogger("cachewise.writeback")
 
@@ -124,36 +130,11 @@ class Flusher:
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         name: str = "cachewise",
-        on_rejected: Callable[[list[Key]], None] | None = None,
+        on_rejected: Callable[[list[Key]], object] | None = None,
     ) -> None:
-        self.policy = policy
-        self._source = source
-        self._validate = source.validate if isinstance(source, ValidatingSource) else None
-        self._journal = journal
-        self._clock = clock
-        self._on_rejected = on_rejected
-        self._dirty = DirtySet()
-        self._pending: set[int] = set()
-        """Sequences handed out but not yet marked: they hold back journal compaction."""
-        self._lock = threading.Lock()
+        self._init_state(policy, source, journal, clock, on_rejected)
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._closing = False
-        """Set by ``close`` (under ``_lock``) before the final flush: writes are refused."""
-        self._pending_waiters = 0
-        """Threads waiting for pending sequences to be marked (``_wait_for_pending``)."""
-        self._closed = False
-        self._rejected: dict[Key, Rejected] = {}
-        self._parked_changed = journal is not None
-        """The journal's record of parked writes is stale (at start: what it replayed)."""
-        self._journal_watermark = -1
-        self._followed: dict[Key, list[tuple[int, float]]] = {}
-        """Sampled writes not yet flushed, per key: (sequence, acknowledged at)."""
-        self._followed_count = 0
-        self._lag = LagWindow()
-        self.flushes = Counter()
-        self.flush_failures = Counter()
-        self.source_writes = Counter()
         if journal is not None:
             self._replay(journal)
         self._loop = FlushLoop(
@@ -167,9 +148,46 @@ class Flusher:
         self._loop.start()
         close_at_exit(self)
 
+    def _init_state(
+        self,
+        policy: WriteBack,
+        source: Any,
+        journal: Any,
+        clock: Clock,
+        on_rejected: Callable[[list[Key]], object] | None = None,
+    ) -> None:
+        """The state both drivers keep (this thread-driven one and ``aio``'s task-driven one)."""
+        self.policy = policy
+        self._source = source
+        self._validate = source.validate if isinstance(source, ValidatingSource) else None
+        self._journal = journal
+        self._clock = clock
+        self._on_rejected = on_rejected
+        self._dirty = DirtySet()
+        self._pending: set[int] = set()
+        """Sequences handed out but not yet marked: they hold back journal compaction."""
+        self._lock = threading.Lock()
+        """Held for dict work only, never across I/O (so never across an await either)."""
+        self._closing = False
+        """Set by ``close`` (under ``_lock``) before the final flush: writes are refused."""
+        self._pending_waiters = 0
+        """Waiting for pending sequences to be marked (``_wait_for_pending``)."""
+        self._closed = False
+        self._rejected: dict[Key, Rejected] = {}
+        self._parked_changed = journal is not None
+        """The journal's record of parked writes is stale (at start: what it replayed)."""
+        self._journal_watermark = -1
+        self._followed: dict[Key, list[tuple[int, float]]] = {}
+        """Sampled writes not yet flushed, per key: (sequence, acknowledged at)."""
+        self._followed_count = 0
+        self._lag = LagWindow()
+        self.flushes = Counter()
+        self.flush_failures = Counter()
+        self.source_writes = Counter()
+
     # -- state ---------------------------------------------------------------
 
-    def _replay(self, journal: Journal) -> None:
+    def _replay(self, journal: Any) -> None:
         now = self._clock()
         count = 0
         for seq, key, value in journal.replay():
@@ -238,13 +256,16 @@ class Flusher:
         the source can be known to refuse raises (InvalidValueError, InvalidKeyError)
         before anything changes.
         """
+        return run(self._accept_flow(items))
+
+    def _accept_flow(self, items: Mapping[Key, Any]) -> Flow[list[Key]]:
         if self._closing:
             raise ClosedError("write-back is closed")
         validate = self._validate
         if validate is not None:
             for key, value in items.items():
                 validate(key, MISSING if value is TOMBSTONE else value)
-        self._wait_for_room(items)
+        yield self._wait_for_room, (items,)
         dirty = self._dirty
         with self._lock:
             if self._closing:
@@ -253,7 +274,7 @@ class Flusher:
             self._pending.update(seq for seq, _, _ in records)
         try:
             if self._journal is not None:
-                self._journal.append(records)
+                yield self._journal.append, (records,)
         except BaseException:
             with self._lock:
                 self._forget_pending(records)
@@ -276,7 +297,11 @@ class Flusher:
         """Marked or failed: these sequences no longer hold anything back (``_lock`` held)."""
         self._pending.difference_update(seq for seq, _, _ in records)
         if self._pending_waiters:
-            self._room.notify_all()  # close() or a flush waits for writes under way
+            self._pending_done()
+
+    def _pending_done(self) -> None:
+        """Wake what waits for pending sequences (``_lock`` held; each driver its own)."""
+        self._room.notify_all()
 
     def _follow(self, key: Key, seq: int, now: float) -> None:
         """Follow one write until a flush commits it, for the lag (``_lock`` held)."""
@@ -290,29 +315,56 @@ class Flusher:
             if self._rejected.pop(key, None) is not None:
                 self._parked_changed = True
 
-    def _wait_for_room(self, items: Mapping[Key, Any]) -> None:
+    def _no_room(self, items: Mapping[Key, Any]) -> bool:
+        """Whether ``items`` would take the dirty set past ``max_dirty`` (under the lock)."""
         limit = self.policy.max_dirty
-        with self._lock:
-            new = sum(1 for key in items if key not in self._dirty)
-            if not new or len(self._dirty) + new <= limit:
-                return
-            if len(items) > limit:
-                raise CacheFullError(f"a batch of {len(items)} keys exceeds max_dirty={limit}")
+        new = sum(1 for key in items if key not in self._dirty)
+        if not new or len(self._dirty) + new <= limit:
+            return False
+        if len(items) > limit:
+            raise CacheFullError(f"a batch of {len(items)} keys exceeds max_dirty={limit}")
+        if self.policy.on_full == "raise":
             self._wake.set()
-            if self.policy.on_full == "raise":
-                raise CacheFullError(f"write-back holds max_dirty={limit} dirty keys")
+            raise CacheFullError(f"write-back holds max_dirty={limit} dirty keys")
+        return True
+
+    def _full_error(self) -> CacheFullError:
+        return CacheFullError(
+            f"write-back held max_dirty={self.policy.max_dirty} dirty keys for "
+            f"{self.policy.block_timeout}s (is the source down?)"
+        )
+
+    def _wait_for_room(self, items: Mapping[Key, Any]) -> None:
+        with self._lock:
+            if not self._no_room(items):
+                return
             deadline = time.monotonic() + self.policy.block_timeout
-            while len(self._dirty) + sum(1 for k in items if k not in self._dirty) > limit:
+            while self._no_room(items):
                 if self._closing:
                     raise ClosedError("write-back is closed")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise CacheFullError(
-                        f"write-back held max_dirty={limit} dirty keys for "
-                        f"{self.policy.block_timeout}s (is the source down?)"
-                    )
+                    raise self._full_error()
                 self._wake.set()
                 self._room.wait(left)
+
+    def _made_room(self) -> None:
+        """Wake writers waiting for room (called under ``_lock``)."""
+        self._room.notify_all()
+
+    def _wait_for_pending(self, upto: int) -> None:
+        """Wait until every write with a sequence up to ``upto`` is marked.
+
+        They are being journaled (an fsync at most): once marked they are in the dirty
+        set, so a flush that waited for them writes them, and its watermark passes them.
+        """
+        with self._lock:
+            self._pending_waiters += 1
+            try:
+                while self._pending and min(self._pending) <= upto:
+                    self._room.wait()
+            finally:
+                self._pending_waiters -= 1
 
     # -- flushing ----------------------------------------------------------------
 
@@ -326,37 +378,25 @@ class Flusher:
         """
         only = None if keys is None else list(keys)
         refused: dict[Key, str] = {}
-        written = self._loop.exclusive(lambda: self._flush_locked(only, refused), wait=wait)
+        written = self._loop.exclusive(lambda: run(self._flush_flow(only, refused)), wait=wait)
         if refused:
             raise refused_error(refused, written)
         return written
 
     def _flush_in_background(self) -> int:
         """The flusher thread's flush: refused keys are parked and logged, not raised."""
-        return self._loop.exclusive(lambda: self._flush_locked(None, {}))
+        return self._loop.exclusive(lambda: run(self._flush_flow(None, {})))
 
-    def _wait_for_pending(self, upto: int) -> None:
-        """Wait until every write with a sequence up to ``upto`` is marked (``_lock`` held).
-
-        They are being journaled (an fsync at most): once marked they are in the dirty
-        set, so a flush that waited for them writes them, and its watermark passes them.
-        """
-        self._pending_waiters += 1
-        try:
-            while self._pending and min(self._pending) <= upto:
-                self._room.wait()
-        finally:
-            self._pending_waiters -= 1
-
-    def _flush_locked(self, only: list[Key] | None, refused: dict[Key, str]) -> int:
+    def _flush_flow(self, only: list[Key] | None, refused: dict[Key, str]) -> Flow[int]:
+        """Take batches out under the lock, write each outside it, settle under it again."""
         written = 0
         with self._lock:
             upto = self._dirty.last_seq
-            if only is None:
-                # Every write acknowledged before this flush began is written by it (or by
-                # an earlier one): none is replayed after it returns, even over a later
-                # change made outside the cache.
-                self._wait_for_pending(upto)
+        if only is None:
+            # Every write acknowledged before this flush began is written by it (or by an
+            # earlier one): none is replayed after it returns, even over a later change
+            # made outside the cache.
+            yield self._wait_for_pending, (upto,)
         while True:
             with self._lock:
                 if only is None:
@@ -365,23 +405,27 @@ class Flusher:
                     batch = self._dirty.take_keys(only)
                     only = []
             if not batch:
-                self._record_flushed()
+                yield from self._record_flushed_flow()
                 return written
-            batch_refused = self._write_batch(batch)
-            self._settle(batch, batch_refused)
+            batch_refused = yield from self._write_batch_flow(batch)
+            parked = self._settle(batch, batch_refused)
+            if parked:
+                log_parked(parked)
+                if self._on_rejected is not None:
+                    yield self._on_rejected, ([key for key, _ in parked],)
             refused.update(batch_refused)
             written += len(batch) - len(batch_refused)
 
-    def _write_batch(self, batch: list[tuple[Key, DirtyEntry]]) -> dict[Key, str]:
+    def _write_batch_flow(self, batch: list[tuple[Key, DirtyEntry]]) -> Flow[dict[Key, str]]:
         """Write a batch; return the keys the source refused, with its reasons."""
         saves = {key: e.value for key, e in batch if e.value is not TOMBSTONE}
         removes = {key: e.value for key, e in batch if e.value is TOMBSTONE}
         refused: dict[Key, str] = {}
         try:
             if saves:
-                refused.update(isolate(self._source.save_many, saves, _split))
+                refused.update((yield from isolate_flow(self._source.save_many, saves, _split)))
             if removes:
-                refused.update(isolate(self._remove, removes, _split))
+                refused.update((yield from isolate_flow(self._remove, removes, _split)))
         except Exception as exc:
             self.flush_failures.add()
             raise FlushError(
@@ -391,11 +435,16 @@ class Flusher:
         self.source_writes.add_many(len(batch) - len(refused))
         return refused
 
-    def _remove(self, items: Mapping[Key, Any]) -> None:
-        self._source.remove_many(list(items))
+    def _remove(self, items: Mapping[Key, Any]) -> Any:
+        return self._source.remove_many(list(items))
 
-    def _settle(self, batch: list[tuple[Key, DirtyEntry]], refused: dict[Key, str]) -> None:
-        """The batch is committed (but for ``refused``): clean, park, count the lag."""
+    def _settle(
+        self, batch: list[tuple[Key, DirtyEntry]], refused: dict[Key, str]
+    ) -> list[tuple[Key, str]]:
+        """The batch is committed (but for ``refused``): clean, park, count the lag.
+
+        Returns the keys it parked, with the source's reasons.
+        """
         committed = self._clock()
         parked: list[tuple[Key, str]] = []
         with self._lock:
@@ -415,10 +464,8 @@ class Flusher:
             else:
                 dirty.settle(batch)
             self._record_lag(batch, refused, committed)
-            self._room.notify_all()
-        log_parked(parked)
-        if parked and self._on_rejected is not None:
-            self._on_rejected([key for key, _ in parked])
+            self._made_room()
+        return parked
 
     def _record_lag(
         self, batch: list[tuple[Key, DirtyEntry]], refused: dict[Key, str], committed: float
@@ -458,7 +505,7 @@ class Flusher:
         else:
             del self._followed[key]
 
-    def _record_flushed(self) -> None:
+    def _record_flushed_flow(self) -> Flow[None]:
         """Tell the journal what is flushed (durably) and which writes are parked.
 
         The parked set is recorded first: the watermark then passes the parked writes
@@ -480,10 +527,9 @@ class Flusher:
                 self._parked_changed = False
         try:
             if records is not None:
-                assert isinstance(journal, ParkingJournal)
-                journal.park(records)
+                yield journal.park, (records,)
             if watermark > self._journal_watermark:
-                journal.flushed(watermark)
+                yield journal.flushed, (watermark,)
                 self._journal_watermark = watermark
         except BaseException:
             if records is not None:
@@ -503,18 +549,17 @@ class Flusher:
         The source keeps what it has. With a journal the discard is durable on return.
         """
         wanted = None if keys is None else list(keys)
+        return self._loop.exclusive(lambda: run(self._discard_flow(wanted)))
 
-        def discard_locked() -> int:
-            with self._lock:
-                gone = list(self._rejected) if wanted is None else wanted
-                count = sum(1 for key in gone if self._rejected.pop(key, None) is not None)
-                if count:
-                    self._parked_changed = True
+    def _discard_flow(self, keys: list[Key] | None) -> Flow[int]:
+        with self._lock:
+            gone = list(self._rejected) if keys is None else keys
+            count = sum(1 for key in gone if self._rejected.pop(key, None) is not None)
             if count:
-                self._record_flushed()
-            return count
-
-        return self._loop.exclusive(discard_locked)
+                self._parked_changed = True
+        if count:
+            yield from self._record_flushed_flow()
+        return count
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -531,7 +576,7 @@ class Flusher:
                 return
             self._closing = True
             self._room.notify_all()  # writers waiting for room give up
-            self._wait_for_pending(self._dirty.last_seq)  # writes under way finish first
+        self._wait_for_pending(self._dirty.last_seq)  # writes under way finish first
         error: Exception | None = None
         try:
             self._flush_in_background()
@@ -542,13 +587,14 @@ class Flusher:
         if self._journal is not None:
             self._journal.close()
         closed(self)
+        self._after_close(error)
+
+    def _after_close(self, error: Exception | None) -> None:
+        """Report what the close left behind (both drivers)."""
         if error is not None:
             lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
             logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
             raise error
-        self._report_parked_at_close()
-
-    def _report_parked_at_close(self) -> None:
         parked = self.rejected()
         if not parked:
             return

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from cachewise._flow import Flow, run
 from cachewise._types import Key
 from cachewise.errors import FlushError, InvalidKeyError, InvalidValueError, RejectedError
 
@@ -23,18 +24,19 @@ ROW_LEVEL: Final = (RejectedError, InvalidValueError, InvalidKeyError)
 """What a source raises for rows it refuses for what they hold: retrying cannot help."""
 
 
-def isolate(
-    write: Callable[[Mapping[Key, Any]], None],
+def isolate_flow(
+    write: Callable[[Mapping[Key, Any]], Any],
     items: dict[Key, Any],
     on_split: Callable[[], None] | None = None,
-) -> dict[Key, str]:
+) -> Flow[dict[Key, str]]:
     """``write(items)``; if the source refuses rows, bisect to them; return them, with why.
 
+    A flow (``_flow``): each write is yielded, so a sync or an async source serves.
     ``on_split`` is called each time a refused batch is about to be split (a crash-test
     point: earlier halves may be committed already).
     """
     try:
-        write(items)
+        yield write, (items,)
     except ROW_LEVEL as exc:
         if len(items) == 1:
             return {key: str(exc) for key in items}
@@ -42,10 +44,21 @@ def isolate(
             on_split()
         keys = list(items)
         middle = len(keys) // 2
-        refused = isolate(write, {k: items[k] for k in keys[:middle]}, on_split)
-        refused.update(isolate(write, {k: items[k] for k in keys[middle:]}, on_split))
+        refused = yield from isolate_flow(write, {k: items[k] for k in keys[:middle]}, on_split)
+        refused.update(
+            (yield from isolate_flow(write, {k: items[k] for k in keys[middle:]}, on_split))
+        )
         return refused
     return {}
+
+
+def isolate(
+    write: Callable[[Mapping[Key, Any]], Any],
+    items: dict[Key, Any],
+    on_split: Callable[[], None] | None = None,
+) -> dict[Key, str]:
+    """:func:`isolate_flow`, run in place (a sync source)."""
+    return run(isolate_flow(write, items, on_split))
 
 
 def log_parked(parked: Iterable[tuple[Key, str]]) -> None:
