@@ -202,6 +202,53 @@ class LocalBus:
         self._closed = True
 
 
+class BusOutage:
+    """A bus's connection story, logged once: down (WARNING), retries (DEBUG), live (INFO).
+
+    Shared by the thread-driven and the task-driven listener buses.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._error = ""
+
+    def lost(self, bus: object, exc: BaseException) -> None:
+        """The listener failed: the first failure of an outage at WARNING, then DEBUG."""
+        self._error = type(exc).__name__
+        first = self._since is None
+        if first:
+            self._since = time.monotonic()
+        event(
+            logger,
+            logging.WARNING if first else logging.DEBUG,
+            "bus_down" if first else "bus_reconnect_failed",
+            "%r lost its connection (%s); L1 bypassed until it subscribes again",
+            bus,
+            self._error,
+            bus=repr(bus),
+            error=self._error,
+        )
+
+    def live(self, bus: object) -> None:
+        """Subscribed: after an outage, one line saying how long it lasted."""
+        if self._since is None:
+            return
+        seconds = time.monotonic() - self._since
+        event(
+            logger,
+            logging.INFO,
+            "bus_live",
+            "%r subscribed again after %.1fs (last error %s); L1 copies dropped",
+            bus,
+            seconds,
+            self._error,
+            bus=repr(bus),
+            seconds=round(seconds, 3),
+            error=self._error,
+        )
+        self._since = None
+
+
 class _ListenerBus:
     """The reconnecting listener thread shared by the Redis and PostgreSQL buses."""
 
@@ -214,8 +261,7 @@ class _ListenerBus:
         self._ready_timeout = ready_timeout
         self.reconnects = 0
         """How many times the listener lost its connection and subscribed again."""
-        self._down_since: float | None = None
-        self._down_error = ""
+        self._outage = BusOutage()
         self._thread = threading.Thread(
             target=self._run, name=f"cachewise-{self._kind}", daemon=True
         )
@@ -248,38 +294,10 @@ class _ListenerBus:
         # before this point may have been missed, anything after will be delivered.
         self._subscribers.deliver(Invalidation(keys=None, origin="", live=True))
         self._live.set()
-        if self._down_since is not None:
-            seconds = time.monotonic() - self._down_since
-            event(
-                logger,
-                logging.INFO,
-                "bus_live",
-                "%r subscribed again after %.1fs (last error %s); L1 copies dropped",
-                self,
-                seconds,
-                self._down_error,
-                bus=repr(self),
-                seconds=round(seconds, 3),
-                error=self._down_error,
-            )
-            self._down_since = None
+        self._outage.live(self)
 
     def _lost(self, exc: Exception) -> None:
-        """The first failure of an outage at WARNING; reconnect attempts after it at DEBUG."""
-        self._down_error = type(exc).__name__
-        first = self._down_since is None
-        if first:
-            self._down_since = time.monotonic()
-        event(
-            logger,
-            logging.WARNING if first else logging.DEBUG,
-            "bus_down" if first else "bus_reconnect_failed",
-            "%r lost its connection (%s); L1 bypassed until it subscribes again",
-            self,
-            self._down_error,
-            bus=repr(self),
-            error=self._down_error,
-        )
+        self._outage.lost(self, exc)
 
     def _run(self) -> None:
         delay = 0.05

@@ -59,8 +59,6 @@ from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
 from cachewise.stats import Counter, Histogram, HistogramSnapshot, PoolStats
 
-logger = logging.getLogger("cachewise")
-
 __all__ = [
     "PoolStats",
     "connect",
@@ -645,11 +643,16 @@ def _install_pgpool(engine: Engine, p: _Plan) -> None:
     def on_first_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         children = _pgpool_children(dbapi_conn)
         if children is not None and wanted > children:
-            logger.warning(
+            log_event(
+                logger,
+                logging.WARNING,
+                "pgpool_too_small",
                 "pool of %d connections through Pgpool-II with num_init_children=%d: "
                 "Pgpool-II serves one client per child, the rest wait in its listen queue",
                 wanted,
                 children,
+                connections=wanted,
+                children=children,
             )
 
     event.listen(engine, "first_connect", on_first_connect)

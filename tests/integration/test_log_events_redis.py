@@ -40,8 +40,8 @@ def test_an_undecodable_dirty_row_is_logged_once_per_key(
             cache.flush()
         cache.read("bad")  # the read path meets the same row: no second line
         assert source.data == {"good": 2}
-        assert cache._flusher.rejected.value >= 3  # type: ignore[union-attr]
-        (record,) = events(caplog, "rejected_row")
+        assert cache._flusher.undecodable.value >= 3  # type: ignore[union-attr]
+        (record,) = events(caplog, "undecodable_row")
         assert record.levelno == logging.WARNING
         assert record.name == "cachewise.writeback"
         assert record.cache == namespace  # type: ignore[attr-defined]

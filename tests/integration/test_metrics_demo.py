@@ -86,7 +86,7 @@ def test_the_demo_serves_every_series_the_dashboard_plots(redis_url: str) -> Non
         metric
         for panel in dashboard["panels"]
         for target in panel["targets"]
-        for metric in re.findall(r"cachewise_[a-z_]+", target["expr"])
+        for metric in re.findall(r"cachewise_[a-z0-9_]+", target["expr"])
     }
     assert used - names == set()
     assert len(used) >= 20

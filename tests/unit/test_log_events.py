@@ -23,12 +23,13 @@ from cachewise import (
     MemoryStore,
     ReadThrough,
     Retry,
+    SQLSource,
     WriteBack,
     connect,
 )
 from cachewise._events import LOGGERS, event
 from cachewise.aio import AsyncCache
-from cachewise.errors import PoolTimeout
+from cachewise.errors import FlushError, PoolTimeout
 from tests.helpers import FlakySource, events, wait_for
 
 
@@ -173,3 +174,29 @@ async def test_the_async_flusher_logs_an_outage_once_and_its_end(
     assert recovered.attempts == 1 + len(retries)  # type: ignore[attr-defined]
     assert recovered.keys == 2  # type: ignore[attr-defined]
     assert source.data == {1: "one", 2: "two"}
+
+
+def test_a_refused_row_is_one_structured_line_when_it_is_parked(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cachewise")
+    engine = connect(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INT CHECK (qty >= 0))")
+        )
+    source = SQLSource(engine, table="items")
+    cache = Cache(MemoryStore(), source, write=WriteBack(flush_interval=3600), name="stock")
+    try:
+        cache.write_many({1: {"id": 1, "qty": 1}, 2: {"id": 2, "qty": -1}})
+        with pytest.raises(FlushError):
+            cache.flush()
+        cache.write(3, {"id": 3, "qty": 3})
+        assert cache.flush() == 1  # the parked key is not retried, nor logged again
+    finally:
+        cache.close()
+        engine.dispose()
+    (record,) = events(caplog, "row_refused")
+    assert record.levelno == logging.ERROR
+    assert (record.cache, record.key) == ("stock", "2")  # type: ignore[attr-defined]
+    assert "CHECK constraint failed" in record.reason  # type: ignore[attr-defined]

@@ -44,9 +44,12 @@ EXPORTED = {  # DESIGN.md's names (and the others we export) -> the Stats field,
     "flushes": "flushes",
     "flush_failures": "flush_failures",
     "coalesced": "coalesced",
-    "rejected": "rejected",
     "dirty_keys": "dirty",
     "oldest_dirty_age_seconds": "oldest_dirty_age",
+    "rejected_keys": "rejected",
+    "write_lag_p50_seconds": "lag_p50",
+    "write_lag_p99_seconds": "lag_p99",
+    "write_lag_max_seconds": "lag_max",
 }
 POOL_EXPORTED = {
     "pool_size": "size",

@@ -71,13 +71,6 @@ CACHE: tuple[Reading, ...] = (
         "{write}",
         _stat("coalesced"),
     ),
-    Reading(
-        "rejected",
-        "counter",
-        "Dirty rows the source refused or that failed to decode (kept, never written).",
-        "{key}",
-        _stat("rejected"),
-    ),
     Reading("dirty_keys", "gauge", "Dirty keys: the write-back backlog.", "{key}", _stat("dirty")),
     Reading(
         "oldest_dirty_age_seconds",
@@ -85,6 +78,34 @@ CACHE: tuple[Reading, ...] = (
         "Seconds the oldest unflushed write has waited.",
         "s",
         _stat("oldest_dirty_age"),
+    ),
+    Reading(
+        "rejected_keys",
+        "gauge",
+        "Keys whose last write the source refused, parked (Cache.rejected()).",
+        "{key}",
+        _stat("rejected"),
+    ),
+    Reading(
+        "write_lag_p50_seconds",
+        "gauge",
+        "Write-back lag over the last minute, median: acknowledgement to commit.",
+        "s",
+        _stat("lag_p50"),
+    ),
+    Reading(
+        "write_lag_p99_seconds",
+        "gauge",
+        "Write-back lag over the last minute, 99th percentile.",
+        "s",
+        _stat("lag_p99"),
+    ),
+    Reading(
+        "write_lag_max_seconds",
+        "gauge",
+        "Write-back lag over the last minute, the largest.",
+        "s",
+        _stat("lag_max"),
     ),
 )
 """The numbers of ``Cache.stats``, labelled ``cache``. A field a Stats lacks is skipped."""

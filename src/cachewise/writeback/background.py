@@ -4,7 +4,7 @@ Shared by the in-process runtime (``flusher.Flusher``) and the Redis-backed one
 (``shared.SharedFlusher``): both flush every ``flush_interval`` seconds and when woken,
 back off with ``policy.retry`` after a failure, run one flush at a time per process with
 a bounded wait, and are flushed at interpreter exit. ``Backoff`` (both drivers) logs an
-outage once and its end once; ``BatchTimes`` and ``write_batch`` time each flush batch.
+outage once and its end once; ``BatchTimes`` keeps each flush batch's time and size.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from cachewise import _tracing
 from cachewise._events import event
-from cachewise._types import Key
 from cachewise.errors import FlushError
 from cachewise.policies import WriteBack
-from cachewise.sources.base import Source
 from cachewise.stats import KEYS, Histogram
 
 logger = logging.getLogger("cachewise.writeback")
@@ -35,8 +32,11 @@ T = TypeVar("T")
 class FlushLoop:
     """A daemon thread that calls ``flush()`` when woken or every interval, with backoff.
 
-    ``pending()`` tells whether there is anything to flush (a failure there counts as a
-    failed flush). ``exclusive`` runs a flush under the per-process flush lock.
+    Flushes start every ``flush_interval`` seconds, counted from the start of the last
+    one (not its end): a write then waits at most one interval for a flush to begin,
+    plus that flush's own duration, for its commit. ``pending()`` tells whether there is
+    anything to flush (a failure there counts as a failed flush). ``exclusive`` runs a
+    flush under the per-process flush lock.
     """
 
     def __init__(
@@ -87,18 +87,33 @@ class FlushLoop:
     def _run(self) -> None:
         delay = self.policy.flush_interval
         while True:
-            self.wake.wait(delay)
-            self.wake.clear()
-            if self._stopped:
+            if not self._sleep(delay):
                 return
             written: object = 0
+            started = time.monotonic()
             try:
                 if self._pending():
                     written = self._flush()
             except Exception:
                 delay = self._backoff.failed()
             else:
-                delay = self._backoff.succeeded(written if isinstance(written, int) else 0)
+                delay = self._backoff.succeeded(
+                    time.monotonic() - started, written if isinstance(written, int) else 0
+                )
+
+    def _sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds or until woken; False once stopped.
+
+        After a failure a wake does not cut the backoff short (``Backoff.cut_short``).
+        """
+        deadline = time.monotonic() + delay
+        while True:
+            self.wake.wait(max(0.0, deadline - time.monotonic()))
+            self.wake.clear()
+            if self._stopped:
+                return False
+            if self._backoff.cut_short(deadline - time.monotonic()):
+                return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
@@ -133,12 +148,26 @@ class Backoff:
         self._outage_since = 0.0
         self._last_error = ""
 
-    def succeeded(self, written: int = 0) -> float:
-        """A flush (or a check that found nothing to flush) succeeded: the next interval."""
+    def succeeded(self, elapsed: float = 0.0, written: int = 0) -> float:
+        """A flush (or a check that found nothing to flush) succeeded: the next interval.
+
+        Counted from the flush's start (``elapsed`` ago): flushes start every
+        ``flush_interval``, so a write waits at most one interval for a flush to begin.
+        After an outage, ``written`` (keys the recovering flush wrote) goes in its summary.
+        """
         if self.attempt:
             self._recovered(written)
         self.attempt = 0
-        return self.policy.flush_interval
+        return max(0.0, self.policy.flush_interval - elapsed)
+
+    def cut_short(self, left: float) -> bool:
+        """Whether a wake ``left`` seconds before the delay ends should flush now.
+
+        Not while backing off after a failure: during an outage every write past
+        ``max_batch`` wakes the flusher, and retrying on each would hammer the source
+        (the backoff would never grow). ``flush()`` still runs at once when asked.
+        """
+        return self.attempt == 0 or left <= 0
 
     def failed(self) -> float:
         """The flush failed (call it in the ``except``): the delay before the next retry."""
@@ -223,29 +252,6 @@ class BatchTimes:
         """A batch of ``keys`` that began at ``started`` (``time.monotonic()``) is written."""
         self.seconds.observe(time.monotonic() - started)
         self.keys.observe(keys)
-
-
-def write_batch(
-    source: Source, saves: Mapping[Key, Any], removes: list[Key], times: BatchTimes, name: str
-) -> None:
-    """One batch to the source: one ``save_many`` and one ``remove_many``, timed, traced."""
-    keys = len(saves) + len(removes)
-    span = (
-        None
-        if _tracing.tracer is None
-        else _tracing.start("cachewise.flush", {"cache": name, "keys": keys})
-    )
-    started = time.monotonic()
-    try:
-        if saves:
-            source.save_many(saves)
-        if removes:
-            source.remove_many(removes)
-    except BaseException as exc:
-        _tracing.end(span, exc)
-        raise
-    _tracing.end(span)
-    times.observe(started, keys)
 
 
 class Closeable(Protocol):
