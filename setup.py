@@ -10,7 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "cachewise._speedups",
-            sources=["src/cachewise/_speedups.c"],
+            sources=[
+                "src/cachewise/_speedups.c",
+                "src/cachewise/_misspath.c",
+                "src/cachewise/_wtinylfu.c",
+            ],
             optional=True,
         )
     ]

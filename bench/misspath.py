@@ -31,7 +31,7 @@ CAPACITY = 20_000
 ZIPF_REQUESTS = 600_000
 ALPHA = 0.99
 
-Loader = Callable[[int], Any]
+Loader = Callable[[Any], Any]
 Loop = Callable[[list[int], Loader], None]
 
 

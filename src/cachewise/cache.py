@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from cachewise._accel import speedups
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
@@ -51,11 +52,12 @@ from cachewise.stores.base import (
     Store,
     TTLAware,
 )
+from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
-    from cachewise._speedups import HitReader
+    from cachewise._speedups import HitReader, MissPath
     from cachewise.writeback.shared import SharedFlusher
 
 logger = logging.getLogger("cachewise")
@@ -146,6 +148,7 @@ class Cache:
         """Bind ``read`` to the fastest path the store and read policy allow."""
         store, read = self.store, self.read_policy
         self._reader: HitReader | None = None
+        self._miss_path: MissPath | None = None
         if isinstance(read, ReadThrough) and read.refreshes:
             assert isinstance(store, TTLAware)
             self._ttl_left = store.ttl_left
@@ -155,9 +158,43 @@ class Cache:
         if hit_path is not None:
             self._lookup, self._now, self._touch = hit_path
             self.read = self._read_inline  # type: ignore[method-assign]
-            self._reader = _c_reader(hit_path, self._read_past_hit)
+            self._reader = _c_reader(hit_path, self._c_miss_path(hit_path) or self._read_past_hit)
             if self._reader is not None:
                 self.read = self._reader  # type: ignore[method-assign]
+
+    def _c_miss_path(self, hit_path: HitPath) -> MissPath | None:
+        """The miss path in C, for a MemoryStore without write-back (else None).
+
+        It serves an absent str/int/bytes key; expired entries, other keys and waits for
+        another thread's load go through :meth:`_read_past_hit` as before.
+        """
+        store = self.store
+        fill = store.fill_path() if isinstance(store, MemoryStore) else None
+        module = speedups()
+        if (
+            fill is None
+            or module is None
+            or isinstance(self.write_policy, WriteBack)
+            or hit_path.lookup != fill.data.get
+        ):
+            return None
+        source_load = None
+        if self.source is not None and isinstance(self.read_policy, ReadThrough):
+            source_load = self.source.load
+        ttl = self._read_ttl if self._read_ttl is not None else fill.ttl
+        path: MissPath = module.MissPath(
+            fill.data,
+            fill.insert,
+            self._inflight,
+            self._stripes,
+            source_load,
+            fill.clock,
+            None if ttl is None else float(ttl),
+            self._read_past_hit,
+            MISSING,
+        )
+        self._miss_path = path
+        return path
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
@@ -306,12 +343,12 @@ class Cache:
             return True, entry.value
 
     def _load(self, key: Key, loader: Loader | None) -> Any:
-        with self._inflight_lock:
-            load = self._inflight.get(key)
-            leader = load is None
-            if load is None:
-                load = self._inflight[key] = _Load()
-        if not leader:
+        # setdefault registers atomically (keys hash and compare in C), so the C miss
+        # path (cachewise._speedups.MissPath) and this one share one in-flight dict.
+        mine = _Load()
+        load = self._inflight.setdefault(key, mine)
+        if load is not mine:
+            mine.publish()
             return load.wait()
         try:
             load.value = self._fetch(key, loader, load)
@@ -319,8 +356,7 @@ class Cache:
             load.error = exc
             raise
         finally:
-            with self._inflight_lock:
-                del self._inflight[key]
+            del self._inflight[key]
             load.publish()
         return load.value
 
@@ -374,13 +410,14 @@ class Cache:
     def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
         mine: dict[Key, _Load] = {}
         theirs: dict[Key, _Load] = {}
-        with self._inflight_lock:
-            for key in keys:
-                load = self._inflight.get(key)
-                if load is None:
-                    mine[key] = self._inflight[key] = _Load()
-                else:
-                    theirs[key] = load
+        for key in keys:  # one atomic setdefault per key, as _load registers
+            new = _Load()
+            load = self._inflight.setdefault(key, new)
+            if load is new:
+                mine[key] = new
+            else:
+                new.publish()
+                theirs[key] = load
         result = self._lead_loads(mine, from_source) if mine else {}
         for key, load in theirs.items():
             value = load.wait()
@@ -403,9 +440,8 @@ class Cache:
                 load.error = exc
             raise
         finally:
-            with self._inflight_lock:
-                for key in mine:
-                    del self._inflight[key]
+            for key in mine:
+                del self._inflight[key]
             for load in mine.values():
                 load.publish()
         return loaded
@@ -671,11 +707,13 @@ class Cache:
         expirations = store.expirations if isinstance(store, EvictionAware) else 0
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
+        missed = self._miss_path
+        c_misses, c_loads = (missed.misses, missed.loads) if missed is not None else (0, 0)
         return Stats(
             hits=self._hits.value + (self._reader.hits if self._reader is not None else 0),
-            misses=self._misses.value,
-            loads=self._loads.value,
-            source_reads=self._source_reads.value,
+            misses=self._misses.value + c_misses,
+            loads=self._loads.value + c_loads,
+            source_reads=self._source_reads.value + c_loads,
             source_writes=writes,
             evictions=evictions,
             expirations=expirations,

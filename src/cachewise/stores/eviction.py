@@ -31,6 +31,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
+from cachewise._accel import speedups
 from cachewise.errors import ConfigurationError
 
 HIT_BUFFER = 1024
@@ -838,6 +839,205 @@ class Adaptive(_Buffered):
         return len(self._order)
 
 
+MINI_ENTRIES = 512
+"""Smallest miniature cache of :class:`SampledAdaptive`: below twice this, no sampling."""
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def sample_shift(capacity: int, mini: int = MINI_ENTRIES) -> int:
+    """How many top hash bits must be zero for a key to be sampled (rate ``2**-shift``).
+
+    The largest shift that leaves a miniature cache of at least ``mini`` entries.
+    """
+    shift = 0
+    while (capacity >> (shift + 1)) >= mini and shift < 16:
+        shift += 1
+    return shift
+
+
+def sampled(key: Hashable, shift: int) -> bool:
+    """Whether ``key`` is in the spatial sample of rate ``2**-shift`` (SHARDS-style).
+
+    The same keys are always sampled, so a miniature cache sees every request for
+    them: the sample is of keys, not of requests.
+    """
+    return shift == 0 or ((hash(key) * _GOLDEN) & _MASK64) >> (64 - shift) == 0
+
+
+class SampledAdaptive:
+    """Set dueling on miniature simulations; the cache runs the winner (the default).
+
+    Each candidate policy runs as a miniature cache (Waldspurger et al., "Cache
+    Modeling and Optimization using Miniature Simulations", USENIX ATC '17): a
+    key-only simulation at ``capacity / 2**shift`` entries fed only the requests for
+    a hashed ``2**-shift`` sample of the keys, so it predicts that policy's miss
+    ratio at the full size for a small fraction of the work. The store's real
+    policy is one full-size instance of the candidate whose miniature missed least
+    lately; every ``capacity`` requests (as counted in the sample) the leader changes
+    if another beats it by the factor ``switch_at``, and the new leader's instance
+    is built from the resident keys (oldest first). Miss counts are halved every
+    ``horizon`` elections. Caches under ``2 * MINI_ENTRIES`` entries sample every key.
+
+    Hits cost one call of the real policy's hit plus, for a sampled key, a
+    ``deque.append``; the miniatures replay sampled hits at the next insert.
+    """
+
+    atomic_hits = True
+
+    def __init__(
+        self,
+        capacity: int | None = None,
+        *,
+        candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo", "arc"),
+        switch_at: float = 0.99,
+        horizon: int = 10,
+        mini: int = MINI_ENTRIES,
+    ) -> None:
+        self._names = candidates
+        self._switch_at = switch_at
+        self._horizon = horizon
+        self._mini = mini
+        self._leader = 0
+        self._resident: dict[Hashable, None] = {}
+        self._sampled_hits: deque[Hashable] = deque(maxlen=HIT_BUFFER)
+        self._capacity = capacity
+        self._real: EvictionPolicy = make_policy(candidates[0], capacity)
+        self._minis: list[_Shadow] = []
+        self._shift = 0
+        self._requests = 0
+        self._elections = 0
+        self._real_hit: Callable[[Hashable], None] = self._real.on_hit
+        self._drop = 64
+        self.on_hit: Callable[[Hashable], None] = self._hit
+        if capacity is not None:
+            self._size(capacity)
+        self._bind_hit()
+
+    @property
+    def leader(self) -> str:
+        """The name of the policy the cache runs now."""
+        return self._names[self._leader]
+
+    @property
+    def shift(self) -> int:
+        """The sampling rate is ``2 ** -shift`` of the keys."""
+        return self._shift
+
+    def _size(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._shift = sample_shift(capacity, self._mini)
+        mini = max(1, capacity >> self._shift)
+        self._minis = [_Shadow(make_policy(n, mini), mini) for n in self._names]
+        self._requests = 0
+
+    def _bind_hit(self) -> None:
+        self._real_hit = self._real.on_hit
+        self._drop = 64 - self._shift
+
+    def _hit(self, key: Hashable) -> None:
+        """The real policy's hit; a sampled key is also buffered for the miniatures.
+
+        Stores bind ``on_hit`` once: this stays the same method while the real policy
+        behind it changes with the leader.
+        """
+        self._real_hit(key)
+        if not ((hash(key) * _GOLDEN) & _MASK64) >> self._drop:
+            self._sampled_hits.append(key)
+
+    def _drain(self) -> None:
+        hits = self._sampled_hits
+        while hits:
+            self._request(hits.popleft())
+
+    def _request(self, key: Hashable) -> None:
+        """One sampled request: every miniature sees it; elect every mini-capacity."""
+        for mini in self._minis:
+            mini.access(key)
+        self._requests += 1
+        if self._capacity is not None and self._requests >= max(1, self._capacity >> self._shift):
+            self._requests = 0
+            self._elect()
+
+    def _elect(self) -> None:
+        minis = self._minis
+        best = min(range(len(minis)), key=lambda i: minis[i].misses)
+        lead = minis[self._leader].misses
+        if best != self._leader and minis[best].misses < self._switch_at * lead:
+            self._switch(best)
+        self._elections += 1
+        if self._elections >= self._horizon:
+            self._elections = 0
+            for mini in minis:
+                mini.misses /= 2
+
+    def _switch(self, leader: int) -> None:
+        """Run ``leader``'s policy from now on, built from the resident keys."""
+        self._leader = leader
+        real = make_policy(self._names[leader], self._capacity)
+        for key in self._resident:
+            real.on_insert(key)
+        self._real = real
+        self._bind_hit()
+
+    def on_insert(self, key: Hashable) -> None:
+        self._drain()
+        self._resident[key] = None
+        self._real.on_insert(key)
+        if sampled(key, self._shift):
+            self._request(key)
+
+    def on_remove(self, key: Hashable) -> None:
+        self._drain()
+        if self._resident.pop(key, _NONE) is not _NONE:
+            self._real.on_remove(key)
+            if sampled(key, self._shift):
+                for mini in self._minis:
+                    mini.remove(key)
+
+    def evict(self) -> Hashable:
+        self._drain()
+        if self._capacity is None:
+            self._size(max(1, len(self._resident) - 1))
+            self._bind_hit()
+        victim = self._real.evict()
+        del self._resident[victim]
+        return victim
+
+    def clear(self) -> None:
+        self._sampled_hits.clear()
+        self._resident.clear()
+        self._leader = 0
+        self._real = make_policy(self._names[0], self._capacity)
+        if self._capacity is not None:
+            self._size(self._capacity)
+        self._bind_hit()
+
+    def __len__(self) -> int:
+        return len(self._resident)
+
+
+def _wtinylfu(capacity: int | None = None) -> EvictionPolicy:
+    """W-TinyLFU in C (``_speedups.WTinyLFU``, the same decisions) when built, else Python."""
+    module = speedups()
+    if module is None:
+        return WTinyLFU(capacity)
+    policy: EvictionPolicy = module.WTinyLFU(capacity)
+    return policy
+
+
+def _adaptive(capacity: int | None = None) -> EvictionPolicy:
+    """The default: miniature-simulation dueling when the cache is large enough to sample.
+
+    Below ``2 * MINI_ENTRIES`` entries every key would be sampled; there the full duel
+    (:class:`Adaptive`), whose cache follows its leader's evictions exactly, costs the
+    same work and loses nothing at a change of leader.
+    """
+    if capacity is not None and sample_shift(capacity) > 0:
+        return SampledAdaptive(capacity)
+    return Adaptive(capacity)
+
+
 POLICIES: dict[str, PolicyFactory] = {
     "lru": LRU,
     "lfu": LFU,
@@ -845,8 +1045,9 @@ POLICIES: dict[str, PolicyFactory] = {
     "sieve": SIEVE,
     "s3fifo": S3FIFO,
     "arc": ARC,
-    "wtinylfu": WTinyLFU,
-    "adaptive": Adaptive,
+    "wtinylfu": _wtinylfu,
+    "adaptive": _adaptive,
+    "adaptive-full": Adaptive,
 }
 """Eviction policies by the name ``MemoryStore(eviction=...)`` takes."""
 
