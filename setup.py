@@ -14,7 +14,9 @@ setup(
                 "src/cachewise/_speedups.c",
                 "src/cachewise/_misspath.c",
                 "src/cachewise/_wtinylfu.c",
+                "src/cachewise/_policies.c",
             ],
+            depends=["src/cachewise/_odict.h"],
             optional=True,
         )
     ]

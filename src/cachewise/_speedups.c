@@ -39,6 +39,7 @@ static PyObject *time_monotonic = NULL; /* time.monotonic, to recognise it */
 
 int cw_misspath_init(PyObject *module); /* _misspath.c: Flight, Inserter, MissPath */
 int cw_wtinylfu_init(PyObject *module); /* _wtinylfu.c: WTinyLFU */
+int cw_policies_init(PyObject *module); /* _policies.c: LRU, SIEVE, S3FIFO, ARC, SampleTee */
 
 #if CW_DIRECT_MONOTONIC
 /* Seconds exactly as time.monotonic computes them: integer nanoseconds, then one
@@ -344,7 +345,8 @@ PyInit__speedups(void)
         Py_DECREF(module);
         return NULL;
     }
-    if (cw_misspath_init(module) < 0 || cw_wtinylfu_init(module) < 0) {
+    if (cw_misspath_init(module) < 0 || cw_wtinylfu_init(module) < 0 ||
+        cw_policies_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

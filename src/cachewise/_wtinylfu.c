@@ -15,6 +15,8 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "_odict.h"
+
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 
 static PyObject *ordered_dict = NULL; /* collections.OrderedDict */
@@ -123,46 +125,10 @@ sketch_add(WTinyLFU *self, PyObject *key)
     return 0;
 }
 
-/* --- OrderedDict helpers ------------------------------------------------------------ */
-
-static int
-od_put(PyObject *od, PyObject *key)
-{
-    return PyObject_SetItem(od, key, Py_None);
-}
-
-/* The oldest key (a new reference), or NULL with no error when empty. */
-static PyObject *
-od_first(PyObject *od)
-{
-    PyObject *it = PyObject_GetIter(od);
-    if (it == NULL) {
-        return NULL;
-    }
-    PyObject *key = PyIter_Next(it);
-    Py_DECREF(it);
-    return key;
-}
-
-static PyObject *
-od_pop_first(PyObject *od)
-{
-    PyObject *key = od_first(od);
-    if (key != NULL && PyObject_DelItem(od, key) < 0) {
-        Py_CLEAR(key);
-    }
-    return key;
-}
-
 static int
 od_move_to_end(PyObject *od, PyObject *key)
 {
-    PyObject *r = PyObject_CallMethodOneArg(od, str_move_to_end, key);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    return od_call_one(od, str_move_to_end, key);
 }
 
 /* --- the policy ---------------------------------------------------------------------- */
@@ -229,16 +195,6 @@ WTinyLFU_on_insert(WTinyLFU *self, PyObject *key)
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-static int
-od_discard(PyObject *od, PyObject *key)
-{
-    int in = PyDict_Contains(od, key);
-    if (in <= 0) {
-        return in;
-    }
-    return PyObject_DelItem(od, key) < 0 ? -1 : 1;
 }
 
 static PyObject *
@@ -339,13 +295,9 @@ static PyObject *
 WTinyLFU_clear_policy(WTinyLFU *self, PyObject *unused)
 {
     (void)unused;
-    PyObject *parts[3] = {self->window, self->probation, self->protected_};
-    for (int i = 0; i < 3; i++) {
-        PyObject *r = PyObject_CallMethod(parts[i], "clear", NULL);
-        if (r == NULL) {
-            return NULL;
-        }
-        Py_DECREF(r);
+    if (od_clear(self->window) < 0 || od_clear(self->probation) < 0 ||
+        od_clear(self->protected_) < 0) {
+        return NULL;
     }
     if (self->table != NULL && sketch_size(self, self->capacity) < 0) {
         return NULL;

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
 from cachewise._accel import speedups
 from cachewise.errors import ConfigurationError
@@ -909,10 +909,16 @@ class SampledAdaptive:
         self._elections = 0
         self._real_hit: Callable[[Hashable], None] = self._real.on_hit
         self._drop = 64
-        self.on_hit: Callable[[Hashable], None] = self._hit
+        self._tee: Any = None
         if capacity is not None:
             self._size(capacity)
         self._bind_hit()
+        self.on_hit: Callable[[Hashable], None] = self._hit
+        module = speedups()
+        if module is not None and capacity is not None:
+            # The hit in one C call: the real policy's hit, then the sample's append.
+            self._tee = module.SampleTee(self._real_hit, self._sampled_hits.append, self._drop)
+            self.on_hit = self._tee
 
     @property
     def leader(self) -> str:
@@ -934,6 +940,8 @@ class SampledAdaptive:
     def _bind_hit(self) -> None:
         self._real_hit = self._real.on_hit
         self._drop = 64 - self._shift
+        if self._tee is not None:  # made only with a known capacity: its drop stays
+            self._tee.target = self._real_hit
 
     def _hit(self, key: Hashable) -> None:
         """The real policy's hit; a sampled key is also buffered for the miniatures.
@@ -1017,13 +1025,18 @@ class SampledAdaptive:
         return len(self._resident)
 
 
-def _wtinylfu(capacity: int | None = None) -> EvictionPolicy:
-    """W-TinyLFU in C (``_speedups.WTinyLFU``, the same decisions) when built, else Python."""
-    module = speedups()
-    if module is None:
-        return WTinyLFU(capacity)
-    policy: EvictionPolicy = module.WTinyLFU(capacity)
-    return policy
+def _accelerated(python: Callable[[int | None], EvictionPolicy], name: str) -> PolicyFactory:
+    """A factory of the C twin ``_speedups.<name>`` (the same decisions) when it is built."""
+
+    def build(capacity: int | None = None) -> EvictionPolicy:
+        module = speedups()
+        if module is None:
+            return python(capacity)
+        policy: EvictionPolicy = getattr(module, name)(capacity)
+        return policy
+
+    build.__doc__ = f"{name} in C when cachewise._speedups is built, else in Python."
+    return build
 
 
 def _adaptive(capacity: int | None = None) -> EvictionPolicy:
@@ -1039,13 +1052,13 @@ def _adaptive(capacity: int | None = None) -> EvictionPolicy:
 
 
 POLICIES: dict[str, PolicyFactory] = {
-    "lru": LRU,
+    "lru": _accelerated(LRU, "LRU"),
     "lfu": LFU,
     "lfu-aging": _aging_lfu,
-    "sieve": SIEVE,
-    "s3fifo": S3FIFO,
-    "arc": ARC,
-    "wtinylfu": _wtinylfu,
+    "sieve": _accelerated(SIEVE, "SIEVE"),
+    "s3fifo": _accelerated(S3FIFO, "S3FIFO"),
+    "arc": _accelerated(ARC, "ARC"),
+    "wtinylfu": _accelerated(WTinyLFU, "WTinyLFU"),
     "adaptive": _adaptive,
     "adaptive-full": Adaptive,
 }
