@@ -7,9 +7,10 @@
  * interleave with an eviction. Why C: on a cache that misses a third of the time, the
  * policy's bookkeeping in Python costs as much as the whole miss of a peer cache.
  *
- * SampleTee(target, sample, drop) is the default policy's hit: target(key) (the real
- * policy's hit), then sample(key) when the key is in the hashed sample that feeds its
- * miniature caches (stores/eviction.py, SampledAdaptive).
+ * SampleTee(target, touch, sample, drop) is the default policy's hit: target(key) (the
+ * real policy's hit), touch(key) (its recency order), then sample(key) when the key is
+ * in the hashed sample that feeds its miniature caches (stores/eviction.py,
+ * SampledAdaptive).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -1038,6 +1039,7 @@ static PyTypeObject ARC_Type = {
 typedef struct {
     PyObject_HEAD
     PyObject *target; /* the real policy's hit */
+    PyObject *touch;  /* then this (the recency order's move_to_end) */
     PyObject *sample; /* called with a sampled key (the miniatures' buffer append) */
     int drop;         /* a key is sampled when (hash * GOLDEN) >> drop == 0; 64: all */
     vectorcallfunc vectorcall;
@@ -1064,6 +1066,11 @@ SampleTee_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         return NULL;
     }
     Py_DECREF(r);
+    r = PyObject_CallOneArg(self->touch, key);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
     if (self->drop < 64) {
         Py_hash_t hash = PyObject_Hash(key);
         if (hash == -1) {
@@ -1079,16 +1086,17 @@ SampleTee_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
 static PyObject *
 SampleTee_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"target", "sample", "drop", NULL};
-    PyObject *target, *sample;
+    static char *kwlist[] = {"target", "touch", "sample", "drop", NULL};
+    PyObject *target, *touch, *sample;
     int drop;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOi:SampleTee", kwlist, &target, &sample,
-                                     &drop)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi:SampleTee", kwlist, &target, &touch,
+                                     &sample, &drop)) {
         return NULL;
     }
-    if (!PyCallable_Check(target) || !PyCallable_Check(sample) || drop < 1 || drop > 64) {
-        PyErr_SetString(PyExc_ValueError,
-                        "SampleTee: target and sample must be callable, 1 <= drop <= 64");
+    if (!PyCallable_Check(target) || !PyCallable_Check(touch) || !PyCallable_Check(sample) ||
+        drop < 1 || drop > 64) {
+        PyErr_SetString(PyExc_ValueError, "SampleTee: target, touch and sample must be "
+                                          "callable, 1 <= drop <= 64");
         return NULL;
     }
     SampleTee *self = (SampleTee *)type->tp_alloc(type, 0);
@@ -1096,6 +1104,7 @@ SampleTee_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->target = Py_NewRef(target);
+    self->touch = Py_NewRef(touch);
     self->sample = Py_NewRef(sample);
     self->drop = drop;
     self->vectorcall = SampleTee_vectorcall;
@@ -1125,6 +1134,7 @@ static int
 SampleTee_traverse(SampleTee *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->target);
+    Py_VISIT(self->touch);
     Py_VISIT(self->sample);
     return 0;
 }
@@ -1133,6 +1143,7 @@ static int
 SampleTee_clear(SampleTee *self)
 {
     Py_CLEAR(self->target);
+    Py_CLEAR(self->touch);
     Py_CLEAR(self->sample);
     return 0;
 }
@@ -1156,8 +1167,8 @@ static PyTypeObject SampleTee_Type = {
     .tp_name = "cachewise._speedups.SampleTee",
     .tp_basicsize = sizeof(SampleTee),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "SampleTee(target, sample, drop)\n--\n\n"
-              "tee(key): target(key), then sample(key) if the key is in the hashed sample.",
+    .tp_doc = "SampleTee(target, touch, sample, drop)\n--\n\n"
+              "tee(key): target(key), touch(key), then sample(key) if the key is sampled.",
     .tp_new = SampleTee_new,
     .tp_dealloc = (destructor)SampleTee_dealloc,
     .tp_traverse = (traverseproc)SampleTee_traverse,

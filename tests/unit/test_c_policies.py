@@ -123,16 +123,23 @@ def test_the_registry_builds_c_unless_pure_python(
 
 def test_sample_tee_calls_the_target_then_samples() -> None:
     seen: list[Any] = []
+    touched: list[Any] = []
     sampled: list[Any] = []
-    tee = _speedups.SampleTee(seen.append, sampled.append, 64)  # drop 64: every key
+    tee = _speedups.SampleTee(seen.append, touched.append, sampled.append, 64)  # every key
     tee("a")
-    assert (seen, sampled) == (["a"], ["a"])
+    assert (seen, touched, sampled) == (["a"], ["a"], ["a"])
     other: list[Any] = []
     tee.target = other.append
     tee("b")
     assert other == ["b"]
     assert seen == ["a"]
     with pytest.raises(ValueError, match="drop"):
-        _speedups.SampleTee(seen.append, sampled.append, 0)
+        _speedups.SampleTee(seen.append, touched.append, sampled.append, 0)
+    few = _speedups.SampleTee(seen.append, touched.append, sampled.append, 63)  # half the keys
+    sampled.clear()
+    for key in range(1000):
+        few(key)
+    assert 350 < len(sampled) < 650
+    assert sampled == [k for k in range(1000) if k in set(sampled)]
     with pytest.raises(TypeError):
         tee.target = 5
