@@ -30,14 +30,35 @@ od_first(PyObject *od)
     return key;
 }
 
-/* Remove and return the oldest key (new reference); NULL if empty or on error. */
+static PyObject *od_popitem_name = NULL; /* "popitem", set by od_init() */
+
+/* Call once from the module's init, before any other helper. */
+static inline int
+od_init(void)
+{
+    if (od_popitem_name == NULL) {
+        od_popitem_name = PyUnicode_InternFromString("popitem");
+    }
+    return od_popitem_name == NULL ? -1 : 0;
+}
+
+/* Remove and return the oldest key (new reference); NULL if empty or on error.
+ * popitem(False), not an iterator: an iterator is a new GC-tracked object per call,
+ * and the collections it triggers cost more than the pop itself. */
 static inline PyObject *
 od_pop_first(PyObject *od)
 {
-    PyObject *key = od_first(od);
-    if (key != NULL && PyObject_DelItem(od, key) < 0) {
-        Py_CLEAR(key);
+    if (PyDict_GET_SIZE(od) == 0) {
+        return NULL;
     }
+    PyObject *args[2] = {od, Py_False};
+    PyObject *item =
+        PyObject_VectorcallMethod(od_popitem_name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (item == NULL) {
+        return NULL;
+    }
+    PyObject *key = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+    Py_DECREF(item);
     return key;
 }
 

@@ -1183,6 +1183,9 @@ static PyTypeObject SampleTee_Type = {
 int
 cw_policies_init(PyObject *module)
 {
+    if (od_init() < 0) {
+        return -1;
+    }
     if (gone == NULL) {
         gone = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
         s_move_to_end = PyUnicode_InternFromString("move_to_end");

@@ -438,6 +438,9 @@ static PyTypeObject WTinyLFU_Type = {
 int
 cw_wtinylfu_init(PyObject *module)
 {
+    if (od_init() < 0) {
+        return -1;
+    }
     if (ordered_dict == NULL) {
         PyObject *collections = PyImport_ImportModule("collections");
         if (collections == NULL) {
