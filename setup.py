@@ -15,6 +15,7 @@ setup(
                 "src/cachewise/_misspath.c",
                 "src/cachewise/_wtinylfu.c",
                 "src/cachewise/_policies.c",
+                "src/cachewise/_duel.c",
             ],
             depends=["src/cachewise/_odict.h"],
             optional=True,

@@ -1,4 +1,4 @@
-/* cachewise._speedups, part four: LRU, SIEVE, S3-FIFO and ARC in C, and SampleTee.
+/* cachewise._speedups, part four: LRU, SIEVE, S3-FIFO and ARC in C.
  *
  * Each policy is stores/eviction.py's class of the same name, decision for decision
  * (tests/unit/test_c_policies.py replays both side by side), with one difference: a
@@ -6,21 +6,13 @@
  * and calls no Python code for the cache's key types, so a lock-free hit cannot
  * interleave with an eviction. Why C: on a cache that misses a third of the time, the
  * policy's bookkeeping in Python costs as much as the whole miss of a peer cache.
- *
- * SampleTee(target, touch, sample, drop) is the default policy's hit: target(key) (the
- * real policy's hit), touch(key) (its recency order), then sample(key) when the key is
- * in the hashed sample that feeds its miniature caches (stores/eviction.py,
- * SampledAdaptive).
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
 #include <structmember.h>
 
 #include "_odict.h"
-
-#define GOLDEN 0x9E3779B97F4A7C15ULL
 
 static PyObject *gone = NULL; /* marks a dead slot in SIEVE's queue */
 static PyObject *s_move_to_end = NULL, *s_reversed = NULL, *s_add = NULL;
@@ -1034,150 +1026,6 @@ static PyTypeObject ARC_Type = {
     .tp_as_sequence = &ARC_as_sequence,
 };
 
-/* =============================================================== SampleTee */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *target; /* the real policy's hit */
-    PyObject *touch;  /* then this (the recency order's move_to_end) */
-    PyObject *sample; /* called with a sampled key (the miniatures' buffer append) */
-    int drop;         /* a key is sampled when (hash * GOLDEN) >> drop == 0; 64: all */
-    vectorcallfunc vectorcall;
-} SampleTee;
-
-static PyObject *
-SampleTee_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
-                     PyObject *kwnames)
-{
-    SampleTee *self = (SampleTee *)callable;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "SampleTee takes one key");
-        return NULL;
-    }
-    if (self->target == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "SampleTee used after it was cleared");
-        return NULL;
-    }
-    PyObject *key = args[0];
-    PyObject *target = Py_NewRef(self->target);
-    PyObject *r = PyObject_CallOneArg(target, key);
-    Py_DECREF(target);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    r = PyObject_CallOneArg(self->touch, key);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    if (self->drop < 64) {
-        Py_hash_t hash = PyObject_Hash(key);
-        if (hash == -1) {
-            return NULL;
-        }
-        if (((uint64_t)hash * GOLDEN) >> self->drop) {
-            Py_RETURN_NONE;
-        }
-    }
-    return PyObject_CallOneArg(self->sample, key);
-}
-
-static PyObject *
-SampleTee_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"target", "touch", "sample", "drop", NULL};
-    PyObject *target, *touch, *sample;
-    int drop;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOi:SampleTee", kwlist, &target, &touch,
-                                     &sample, &drop)) {
-        return NULL;
-    }
-    if (!PyCallable_Check(target) || !PyCallable_Check(touch) || !PyCallable_Check(sample) ||
-        drop < 1 || drop > 64) {
-        PyErr_SetString(PyExc_ValueError, "SampleTee: target, touch and sample must be "
-                                          "callable, 1 <= drop <= 64");
-        return NULL;
-    }
-    SampleTee *self = (SampleTee *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->target = Py_NewRef(target);
-    self->touch = Py_NewRef(touch);
-    self->sample = Py_NewRef(sample);
-    self->drop = drop;
-    self->vectorcall = SampleTee_vectorcall;
-    return (PyObject *)self;
-}
-
-static int
-SampleTee_set_target(SampleTee *self, PyObject *value, void *closure)
-{
-    (void)closure;
-    if (value == NULL || !PyCallable_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "SampleTee.target must be callable");
-        return -1;
-    }
-    Py_XSETREF(self->target, Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-SampleTee_get_target(SampleTee *self, void *closure)
-{
-    (void)closure;
-    return Py_NewRef(self->target ? self->target : Py_None);
-}
-
-static int
-SampleTee_traverse(SampleTee *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->target);
-    Py_VISIT(self->touch);
-    Py_VISIT(self->sample);
-    return 0;
-}
-
-static int
-SampleTee_clear(SampleTee *self)
-{
-    Py_CLEAR(self->target);
-    Py_CLEAR(self->touch);
-    Py_CLEAR(self->sample);
-    return 0;
-}
-
-static void
-SampleTee_dealloc(SampleTee *self)
-{
-    PyObject_GC_UnTrack(self);
-    SampleTee_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyGetSetDef SampleTee_getset[] = {
-    {"target", (getter)SampleTee_get_target, (setter)SampleTee_set_target,
-     "The hit of the policy the cache runs now.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject SampleTee_Type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cachewise._speedups.SampleTee",
-    .tp_basicsize = sizeof(SampleTee),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "SampleTee(target, touch, sample, drop)\n--\n\n"
-              "tee(key): target(key), touch(key), then sample(key) if the key is sampled.",
-    .tp_new = SampleTee_new,
-    .tp_dealloc = (destructor)SampleTee_dealloc,
-    .tp_traverse = (traverseproc)SampleTee_traverse,
-    .tp_clear = (inquiry)SampleTee_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(SampleTee, vectorcall),
-    .tp_getset = SampleTee_getset,
-};
-
 /* ================================================================== module */
 
 int
@@ -1195,8 +1043,8 @@ cw_policies_init(PyObject *module)
             return -1;
         }
     }
-    PyTypeObject *types[] = {&LRU_Type, &SIEVE_Type, &S3FIFO_Type, &ARC_Type, &SampleTee_Type};
-    const char *names[] = {"LRU", "SIEVE", "S3FIFO", "ARC", "SampleTee"};
+    PyTypeObject *types[] = {&LRU_Type, &SIEVE_Type, &S3FIFO_Type, &ARC_Type};
+    const char *names[] = {"LRU", "SIEVE", "S3FIFO", "ARC"};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return -1;

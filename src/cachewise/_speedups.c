@@ -39,7 +39,8 @@ static PyObject *time_monotonic = NULL; /* time.monotonic, to recognise it */
 
 int cw_misspath_init(PyObject *module); /* _misspath.c: Flight, Inserter, MissPath */
 int cw_wtinylfu_init(PyObject *module); /* _wtinylfu.c: WTinyLFU */
-int cw_policies_init(PyObject *module); /* _policies.c: LRU, SIEVE, S3FIFO, ARC, SampleTee */
+int cw_policies_init(PyObject *module); /* _policies.c: LRU, SIEVE, S3FIFO, ARC */
+int cw_duel_init(PyObject *module);     /* _duel.c: Mini, DuelCore */
 
 #if CW_DIRECT_MONOTONIC
 /* Seconds exactly as time.monotonic computes them: integer nanoseconds, then one
@@ -346,7 +347,7 @@ PyInit__speedups(void)
         return NULL;
     }
     if (cw_misspath_init(module) < 0 || cw_wtinylfu_init(module) < 0 ||
-        cw_policies_init(module) < 0) {
+        cw_policies_init(module) < 0 || cw_duel_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -25,7 +25,9 @@ from cachewise.stores.eviction import (
     S3FIFO,
     SIEVE,
     EvictionPolicy,
+    SampledAdaptive,
     WTinyLFU,
+    _DuelCore,
     make_policy,
 )
 from tests.conftest import IN_CI
@@ -121,25 +123,70 @@ def test_the_registry_builds_c_unless_pure_python(
     assert name in POLICIES
 
 
-def test_sample_tee_calls_the_target_then_samples() -> None:
+def test_the_default_duel_decides_in_c_exactly_as_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stream whose best policy changes: recency first (LRU wins), then a loop a little
+    # larger than the cache (W-TinyLFU wins), then Zipf; removals on the way.
+    rng = random.Random(5)
+    keys: list[Hashable] = []
+    for base in range(0, 60_000, 400):
+        batch = list(range(base, base + 400))
+        keys += batch + batch
+    keys += [100_000 + i % 1_200 for i in range(60_000)]
+    keys += [200_000 + int(rng.paretovariate(0.9)) % 20_000 for _ in range(60_000)]
+    runs = []
+    for pure in ("0", "1"):
+        monkeypatch.setenv("CACHEWISE_PURE_PYTHON", pure)
+        policy = SampledAdaptive(1_024)
+        replay = Replay(policy, 1_024)
+        leaders = []
+        for i, key in enumerate(keys):
+            replay.request(key)
+            if i % 5_000 == 0 and replay.resident:
+                gone = min(replay.resident, key=hash)
+                replay.resident.remove(gone)
+                policy.on_remove(gone)
+                leaders.append(policy.leader)
+        runs.append((replay.evicted, leaders, type(policy._core).__module__))
+    (c_evicted, c_leaders, c_core), (py_evicted, py_leaders, py_core) = runs
+    assert (c_core, py_core) == ("cachewise._speedups", "cachewise.stores.eviction")
+    assert len(set(c_leaders)) > 1  # the stream did make it switch
+    assert c_leaders == py_leaders
+    assert c_evicted == py_evicted
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_the_duel_core_drops_the_oldest_sampled_hits_past_the_buffer(
+    pure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CACHEWISE_PURE_PYTHON", pure)
+    elections: list[int] = []
     seen: list[Any] = []
-    touched: list[Any] = []
-    sampled: list[Any] = []
-    tee = _speedups.SampleTee(seen.append, touched.append, sampled.append, 64)  # every key
-    tee("a")
-    assert (seen, touched, sampled) == (["a"], ["a"], ["a"])
-    other: list[Any] = []
-    tee.target = other.append
-    tee("b")
-    assert other == ["b"]
-    assert seen == ["a"]
-    with pytest.raises(ValueError, match="drop"):
-        _speedups.SampleTee(seen.append, touched.append, sampled.append, 0)
-    few = _speedups.SampleTee(seen.append, touched.append, sampled.append, 63)  # half the keys
-    sampled.clear()
-    for key in range(1000):
-        few(key)
-    assert 350 < len(sampled) < 650
-    assert sampled == [k for k in range(1000) if k in set(sampled)]
-    with pytest.raises(TypeError):
-        tee.target = 5
+
+    class Recorder:
+        misses = 0.0
+
+        def access(self, key: Any) -> None:
+            seen.append(key)
+
+        def remove(self, key: Any) -> None:
+            seen.append(("removed", key))
+
+    core_type: Any = _speedups.DuelCore if pure == "0" else _DuelCore
+    core = core_type(make_policy("lru", 4096), [Recorder()], 10**9, 64, lambda: elections.append(1))
+    for key in range(HIT_BUFFER + 10):
+        core.insert(key)
+    seen.clear()
+    for key in range(HIT_BUFFER + 10):
+        core(key)  # hits: every key is sampled (drop 64)
+    core.insert("new")
+    assert seen == [*range(10, HIT_BUFFER + 10), "new"]  # the 10 oldest hits were dropped
+    core.remove("new")
+    assert seen[-1] == ("removed", "new")
+    assert len(core) == HIT_BUFFER + 10
+    assert list(core.resident)[-1] == HIT_BUFFER + 9
+    assert core.evict() == 0
+    core.clear()
+    assert len(core) == 0
+    assert elections == []

@@ -90,7 +90,7 @@ def test_hits_bound_once_reach_the_leader_after_a_switch() -> None:
         if len(resident) > capacity:
             resident.remove(policy.evict())
     assert policy.leader == "lru"
-    real = policy._real
+    real = policy._core.real
     oldest = real.evict()
     real.on_insert(oldest)  # now the most recent
     hit = next(k for k in resident if k != oldest)
@@ -110,10 +110,3 @@ def test_remove_and_clear_keep_the_bookkeeping_exact() -> None:
     assert len(policy) == 0
     fresh = Replay(policy, 1024).run(list(range(5000, 7000)))
     assert set(fresh.evicted) <= set(range(5000, 7000))
-
-
-def test_a_capacity_learned_at_the_first_eviction() -> None:
-    policy = SampledAdaptive()
-    replay = Replay(policy, 4096).run(list(range(5000)))
-    assert policy.shift == sample_shift(4096)
-    assert len(policy) == len(replay.resident) == 4096

@@ -865,6 +865,102 @@ def sampled(key: Hashable, shift: int) -> bool:
     return shift == 0 or ((hash(key) * _GOLDEN) & _MASK64) >> (64 - shift) == 0
 
 
+class _Mini(_Shadow):
+    """A miniature cache of one candidate (``_speedups.Mini`` in C)."""
+
+    def __init__(self, policy: EvictionPolicy, capacity: int) -> None:
+        super().__init__(policy, capacity)
+        self.evicted = deque(maxlen=0)  # nobody follows a miniature's evictions
+
+
+class _DuelCore:
+    """The per-request part of :class:`SampledAdaptive` (``_speedups.DuelCore`` in C).
+
+    Calling it is a hit: the real policy's hit, the recency order of the resident
+    keys, and for a key in the sample a place in the buffer the miniatures replay at
+    the next insert, remove or evict (which the store runs under its lock). Every
+    ``period`` sampled requests it calls ``elect()``.
+    """
+
+    def __init__(
+        self,
+        real: EvictionPolicy,
+        minis: list[Any],
+        period: int,
+        drop: int,
+        elect: Callable[[], None],
+    ) -> None:
+        self.resident: OrderedDict[Hashable, None] = OrderedDict()  # least recent first
+        self._hits: deque[Hashable] = deque(maxlen=HIT_BUFFER)
+        self._minis = minis
+        self._period = period
+        self._drop = drop
+        self._elect = elect
+        self._requests = 0
+        self.real = real
+
+    @property
+    def real(self) -> EvictionPolicy:
+        """The policy the cache runs now."""
+        return self._real
+
+    @real.setter
+    def real(self, policy: EvictionPolicy) -> None:
+        self._real = policy
+        self._real_hit = policy.on_hit
+
+    def _sampled(self, key: Hashable) -> bool:
+        return not ((hash(key) * _GOLDEN) & _MASK64) >> self._drop
+
+    def __call__(self, key: Hashable) -> None:
+        self._real_hit(key)
+        self.resident.move_to_end(key)
+        if self._sampled(key):
+            self._hits.append(key)
+
+    def _sample(self, key: Hashable) -> None:
+        for mini in self._minis:
+            mini.access(key)
+        self._requests += 1
+        if self._requests >= self._period:
+            self._requests = 0
+            self._elect()
+
+    def _drain(self) -> None:
+        hits = self._hits
+        while hits:
+            self._sample(hits.popleft())
+
+    def insert(self, key: Hashable) -> None:
+        self._drain()
+        self.resident[key] = None
+        self._real.on_insert(key)
+        if self._sampled(key):
+            self._sample(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._drain()
+        if self.resident.pop(key, _NONE) is not _NONE:
+            self._real.on_remove(key)
+            if self._sampled(key):
+                for mini in self._minis:
+                    mini.remove(key)
+
+    def evict(self) -> Hashable:
+        self._drain()
+        victim = self._real.evict()
+        del self.resident[victim]
+        return victim
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self.resident.clear()
+        self._requests = 0
+
+    def __len__(self) -> int:
+        return len(self.resident)
+
+
 class SampledAdaptive:
     """Set dueling on miniature simulations; the cache runs the winner (the default).
 
@@ -876,19 +972,20 @@ class SampledAdaptive:
     policy is one full-size instance of the candidate whose miniature missed least
     lately; every ``capacity`` requests (as counted in the sample) the leader changes
     if another beats it by the factor ``switch_at``, and the new leader's instance
-    is built from the resident keys (oldest first). Miss counts are halved every
-    ``horizon`` elections. Caches under ``2 * MINI_ENTRIES`` entries sample every key.
+    is built from the resident keys (least recent first, each with one hit). Miss
+    counts are halved every ``horizon`` elections.
 
     A hit costs the real policy's hit, a ``move_to_end`` in the recency order of the
-    resident keys and, for a sampled key, a ``deque.append`` (one C call with the
-    accelerator); the miniatures replay sampled hits at the next insert.
+    resident keys and, for a sampled key, a place in a buffer (one C call with the
+    accelerator, ``_speedups.DuelCore``); the miniatures replay sampled hits at the
+    next insert.
     """
 
     atomic_hits = True
 
     def __init__(
         self,
-        capacity: int | None = None,
+        capacity: int,
         *,
         candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo", "arc"),
         switch_at: float = 0.99,
@@ -898,30 +995,32 @@ class SampledAdaptive:
         self._names = candidates
         self._switch_at = switch_at
         self._horizon = horizon
-        self._mini = mini
-        self._leader = 0
-        self._resident: OrderedDict[Hashable, None] = OrderedDict()  # least recent first
-        self._sampled_hits: deque[Hashable] = deque(maxlen=HIT_BUFFER)
         self._capacity = capacity
-        self._real: EvictionPolicy = make_policy(candidates[0], capacity)
-        self._minis: list[_Shadow] = []
-        self._shift = 0
-        self._requests = 0
+        self._shift = sample_shift(capacity, mini)
+        self._mini_capacity = max(1, capacity >> self._shift)
+        self._leader = 0
         self._elections = 0
-        self._real_hit: Callable[[Hashable], None] = self._real.on_hit
-        self._drop = 64
-        self._tee: Any = None
-        if capacity is not None:
-            self._size(capacity)
-        self._bind_hit()
-        self.on_hit: Callable[[Hashable], None] = self._hit
-        module = speedups()
-        if module is not None and capacity is not None:
-            # The hit in one C call: the real policy's hit, then the sample's append.
-            self._tee = module.SampleTee(
-                self._real_hit, self._resident.move_to_end, self._sampled_hits.append, self._drop
-            )
-            self.on_hit = self._tee
+        self._module = speedups()
+        self._minis: list[Any] = []
+        self._fill_minis()
+        core_type: Any = _DuelCore if self._module is None else self._module.DuelCore
+        self._core = core_type(
+            make_policy(candidates[0], capacity),
+            self._minis,
+            self._mini_capacity,
+            64 - self._shift,
+            self._elect,
+        )
+        self.on_hit: Callable[[Hashable], None] = self._core
+        self.on_insert: Callable[[Hashable], None] = self._core.insert
+        self.on_remove: Callable[[Hashable], None] = self._core.remove
+        self.evict: Callable[[], Hashable] = self._core.evict
+
+    def _fill_minis(self) -> None:
+        """One miniature per candidate, in place (the core holds this list)."""
+        size = self._mini_capacity
+        mini_type: Any = _Mini if self._module is None else self._module.Mini
+        self._minis[:] = [mini_type(make_policy(n, size), size) for n in self._names]
 
     @property
     def leader(self) -> str:
@@ -932,44 +1031,6 @@ class SampledAdaptive:
     def shift(self) -> int:
         """The sampling rate is ``2 ** -shift`` of the keys."""
         return self._shift
-
-    def _size(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._shift = sample_shift(capacity, self._mini)
-        mini = max(1, capacity >> self._shift)
-        self._minis = [_Shadow(make_policy(n, mini), mini) for n in self._names]
-        self._requests = 0
-
-    def _bind_hit(self) -> None:
-        self._real_hit = self._real.on_hit
-        self._drop = 64 - self._shift
-        if self._tee is not None:  # made only with a known capacity: its drop stays
-            self._tee.target = self._real_hit
-
-    def _hit(self, key: Hashable) -> None:
-        """The real policy's hit; a sampled key is also buffered for the miniatures.
-
-        Stores bind ``on_hit`` once: this stays the same method while the real policy
-        behind it changes with the leader.
-        """
-        self._real_hit(key)
-        self._resident.move_to_end(key)
-        if not ((hash(key) * _GOLDEN) & _MASK64) >> self._drop:
-            self._sampled_hits.append(key)
-
-    def _drain(self) -> None:
-        hits = self._sampled_hits
-        while hits:
-            self._request(hits.popleft())
-
-    def _request(self, key: Hashable) -> None:
-        """One sampled request: every miniature sees it; elect every mini-capacity."""
-        for mini in self._minis:
-            mini.access(key)
-        self._requests += 1
-        if self._capacity is not None and self._requests >= max(1, self._capacity >> self._shift):
-            self._requests = 0
-            self._elect()
 
     def _elect(self) -> None:
         minis = self._minis
@@ -992,47 +1053,20 @@ class SampledAdaptive:
         """
         self._leader = leader
         real = make_policy(self._names[leader], self._capacity)
-        for key in self._resident:
+        for key in self._core.resident:
             real.on_insert(key)
             real.on_hit(key)
-        self._real = real
-        self._bind_hit()
-
-    def on_insert(self, key: Hashable) -> None:
-        self._drain()
-        self._resident[key] = None
-        self._real.on_insert(key)
-        if sampled(key, self._shift):
-            self._request(key)
-
-    def on_remove(self, key: Hashable) -> None:
-        self._drain()
-        if self._resident.pop(key, _NONE) is not _NONE:
-            self._real.on_remove(key)
-            if sampled(key, self._shift):
-                for mini in self._minis:
-                    mini.remove(key)
-
-    def evict(self) -> Hashable:
-        self._drain()
-        if self._capacity is None:
-            self._size(max(1, len(self._resident) - 1))
-            self._bind_hit()
-        victim = self._real.evict()
-        del self._resident[victim]
-        return victim
+        self._core.real = real
 
     def clear(self) -> None:
-        self._sampled_hits.clear()
-        self._resident.clear()
+        self._core.clear()
         self._leader = 0
-        self._real = make_policy(self._names[0], self._capacity)
-        if self._capacity is not None:
-            self._size(self._capacity)
-        self._bind_hit()
+        self._elections = 0
+        self._core.real = make_policy(self._names[0], self._capacity)
+        self._fill_minis()
 
     def __len__(self) -> int:
-        return len(self._resident)
+        return len(self._core)
 
 
 def _accelerated(python: Callable[[int | None], EvictionPolicy], name: str) -> PolicyFactory:
