@@ -22,7 +22,7 @@
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 #define HIT_BUFFER 1024 /* stores/eviction.py's HIT_BUFFER */
 
-static PyObject *d_move_to_end = NULL, *d_access = NULL, *d_remove = NULL;
+static PyObject *d_access = NULL, *d_remove = NULL;
 static PyObject *d_on_hit = NULL, *d_on_insert = NULL, *d_on_remove = NULL, *d_evict = NULL;
 
 static int
@@ -344,7 +344,7 @@ DuelCore_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *hit = Py_NewRef(self->real_hit);
     int rc = call1(hit, key);
     Py_DECREF(hit);
-    if (rc < 0 || od_call_one(self->resident, d_move_to_end, key) < 0) {
+    if (rc < 0 || od_move_to_end(self->resident, key) < 0) {
         return NULL;
     }
     int sampled;
@@ -584,15 +584,14 @@ cw_duel_init(PyObject *module)
     if (od_init() < 0) {
         return -1;
     }
-    if (d_move_to_end == NULL) {
-        d_move_to_end = PyUnicode_InternFromString("move_to_end");
+    if (d_access == NULL) {
         d_access = PyUnicode_InternFromString("access");
         d_remove = PyUnicode_InternFromString("remove");
         d_on_hit = PyUnicode_InternFromString("on_hit");
         d_on_insert = PyUnicode_InternFromString("on_insert");
         d_on_remove = PyUnicode_InternFromString("on_remove");
         d_evict = PyUnicode_InternFromString("evict");
-        if (!d_move_to_end || !d_access || !d_remove || !d_on_hit || !d_on_insert ||
+        if (!d_access || !d_remove || !d_on_hit || !d_on_insert ||
             !d_on_remove || !d_evict) {
             return -1;
         }

@@ -252,14 +252,11 @@ call_one_ok(PyObject *fn, PyObject *arg)
 static int
 inserter_put_locked(Inserter *self, PyObject *key, PyObject *entry, PyObject **evicted)
 {
-    int present = PyDict_Contains(self->data, key);
-    if (present < 0) {
-        return -1;
-    }
+    Py_ssize_t before = PyDict_GET_SIZE(self->data);
     if (PyDict_SetItem(self->data, key, entry) < 0) {
         return -1;
     }
-    if (present) {
+    if (PyDict_GET_SIZE(self->data) == before) { /* it was there: a rewrite */
         return call_one_ok(self->on_hit, key);
     }
     if (call_one_ok(self->on_insert, key) < 0) {
@@ -473,6 +470,10 @@ typedef struct {
     PyObject *ttl;         /* seconds (float) or None: what the store's set would use */
     PyObject *slow;        /* (key, default, loader) -> value: the Python path */
     PyObject *missing;     /* cachewise.MISSING */
+    PyObject *lock_type;   /* type(stripes[0]), and its acquire / release descriptors */
+    PyObject *lock_acquire;
+    PyObject *lock_release;
+    Flight *spare;         /* a Flight no one else holds, reused by the next miss */
     unsigned long long misses;
     unsigned long long loads;
     vectorcallfunc vectorcall;
@@ -501,6 +502,17 @@ make_entry(MissPath *self, PyObject *value)
     return entry;
 }
 
+/* lock.acquire() / lock.release(), through the descriptor when the lock is of the
+ * stripes' type (no lookup by name per call). */
+static PyObject *
+lock_call(MissPath *self, PyObject *lock, PyObject *descriptor, PyObject *name)
+{
+    if ((PyObject *)Py_TYPE(lock) == self->lock_type) {
+        return PyObject_Vectorcall(descriptor, &lock, 1, NULL);
+    }
+    return PyObject_CallMethodNoArgs(lock, name);
+}
+
 /* Under the key's stripe lock: store the loaded value unless a write superseded it. */
 static int
 store_unless_superseded(MissPath *self, PyObject *key, PyObject *value, Flight *flight)
@@ -516,7 +528,7 @@ store_unless_superseded(MissPath *self, PyObject *key, PyObject *value, Flight *
     }
     PyObject *stripe = PyList_GET_ITEM(self->stripes, index);
     Py_INCREF(stripe);
-    PyObject *r = PyObject_CallMethodNoArgs(stripe, str_acquire);
+    PyObject *r = lock_call(self, stripe, self->lock_acquire, str_acquire);
     if (r == NULL) {
         Py_DECREF(stripe);
         return -1;
@@ -530,7 +542,7 @@ store_unless_superseded(MissPath *self, PyObject *key, PyObject *value, Flight *
     }
     PyObject *type, *exc, *tb;
     PyErr_Fetch(&type, &exc, &tb);
-    r = PyObject_CallMethodNoArgs(stripe, str_release);
+    r = lock_call(self, stripe, self->lock_release, str_release);
     Py_DECREF(stripe);
     if (r == NULL) {
         Py_XDECREF(type);
@@ -607,6 +619,23 @@ lead(MissPath *self, PyObject *key, PyObject *deflt, PyObject *loader, Flight *f
     return outcome(self, value, deflt);
 }
 
+/* Keep a landed Flight for the next miss if nothing else refers to it (no waiter, no
+ * writer that found it in the in-flight dict); it is reset to a fresh one. Saves a
+ * GC-tracked allocation per miss. */
+static void
+keep_spare(MissPath *self, Flight *flight)
+{
+    if (self->spare != NULL || Py_REFCNT(flight) != 1 || flight->lock != NULL ||
+        flight->error != Py_None) {
+        Py_DECREF(flight);
+        return;
+    }
+    Py_SETREF(flight->value, Py_NewRef(self->missing));
+    flight->superseded = 0;
+    flight->done = 0;
+    self->spare = flight;
+}
+
 static PyObject *
 call_slow(MissPath *self, PyObject *key, PyObject *deflt, PyObject *loader)
 {
@@ -646,8 +675,9 @@ MissPath_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
         Py_INCREF(deflt);
         return deflt;
     }
-    Flight *flight = flight_create(self->missing);
-    if (flight == NULL) {
+    Flight *flight = self->spare;
+    self->spare = NULL;
+    if (flight == NULL && (flight = flight_create(self->missing)) == NULL) {
         return NULL;
     }
     PyObject *leader = PyDict_SetDefault(self->inflight, key, (PyObject *)flight);
@@ -665,7 +695,7 @@ MissPath_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
     Py_INCREF(loader);
     PyObject *value = lead(self, key, deflt, loader, flight);
     Py_DECREF(loader);
-    Py_DECREF(flight);
+    keep_spare(self, flight);
     return value;
 }
 
@@ -708,6 +738,13 @@ MissPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->misses = 0;
     self->loads = 0;
     self->vectorcall = MissPath_vectorcall;
+    self->lock_type = Py_NewRef((PyObject *)Py_TYPE(PyList_GET_ITEM(stripes, 0)));
+    self->lock_acquire = PyObject_GetAttr(self->lock_type, str_acquire);
+    self->lock_release = self->lock_acquire ? PyObject_GetAttr(self->lock_type, str_release) : NULL;
+    if (self->lock_release == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -723,6 +760,10 @@ MissPath_traverse(MissPath *self, visitproc visit, void *arg)
     Py_VISIT(self->ttl);
     Py_VISIT(self->slow);
     Py_VISIT(self->missing);
+    Py_VISIT(self->lock_type);
+    Py_VISIT(self->lock_acquire);
+    Py_VISIT(self->lock_release);
+    Py_VISIT(self->spare);
     return 0;
 }
 
@@ -738,6 +779,10 @@ MissPath_clear(MissPath *self)
     Py_CLEAR(self->ttl);
     Py_CLEAR(self->slow);
     Py_CLEAR(self->missing);
+    Py_CLEAR(self->lock_type);
+    Py_CLEAR(self->lock_acquire);
+    Py_CLEAR(self->lock_release);
+    Py_CLEAR(self->spare);
     return 0;
 }
 

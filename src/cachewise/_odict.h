@@ -1,15 +1,47 @@
-/* OrderedDict helpers shared by the C eviction policies (_wtinylfu.c, _policies.c).
+/* OrderedDict helpers shared by the C eviction policies (_wtinylfu.c, _policies.c, _duel.c).
  *
  * The policies keep their queues in collections.OrderedDict, driven only through its
  * C methods: membership by PyDict_Contains (an OrderedDict is a dict), insertion and
  * deletion by PyObject_SetItem / PyObject_DelItem (which keep its order links), and
- * first/last keys by iteration. Each helper returns -1 (or NULL) with an exception set.
+ * popitem / move_to_end through their method descriptors, looked up once (a lookup by
+ * name on every call showed in profiles). Each helper returns -1 (or NULL) with an
+ * exception set. Call od_init() from the module's init before any other helper.
  */
 
 #ifndef CW_ODICT_H
 #define CW_ODICT_H
 
 #include <Python.h>
+
+static PyObject *od_type = NULL;        /* collections.OrderedDict */
+static PyObject *od_popitem = NULL;     /* OrderedDict.popitem (a method descriptor) */
+static PyObject *od_move_to_end_m = NULL; /* OrderedDict.move_to_end */
+
+static inline int
+od_init(void)
+{
+    if (od_type != NULL) {
+        return 0;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return -1;
+    }
+    od_type = PyObject_GetAttrString(collections, "OrderedDict");
+    Py_DECREF(collections);
+    if (od_type == NULL) {
+        return -1;
+    }
+    od_popitem = PyObject_GetAttrString(od_type, "popitem");
+    od_move_to_end_m = PyObject_GetAttrString(od_type, "move_to_end");
+    return od_popitem == NULL || od_move_to_end_m == NULL ? -1 : 0;
+}
+
+static inline PyObject *
+od_new(void)
+{
+    return PyObject_CallNoArgs(od_type);
+}
 
 static inline int
 od_put(PyObject *od, PyObject *key)
@@ -30,18 +62,6 @@ od_first(PyObject *od)
     return key;
 }
 
-static PyObject *od_popitem_name = NULL; /* "popitem", set by od_init() */
-
-/* Call once from the module's init, before any other helper. */
-static inline int
-od_init(void)
-{
-    if (od_popitem_name == NULL) {
-        od_popitem_name = PyUnicode_InternFromString("popitem");
-    }
-    return od_popitem_name == NULL ? -1 : 0;
-}
-
 /* Remove and return the oldest key (new reference); NULL if empty or on error.
  * popitem(False), not an iterator: an iterator is a new GC-tracked object per call,
  * and the collections it triggers cost more than the pop itself. */
@@ -52,8 +72,7 @@ od_pop_first(PyObject *od)
         return NULL;
     }
     PyObject *args[2] = {od, Py_False};
-    PyObject *item =
-        PyObject_VectorcallMethod(od_popitem_name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *item = PyObject_Vectorcall(od_popitem, args, 2, NULL);
     if (item == NULL) {
         return NULL;
     }
@@ -62,10 +81,12 @@ od_pop_first(PyObject *od)
     return key;
 }
 
+/* od.move_to_end(key): KeyError if the key is not there. */
 static inline int
-od_call_one(PyObject *od, PyObject *name, PyObject *key)
+od_move_to_end(PyObject *od, PyObject *key)
 {
-    PyObject *r = PyObject_CallMethodOneArg(od, name, key);
+    PyObject *args[2] = {od, key};
+    PyObject *r = PyObject_Vectorcall(od_move_to_end_m, args, 2, NULL);
     if (r == NULL) {
         return -1;
     }
@@ -82,18 +103,6 @@ od_discard(PyObject *od, PyObject *key)
         return in;
     }
     return PyObject_DelItem(od, key) < 0 ? -1 : 1;
-}
-
-static inline PyObject *
-od_new(void)
-{
-    PyObject *collections = PyImport_ImportModule("collections");
-    if (collections == NULL) {
-        return NULL;
-    }
-    PyObject *od = PyObject_CallMethod(collections, "OrderedDict", NULL);
-    Py_DECREF(collections);
-    return od;
 }
 
 static inline int

@@ -784,7 +784,7 @@ ARC_on_hit(ARC *self, PyObject *key)
         return od_put(self->t2, key) < 0 ? NULL : Py_NewRef(Py_None);
     }
     in = PyDict_Contains(self->t2, key);
-    if (in < 0 || (in && od_call_one(self->t2, s_move_to_end, key) < 0)) {
+    if (in < 0 || (in && od_move_to_end(self->t2, key) < 0)) {
         return NULL;
     }
     Py_RETURN_NONE;

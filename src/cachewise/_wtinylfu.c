@@ -19,8 +19,6 @@
 
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 
-static PyObject *ordered_dict = NULL; /* collections.OrderedDict */
-static PyObject *str_move_to_end = NULL;
 
 typedef struct {
     PyObject_HEAD
@@ -123,12 +121,6 @@ sketch_add(WTinyLFU *self, PyObject *key)
         }
     }
     return 0;
-}
-
-static int
-od_move_to_end(PyObject *od, PyObject *key)
-{
-    return od_call_one(od, str_move_to_end, key);
 }
 
 /* --- the policy ---------------------------------------------------------------------- */
@@ -341,9 +333,9 @@ WTinyLFU_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->period_factor = period;
     self->margin = margin;
     self->window_max = 1.0;
-    self->window = PyObject_CallNoArgs(ordered_dict);
-    self->probation = PyObject_CallNoArgs(ordered_dict);
-    self->protected_ = PyObject_CallNoArgs(ordered_dict);
+    self->window = od_new();
+    self->probation = od_new();
+    self->protected_ = od_new();
     if (self->window == NULL || self->probation == NULL || self->protected_ == NULL ||
         (cap && wt_size(self, cap) < 0)) {
         Py_DECREF(self);
@@ -440,18 +432,6 @@ cw_wtinylfu_init(PyObject *module)
 {
     if (od_init() < 0) {
         return -1;
-    }
-    if (ordered_dict == NULL) {
-        PyObject *collections = PyImport_ImportModule("collections");
-        if (collections == NULL) {
-            return -1;
-        }
-        ordered_dict = PyObject_GetAttrString(collections, "OrderedDict");
-        Py_DECREF(collections);
-        str_move_to_end = PyUnicode_InternFromString("move_to_end");
-        if (ordered_dict == NULL || str_move_to_end == NULL) {
-            return -1;
-        }
     }
     if (PyType_Ready(&WTinyLFU_Type) < 0) {
         return -1;
