@@ -4,7 +4,7 @@
  * by its misses (stores/eviction.py's _Shadow without the eviction log).
  * DuelCore(real, minis, period, drop, elect): stores/eviction.py's _DuelCore, the part
  * of SampledAdaptive that runs on every request: the real policy's hits, inserts and
- * evictions, the recency order of the resident keys, and the hashed sample of keys
+ * evictions, and the hashed sample of keys
  * (those whose (hash * golden) >> drop is zero) fed to every miniature; elect() (Python:
  * compare the scores, maybe switch the real policy) runs every ``period`` sampled
  * requests. Sampled hits wait in a ring of HIT_BUFFER keys (the oldest dropped when
@@ -16,8 +16,6 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include "_odict.h"
 
 #define GOLDEN 0x9E3779B97F4A7C15ULL
 #define HIT_BUFFER 1024 /* stores/eviction.py's HIT_BUFFER */
@@ -247,7 +245,6 @@ static PyTypeObject Mini_Type = {
 typedef struct {
     PyObject_HEAD
     PyObject *real, *real_hit, *real_insert, *real_remove, *real_evict;
-    PyObject *resident; /* OrderedDict, least recent first */
     PyObject *minis;    /* list of Mini (or objects with access/remove) */
     PyObject *elect;    /* () -> None, every ``period`` sampled requests */
     PyObject *ring[HIT_BUFFER];
@@ -344,7 +341,7 @@ DuelCore_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     PyObject *hit = Py_NewRef(self->real_hit);
     int rc = call1(hit, key);
     Py_DECREF(hit);
-    if (rc < 0 || od_move_to_end(self->resident, key) < 0) {
+    if (rc < 0) {
         return NULL;
     }
     int sampled;
@@ -367,8 +364,8 @@ static PyObject *
 DuelCore_insert(DuelCore *self, PyObject *key)
 {
     int sampled;
-    if (core_drain(self) < 0 || od_put(self->resident, key) < 0 ||
-        call1(self->real_insert, key) < 0 || is_sampled(key, self->drop, &sampled) < 0 ||
+    if (core_drain(self) < 0 || call1(self->real_insert, key) < 0 ||
+        is_sampled(key, self->drop, &sampled) < 0 ||
         (sampled && core_sample(self, key) < 0)) {
         return NULL;
     }
@@ -378,15 +375,9 @@ DuelCore_insert(DuelCore *self, PyObject *key)
 static PyObject *
 DuelCore_remove(DuelCore *self, PyObject *key)
 {
-    if (core_drain(self) < 0) {
-        return NULL;
-    }
-    int gone = od_discard(self->resident, key);
-    if (gone <= 0) {
-        return gone < 0 ? NULL : Py_NewRef(Py_None);
-    }
     int sampled;
-    if (call1(self->real_remove, key) < 0 || is_sampled(key, self->drop, &sampled) < 0) {
+    if (core_drain(self) < 0 || call1(self->real_remove, key) < 0 ||
+        is_sampled(key, self->drop, &sampled) < 0) {
         return NULL;
     }
     if (sampled) {
@@ -410,11 +401,7 @@ DuelCore_evict(DuelCore *self, PyObject *unused)
     if (core_drain(self) < 0) {
         return NULL;
     }
-    PyObject *victim = PyObject_CallNoArgs(self->real_evict);
-    if (victim != NULL && PyObject_DelItem(self->resident, victim) < 0) {
-        Py_CLEAR(victim);
-    }
-    return victim;
+    return PyObject_CallNoArgs(self->real_evict);
 }
 
 static void
@@ -434,13 +421,13 @@ DuelCore_clear_core(DuelCore *self, PyObject *unused)
     (void)unused;
     ring_clear(self);
     self->requests = 0;
-    return od_clear(self->resident) < 0 ? NULL : Py_NewRef(Py_None);
+    Py_RETURN_NONE;
 }
 
 static Py_ssize_t
 DuelCore_len(DuelCore *self)
 {
-    return self->resident == NULL ? 0 : PyDict_GET_SIZE(self->resident);
+    return self->real == NULL ? 0 : PyObject_Length(self->real);
 }
 
 static PyObject *
@@ -468,8 +455,7 @@ DuelCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->period = period;
     self->drop = drop;
     self->vectorcall = DuelCore_vectorcall;
-    self->resident = od_new();
-    if (self->resident == NULL || core_bind(self, real) < 0) {
+    if (core_bind(self, real) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -484,7 +470,6 @@ DuelCore_traverse(DuelCore *self, visitproc visit, void *arg)
     Py_VISIT(self->real_insert);
     Py_VISIT(self->real_remove);
     Py_VISIT(self->real_evict);
-    Py_VISIT(self->resident);
     Py_VISIT(self->minis);
     Py_VISIT(self->elect);
     for (Py_ssize_t i = 0; i < self->count; i++) {
@@ -502,7 +487,6 @@ DuelCore_clear(DuelCore *self)
     Py_CLEAR(self->real_insert);
     Py_CLEAR(self->real_remove);
     Py_CLEAR(self->real_evict);
-    Py_CLEAR(self->resident);
     Py_CLEAR(self->minis);
     Py_CLEAR(self->elect);
     return 0;
@@ -534,27 +518,18 @@ DuelCore_set_real(DuelCore *self, PyObject *value, void *closure)
     return core_bind(self, value);
 }
 
-static PyObject *
-DuelCore_get_resident(DuelCore *self, void *closure)
-{
-    (void)closure;
-    return Py_NewRef(self->resident ? self->resident : Py_None);
-}
-
 static PyMethodDef DuelCore_methods[] = {
     {"insert", (PyCFunction)DuelCore_insert, METH_O, "A new resident key."},
     {"remove", (PyCFunction)DuelCore_remove, METH_O, "A key removed by delete or expiry."},
     {"evict", (PyCFunction)DuelCore_evict, METH_NOARGS, "The real policy's victim."},
     {"clear", (PyCFunction)DuelCore_clear_core, METH_NOARGS,
-     "Forget the resident keys and the buffered hits (not the real policy)."},
+     "Forget the buffered hits (not the real policy)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef DuelCore_getset[] = {
     {"real", (getter)DuelCore_get_real, (setter)DuelCore_set_real,
      "The policy the cache runs now.", NULL},
-    {"resident", (getter)DuelCore_get_resident, NULL,
-     "The resident keys, least recent first (an OrderedDict).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -581,9 +556,6 @@ static PyTypeObject DuelCore_Type = {
 int
 cw_duel_init(PyObject *module)
 {
-    if (od_init() < 0) {
-        return -1;
-    }
     if (d_access == NULL) {
         d_access = PyUnicode_InternFromString("access");
         d_remove = PyUnicode_InternFromString("remove");

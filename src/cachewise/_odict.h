@@ -105,6 +105,26 @@ od_discard(PyObject *od, PyObject *key)
     return PyObject_DelItem(od, key) < 0 ? -1 : 1;
 }
 
+/* A new list of the keys of each OrderedDict in turn (``parts`` ends with NULL). */
+static inline PyObject *
+od_keys_of(PyObject **parts)
+{
+    PyObject *out = PyList_New(0);
+    for (; out != NULL && *parts != NULL; parts++) {
+        PyObject *keys = PySequence_List(*parts);
+        if (keys == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        int rc = PyList_SetSlice(out, PyList_GET_SIZE(out), PyList_GET_SIZE(out), keys);
+        Py_DECREF(keys);
+        if (rc < 0) {
+            Py_CLEAR(out);
+        }
+    }
+    return out;
+}
+
 static inline int
 od_clear(PyObject *od)
 {

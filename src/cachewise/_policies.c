@@ -107,6 +107,14 @@ LRU_evict(LRU *self, PyObject *unused)
 }
 
 static PyObject *
+LRU_survivors(LRU *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *parts[] = {self->order, NULL};
+    return od_keys_of(parts);
+}
+
+static PyObject *
 LRU_clear_policy(LRU *self, PyObject *unused)
 {
     (void)unused;
@@ -147,6 +155,7 @@ static PyMethodDef LRU_methods[] = {
     {"on_insert", (PyCFunction)LRU_on_insert, METH_O, "Record a new resident key."},
     {"on_remove", (PyCFunction)LRU_on_remove, METH_O, "Forget a removed key."},
     {"evict", (PyCFunction)LRU_evict, METH_NOARGS, "Remove and return the least recent key."},
+    {"survivors", (PyCFunction)LRU_survivors, METH_NOARGS, "The keys, the next victim first."},
     {"clear", (PyCFunction)LRU_clear_policy, METH_NOARGS, "Forget every key."},
     {NULL, NULL, 0, NULL},
 };
@@ -663,6 +672,14 @@ S3FIFO_evict(S3FIFO *self, PyObject *unused)
 }
 
 static PyObject *
+S3FIFO_survivors(S3FIFO *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *parts[] = {self->small, self->main, NULL};
+    return od_keys_of(parts);
+}
+
+static PyObject *
 S3FIFO_clear_policy(S3FIFO *self, PyObject *unused)
 {
     (void)unused;
@@ -715,6 +732,8 @@ static PyMethodDef S3FIFO_methods[] = {
     {"on_insert", (PyCFunction)S3FIFO_on_insert, METH_O, "Record a new resident key."},
     {"on_remove", (PyCFunction)S3FIFO_on_remove, METH_O, "Forget a removed key."},
     {"evict", (PyCFunction)S3FIFO_evict, METH_NOARGS, "Choose a victim, forget and return it."},
+    {"survivors", (PyCFunction)S3FIFO_survivors, METH_NOARGS,
+     "The keys: the small queue's, then main's, each oldest first."},
     {"clear", (PyCFunction)S3FIFO_clear_policy, METH_NOARGS, "Forget every key."},
     {NULL, NULL, 0, NULL},
 };
@@ -952,6 +971,14 @@ done:
 }
 
 static PyObject *
+ARC_survivors(ARC *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *parts[] = {self->t1, self->t2, NULL};
+    return od_keys_of(parts);
+}
+
+static PyObject *
 ARC_clear_policy(ARC *self, PyObject *unused)
 {
     (void)unused;
@@ -1005,6 +1032,8 @@ static PyMethodDef ARC_methods[] = {
     {"on_insert", (PyCFunction)ARC_on_insert, METH_O, "Record a new resident key."},
     {"on_remove", (PyCFunction)ARC_on_remove, METH_O, "Forget a removed key."},
     {"evict", (PyCFunction)ARC_evict, METH_NOARGS, "Choose a victim, forget and return it."},
+    {"survivors", (PyCFunction)ARC_survivors, METH_NOARGS,
+     "The keys: T1's, then T2's, each least recent first."},
     {"clear", (PyCFunction)ARC_clear_policy, METH_NOARGS, "Forget every key."},
     {NULL, NULL, 0, NULL},
 };

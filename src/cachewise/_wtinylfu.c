@@ -284,6 +284,14 @@ WTinyLFU_evict(WTinyLFU *self, PyObject *unused)
 }
 
 static PyObject *
+WTinyLFU_survivors(WTinyLFU *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *parts[] = {self->probation, self->window, self->protected_, NULL};
+    return od_keys_of(parts);
+}
+
+static PyObject *
 WTinyLFU_clear_policy(WTinyLFU *self, PyObject *unused)
 {
     (void)unused;
@@ -395,6 +403,8 @@ static PyMethodDef WTinyLFU_methods[] = {
     {"on_remove", (PyCFunction)WTinyLFU_on_remove, METH_O,
      "Forget a key removed by delete or expiry."},
     {"evict", (PyCFunction)WTinyLFU_evict, METH_NOARGS, "Choose a victim, forget and return it."},
+    {"survivors", (PyCFunction)WTinyLFU_survivors, METH_NOARGS,
+     "The keys: probation, window, then protected, each oldest first."},
     {"clear", (PyCFunction)WTinyLFU_clear_policy, METH_NOARGS, "Forget every key."},
     {"estimate", (PyCFunction)WTinyLFU_estimate, METH_O,
      "The sketch's estimate of the key's recent accesses."},
