@@ -271,6 +271,11 @@ inserter_put_locked(Inserter *self, PyObject *key, PyObject *entry, PyObject **e
             Py_DECREF(victim);
             return -1;
         }
+        self->evictions++;
+        if (PyList_GET_SIZE(self->listeners) == 0) { /* nobody to tell: no list */
+            Py_DECREF(victim);
+            continue;
+        }
         if (*evicted == NULL && (*evicted = PyList_New(0)) == NULL) {
             Py_DECREF(victim);
             return -1;
@@ -280,7 +285,6 @@ inserter_put_locked(Inserter *self, PyObject *key, PyObject *entry, PyObject **e
         if (appended < 0) {
             return -1;
         }
-        self->evictions++;
     }
     return 0;
 }

@@ -30,8 +30,8 @@ def test_pure_python_builds_the_python_wtinylfu(monkeypatch: pytest.MonkeyPatch)
 def test_sample_shift_keeps_a_miniature_of_at_least_mini_entries() -> None:
     assert sample_shift(2 * MINI_ENTRIES - 1) == 0
     assert sample_shift(2 * MINI_ENTRIES) == 1
-    assert sample_shift(20_000) == 5  # 625 entries, 1/32 of the keys
-    for capacity in (1_000, 5_000, 20_000, 76_254):
+    assert sample_shift(20_000) == 4  # 1,250 entries, 1/16 of the keys
+    for capacity in (1_024, 5_000, 20_000, 76_254):
         assert capacity >> sample_shift(capacity) >= MINI_ENTRIES
 
 
@@ -45,6 +45,8 @@ def test_sampling_is_by_key_and_near_its_rate() -> None:
 
 def test_the_default_samples_large_caches_and_duels_small_ones_in_full() -> None:
     assert isinstance(make_policy("adaptive", 20_000), SampledAdaptive)
+    assert isinstance(make_policy("adaptive", 8 * MINI_ENTRIES), SampledAdaptive)
+    assert isinstance(make_policy("adaptive", 8 * MINI_ENTRIES - 1), Adaptive)  # 1/4 at most
     assert isinstance(make_policy("adaptive", 100), Adaptive)
     assert isinstance(make_policy("adaptive-full", 20_000), Adaptive)
     assert make_policy("adaptive", 20_000).atomic_hits

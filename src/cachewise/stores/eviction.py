@@ -858,8 +858,13 @@ class Adaptive(_Buffered):
         return len(self._order)
 
 
-MINI_ENTRIES = 512
-"""Smallest miniature cache of :class:`SampledAdaptive`: below twice this, no sampling."""
+MINI_ENTRIES = 1024
+"""Smallest miniature cache of :class:`SampledAdaptive` (measured: 512 misjudged arc-P3)."""
+
+MIN_SHIFT = 3
+"""The default samples only caches it can sample at 1/8 or less (``8 * MINI_ENTRIES``
+entries and up). Below, sampling saves less than 8x the shadow work while a change of
+leader costs as much, so the full duel (exact, no rebuild) is the better trade."""
 
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -1097,11 +1102,11 @@ def _accelerated(python: Callable[[int | None], EvictionPolicy], name: str) -> P
 def _adaptive(capacity: int | None = None) -> EvictionPolicy:
     """The default: miniature-simulation dueling when the cache is large enough to sample.
 
-    Below ``2 * MINI_ENTRIES`` entries every key would be sampled; there the full duel
-    (:class:`Adaptive`), whose cache follows its leader's evictions exactly, costs the
-    same work and loses nothing at a change of leader.
+    Below ``8 * MINI_ENTRIES`` entries (see ``MIN_SHIFT``) the full duel
+    (:class:`Adaptive`), whose cache follows its leader's evictions exactly and loses
+    nothing at a change of leader.
     """
-    if capacity is not None and sample_shift(capacity) > 0:
+    if capacity is not None and sample_shift(capacity) >= MIN_SHIFT:
         return SampledAdaptive(capacity)
     return Adaptive(capacity)
 
