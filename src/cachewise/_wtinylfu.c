@@ -75,13 +75,10 @@ slots(WTinyLFU *self, PyObject *key, uint64_t out[4])
     return 0;
 }
 
-static int
-sketch_estimate(WTinyLFU *self, PyObject *key)
+/* The least of the key's four counters: its estimate. */
+static unsigned char
+least_of(WTinyLFU *self, const uint64_t s[4])
 {
-    uint64_t s[4];
-    if (slots(self, key, s) < 0) {
-        return -1;
-    }
     unsigned char least = self->table[s[0]];
     for (int i = 1; i < 4; i++) {
         if (self->table[s[i]] < least) {
@@ -89,6 +86,16 @@ sketch_estimate(WTinyLFU *self, PyObject *key)
         }
     }
     return least;
+}
+
+static int
+sketch_estimate(WTinyLFU *self, PyObject *key)
+{
+    uint64_t s[4];
+    if (slots(self, key, s) < 0) {
+        return -1;
+    }
+    return least_of(self, s);
 }
 
 static int
@@ -101,12 +108,7 @@ sketch_add(WTinyLFU *self, PyObject *key)
     if (slots(self, key, s) < 0) {
         return -1;
     }
-    unsigned char least = self->table[s[0]];
-    for (int i = 1; i < 4; i++) {
-        if (self->table[s[i]] < least) {
-            least = self->table[s[i]];
-        }
-    }
+    unsigned char least = least_of(self, s);
     if (least < 15) {
         for (int i = 0; i < 4; i++) {
             if (self->table[s[i]] == least) {

@@ -16,6 +16,7 @@ import pytest
 
 from cachewise import MISSING, Cache, MappingSource, MemoryStore, ReadThrough, WriteBack
 from tests.conftest import IN_CI
+from tests.unit.test_speedups import FakeClock, path  # the C and pure-Python builds
 
 try:
     _speedups: Any = importlib.import_module("cachewise._speedups")
@@ -25,26 +26,7 @@ except ImportError:
 DEADLINE = 30.0  # generous: a condition, not a timing
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(params=["c", "python"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which miss path the caches built in the test use."""
-    if request.param == "c":
-        if _speedups is None:
-            if IN_CI:
-                pytest.fail("CI=true: cachewise._speedups is not built", pytrace=False)
-            pytest.skip("cachewise._speedups is not built (no compiler at install)")
-        monkeypatch.delenv("CACHEWISE_PURE_PYTHON", raising=False)
-    else:
-        monkeypatch.setenv("CACHEWISE_PURE_PYTHON", "1")
-    return str(request.param)
+__all__ = ["path"]  # a fixture: used by name in the tests below
 
 
 def build(path: str, store: MemoryStore, source: Any = None, **kwargs: Any) -> Cache:
