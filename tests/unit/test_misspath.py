@@ -16,7 +16,9 @@ import pytest
 
 from cachewise import MISSING, Cache, MappingSource, MemoryStore, ReadThrough, WriteBack
 from tests.conftest import IN_CI
-from tests.unit.test_speedups import FakeClock, path  # the C and pure-Python builds
+from tests.unit.test_speedups import FakeClock, path
+
+__all__ = ["path"]  # the C / pure-Python fixture of test_speedups, requested by name
 
 try:
     _speedups: Any = importlib.import_module("cachewise._speedups")
@@ -24,9 +26,6 @@ except ImportError:
     _speedups = None
 
 DEADLINE = 30.0  # generous: a condition, not a timing
-
-
-__all__ = ["path"]  # a fixture: used by name in the tests below
 
 
 def build(path: str, store: MemoryStore, source: Any = None, **kwargs: Any) -> Cache:

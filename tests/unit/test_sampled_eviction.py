@@ -17,6 +17,15 @@ from cachewise.stores.eviction import (
     sampled,
 )
 from tests.unit.test_eviction import Replay
+from tests.unit.test_speedups import path
+
+__all__ = ["path"]  # the C / pure-Python fixture of test_speedups, requested by name
+
+
+@pytest.fixture(autouse=True)
+def both_builds(path: str) -> str:
+    """Every test here runs on the C build and on the pure-Python one."""
+    return path
 
 
 def test_pure_python_builds_the_python_wtinylfu(monkeypatch: pytest.MonkeyPatch) -> None:
