@@ -4,12 +4,12 @@
  * by its misses (stores/eviction.py's _Shadow without the eviction log).
  * DuelCore(real, minis, period, drop, elect): stores/eviction.py's _DuelCore, the part
  * of SampledAdaptive that runs on every request: the real policy's hits, inserts and
- * evictions, and the hashed sample of keys
- * (those whose (hash * golden) >> drop is zero) fed to every miniature; elect() (Python:
- * compare the scores, maybe switch the real policy) runs every ``period`` sampled
- * requests. Sampled hits wait in a ring of HIT_BUFFER keys (the oldest dropped when
- * full, as Python's deque(maxlen=...)) until the next insert, remove or evict, which
- * the store runs under its lock.
+ * evictions, and the hashed sample of keys (those whose (hash * golden) >> drop is
+ * zero) fed to every miniature; elect() (Python: compare the scores, maybe switch the
+ * real policy) runs every ``period`` sampled requests. A hit only enters a ring of
+ * HIT_BUFFER keys (the oldest dropped when full, as Python's deque(maxlen=...)); the
+ * hits are replayed, in order, at the next insert, remove or evict, which the store
+ * runs under its lock: so the lock-free hit costs what a deque.append does.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -307,6 +307,8 @@ core_sample(DuelCore *self, PyObject *key)
     return 0;
 }
 
+/* Replay the buffered hits, in order: the real policy's hit (a key evicted since a
+ * racing lock-free hit is skipped), then the miniatures for a sampled key. */
 static int
 core_drain(DuelCore *self)
 {
@@ -315,7 +317,20 @@ core_drain(DuelCore *self)
         self->ring[self->head] = NULL;
         self->head = (self->head + 1) % HIT_BUFFER;
         self->count--;
-        int rc = core_sample(self, key);
+        PyObject *hit = Py_NewRef(self->real_hit);
+        int rc = call1(hit, key);
+        Py_DECREF(hit);
+        if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+            rc = 0;
+        }
+        int sampled = 0;
+        if (rc == 0) {
+            rc = is_sampled(key, self->drop, &sampled);
+        }
+        if (rc == 0 && sampled) {
+            rc = core_sample(self, key);
+        }
         Py_DECREF(key);
         if (rc < 0) {
             return -1;
@@ -333,30 +348,13 @@ DuelCore_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
         PyErr_SetString(PyExc_TypeError, "a DuelCore hit takes one key");
         return NULL;
     }
-    if (self->real_hit == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "DuelCore used after it was cleared");
-        return NULL;
+    if (self->count == HIT_BUFFER) { /* full: drop the oldest, as deque(maxlen) */
+        Py_CLEAR(self->ring[self->head]);
+        self->head = (self->head + 1) % HIT_BUFFER;
+        self->count--;
     }
-    PyObject *key = args[0];
-    PyObject *hit = Py_NewRef(self->real_hit);
-    int rc = call1(hit, key);
-    Py_DECREF(hit);
-    if (rc < 0) {
-        return NULL;
-    }
-    int sampled;
-    if (is_sampled(key, self->drop, &sampled) < 0) {
-        return NULL;
-    }
-    if (sampled) {
-        if (self->count == HIT_BUFFER) { /* full: drop the oldest, as deque(maxlen) */
-            Py_CLEAR(self->ring[self->head]);
-            self->head = (self->head + 1) % HIT_BUFFER;
-            self->count--;
-        }
-        self->ring[(self->head + self->count) % HIT_BUFFER] = Py_NewRef(key);
-        self->count++;
-    }
+    self->ring[(self->head + self->count) % HIT_BUFFER] = Py_NewRef(args[0]);
+    self->count++;
     Py_RETURN_NONE;
 }
 

@@ -900,9 +900,10 @@ class _Mini(_Shadow):
 class _DuelCore:
     """The per-request part of :class:`SampledAdaptive` (``_speedups.DuelCore`` in C).
 
-    Calling it is a hit: the real policy's hit and, for a key in the sample, a place
-    in the buffer the miniatures replay at the next insert, remove or evict (which the
-    store runs under its lock). Every ``period`` sampled requests it calls ``elect()``.
+    Calling it is a hit: the key enters a bounded buffer (as ``_Buffered`` policies'
+    hits do), replayed at the next insert, remove or evict (which the store runs under
+    its lock) into the real policy and, for a key in the sample, the miniatures. Every
+    ``period`` sampled requests it calls ``elect()``.
     """
 
     def __init__(
@@ -935,9 +936,7 @@ class _DuelCore:
         return not ((hash(key) * _GOLDEN) & _MASK64) >> self._drop
 
     def __call__(self, key: Hashable) -> None:
-        self._real_hit(key)
-        if self._sampled(key):
-            self._hits.append(key)
+        self._hits.append(key)
 
     def _sample(self, key: Hashable) -> None:
         for mini in self._minis:
@@ -948,9 +947,16 @@ class _DuelCore:
             self._elect()
 
     def _drain(self) -> None:
+        """Replay the buffered hits in order: the real policy's, then the sample's."""
         hits = self._hits
         while hits:
-            self._sample(hits.popleft())
+            key = hits.popleft()
+            try:  # noqa: SIM105 - the common case costs nothing
+                self._real_hit(key)
+            except KeyError:  # evicted since a racing lock-free hit
+                pass
+            if self._sampled(key):
+                self._sample(key)
 
     def insert(self, key: Hashable) -> None:
         self._drain()
@@ -991,9 +997,9 @@ class SampledAdaptive:
     is built from the resident keys (in the old one's order, each with one hit). Miss
     counts are halved every ``horizon`` elections.
 
-    A hit costs the real policy's hit and, for a sampled key, a place in a buffer (one
-    C call with the accelerator, ``_speedups.DuelCore``); the miniatures replay
-    sampled hits at the next insert.
+    A hit is one C call that only buffers the key (``deque.append``, or
+    ``_speedups.DuelCore`` with the accelerator); the real policy and the miniatures
+    replay the buffered hits at the next insert, as the other buffered policies do.
     """
 
     atomic_hits = True
@@ -1026,7 +1032,10 @@ class SampledAdaptive:
             64 - self._shift,
             self._elect,
         )
-        self.on_hit: Callable[[Hashable], None] = self._core
+        # The hit is one C call either way: the C core, or the Python core's deque.append.
+        self.on_hit: Callable[[Hashable], None] = (
+            self._core._hits.append if isinstance(self._core, _DuelCore) else self._core
+        )
         self.on_insert: Callable[[Hashable], None] = self._core.insert
         self.on_remove: Callable[[Hashable], None] = self._core.remove
         self.evict: Callable[[], Hashable] = self._core.evict
