@@ -20,6 +20,7 @@ that fails to decode or verify is a miss, counted in ``rejected``, never execute
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from cachewise._flow import Flow, run
 from cachewise._redact import leaks, parses, redact, secrets
 from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
@@ -188,6 +190,9 @@ class RedisStore:
     it loads by itself.
     """
 
+    _sleep = staticmethod(time.sleep)
+    """How a lease waiter pauses (the async store awaits ``asyncio.sleep`` instead)."""
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
@@ -224,10 +229,7 @@ class RedisStore:
         if client is None:
             client = self._connect(url, timeout)
         self.client: redis.Redis = client
-        self._get = client.get
         self._set = client.register_script(_SET)
-        self._set_sha = self._set.sha
-        self._evalsha = client.evalsha
         self._default_px = _px(self._ttl)
         self._set_many = client.register_script(_SET_MANY)
         self._delete = client.register_script(_DELETE)
@@ -293,15 +295,21 @@ class RedisStore:
         return error
 
     def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one Redis call; a failure becomes StoreError chained to its cause.
+        """Run one Redis call; a failure becomes StoreError chained to its cause."""
+        return run(self._call_flow(op, fn, *args, **kwargs))
+
+    def _call_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
+        """One Redis call; a failure becomes StoreError chained to its cause.
 
         Raised outside the ``except`` so a cause that named a secret is not even
         attached as implicit context.
         """
         try:
-            return fn(*args, **kwargs)
+            result = yield functools.partial(fn, *args, **kwargs), ()
         except RedisError as exc:
             failure = exc
+        else:
+            return result
         raise self._translate(op, failure)
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:
@@ -320,16 +328,18 @@ class RedisStore:
             self._failed_reads.value,
         )
 
-    def _read(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Like :meth:`_call` for reads: with ``fail_open`` a failure returns _FAILED."""
+    def _read_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
+        """Like :meth:`_call_flow` for reads: with ``fail_open`` a failure returns _FAILED."""
         try:
-            return fn(*args, **kwargs)
+            result = yield functools.partial(fn, *args, **kwargs), ()
         except RedisError as exc:
             if self.fail_open:
                 self._failed_reads.add()
                 self._log_failed_read(op, exc)
                 return _FAILED
             failure = exc
+        else:
+            return result
         raise self._translate(op, failure)
 
     def _check_open(self) -> None:
@@ -348,22 +358,28 @@ class RedisStore:
 
     def get(self, key: Key) -> Any:
         """Return the value for ``key`` or ``MISSING`` (absent, expired, or rejected)."""
+        return run(self._get_flow(key))
+
+    def _get_flow(self, key: Key) -> Flow[Any]:
         if self._closed:
             self._check_open()
         wire = f"{self._prefix}{encode_key(key)}}}:v".encode()
-        data = self._read("GET", self._get, wire)
+        data = yield from self._read_flow("GET", self.client.get, wire)
         if data is None or data is _FAILED:
             return MISSING
         return self._decode(data, wire)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """One ``MGET`` for every key; absent and rejected keys are left out."""
+        return run(self._get_many_flow(keys))
+
+    def _get_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, Any]]:
         self._check_open()
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         wires = [self.wire_key(k) for k in wanted]
-        datas = self._read("MGET", self.client.mget, wires)
+        datas = yield from self._read_flow("MGET", self.client.mget, wires)
         if datas is _FAILED:
             return {}
         found: dict[Key, Any] = {}
@@ -381,23 +397,23 @@ class RedisStore:
 
     def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` and bump ``key``'s version, atomically (one script)."""
+        run(self._set_flow(key, value, ttl))
+
+    def _set_flow(self, key: Key, value: Any, ttl: float | None) -> Flow[None]:
         self._check_open()
         vkey, nkey = self._keys(key)
         px = self._default_px if ttl is None else _px(check_ttl(ttl))
         payload = self.codec.encode(value, key=vkey)
-        try:
-            self._evalsha(self._set_sha, 2, vkey, nkey, payload, px, _VERSION_TTL_MS)
-        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: the Script object reloads
-            self._call("SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS])
-            return
-        except RedisError as exc:
-            failure = exc
-        else:
-            return
-        raise self._translate("SET", failure)
+        # The Script object loads the script again when Redis lost it (restart, FLUSH).
+        yield from self._call_flow(
+            "SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS]
+        )
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item and bump every version in one atomic script."""
+        run(self._set_many_flow(items, ttl))
+
+    def _set_many_flow(self, items: Mapping[Key, Any], ttl: float | None) -> Flow[None]:
         self._check_open()
         px = self._ttl_px(ttl)
         keys: list[bytes] = []
@@ -408,7 +424,9 @@ class RedisStore:
             keys += (vkey, nkey)
         if not keys:
             return
-        self._call("SET (batch)", self._set_many, keys=keys, args=[px, _VERSION_TTL_MS, *payloads])
+        yield from self._call_flow(
+            "SET (batch)", self._set_many, keys=keys, args=[px, _VERSION_TTL_MS, *payloads]
+        )
 
     def delete(self, key: Key) -> bool:
         """Drop ``key`` and bump its version; return whether it was present."""
@@ -416,13 +434,17 @@ class RedisStore:
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         """Drop every key and bump each version in one script; return how many existed."""
+        return run(self._delete_many_flow(keys))
+
+    def _delete_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         self._check_open()
         wires: list[bytes] = []
         for key in dict.fromkeys(keys):
             wires += self._keys(key)
         if not wires:
             return 0
-        return int(self._call("DEL", self._delete, keys=wires, args=[_VERSION_TTL_MS]))
+        found = yield from self._call_flow("DEL", self._delete, keys=wires, args=[_VERSION_TTL_MS])
+        return int(found)
 
     def clear(self) -> None:
         """Drop every value in this namespace (SCAN + UNLINK); other namespaces untouched.
@@ -430,28 +452,37 @@ class RedisStore:
         Versions are kept so a load that began before ``clear`` still cannot store a
         value older than a write made before it.
         """
+        run(self._clear_flow())
+
+    def _clear_flow(self) -> Flow[None]:
         self._check_open()
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + ":{*}:v"
         cursor = 0
         while True:
-            cursor, batch = self._call(
+            cursor, batch = yield from self._call_flow(
                 "SCAN", self.client.scan, cursor=cursor, match=pattern, count=1000
             )
             if batch:
-                self._call("UNLINK", self.client.unlink, *batch)
+                yield from self._call_flow("UNLINK", self.client.unlink, *batch)
             if cursor == 0:
                 return
 
     def ttl_left(self, key: Key) -> float | None:
         """Seconds until ``key`` expires in Redis (``None``: no expiry or absent)."""
+        return run(self._ttl_left_flow(key))
+
+    def _ttl_left_flow(self, key: Key) -> Flow[float | None]:
         self._check_open()
-        ms = int(self._call("PTTL", self.client.pttl, self.wire_key(key)))
-        return None if ms < 0 else ms / 1000.0
+        ms = yield from self._call_flow("PTTL", self.client.pttl, self.wire_key(key))
+        return None if int(ms) < 0 else int(ms) / 1000.0
 
     def ping(self) -> None:
         """Raise StoreError unless Redis answers."""
+        run(self._ping_flow())
+
+    def _ping_flow(self) -> Flow[None]:
         self._check_open()
-        self._call("PING", self.client.ping)
+        yield from self._call_flow("PING", self.client.ping)
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
 
@@ -462,6 +493,9 @@ class RedisStore:
         this one waited. After ``lease_wait`` seconds without the value or the lease,
         loads anyway (the ticket still carries the version, so the race stays closed).
         """
+        return run(self._begin_load_flow(key))
+
+    def _begin_load_flow(self, key: Key) -> Flow[LoadTicket]:
         self._check_open()
         vkey, nkey = self._keys(key)
         lkey = self.wire_key(key, "l")
@@ -470,7 +504,7 @@ class RedisStore:
         pause = 0.002
         check_value = b"1"
         while True:
-            reply = self._read(
+            reply = yield from self._read_flow(
                 "lease",
                 self._begin,
                 keys=[vkey, nkey, lkey],
@@ -489,11 +523,16 @@ class RedisStore:
                 return LoadTicket(token=_Guard(version=data, lease=token))
             if time.monotonic() >= deadline:
                 return LoadTicket(token=_Guard(version=data, lease=b""))
-            time.sleep(pause)
+            yield self._sleep, (pause,)
             pause = min(pause * 2, 0.05)
 
     def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
         """Store ``value`` only if ``key``'s version is unchanged; release the lease."""
+        return run(self._end_load_flow(key, ticket, value, ttl))
+
+    def _end_load_flow(
+        self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None
+    ) -> Flow[bool]:
         self._check_open()
         guard = ticket.token
         if guard is None:  # Redis was down at begin_load (fail_open), or the key was filled
@@ -505,7 +544,7 @@ class RedisStore:
         store = value is not MISSING
         payload = self.codec.encode(value, key=vkey) if store else b""
         px = self._ttl_px(ttl)
-        stored = self._read(
+        stored = yield from self._read_flow(
             "conditional SET",
             self._end,
             keys=[vkey, nkey, lkey],
@@ -520,6 +559,9 @@ class RedisStore:
         leases (one slow key would hold back the batch); they are guarded by the
         versions alone, which is what keeps an old value from being cached.
         """
+        return run(self._begin_load_many_flow(keys))
+
+    def _begin_load_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, LoadTicket]]:
         self._check_open()
         wanted = list(dict.fromkeys(keys))
         wires: list[bytes] = []
@@ -527,7 +569,7 @@ class RedisStore:
             wires += self._keys(key)
         if not wanted:
             return {}
-        replies = self._read("MGET", self.client.mget, wires)
+        replies = yield from self._read_flow("MGET", self.client.mget, wires)
         if replies is _FAILED:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
@@ -549,6 +591,11 @@ class RedisStore:
         :meth:`begin_load_many`; ``MISSING`` values and keys without a ticket token
         (already present, or Redis was down) are skipped.
         """
+        return run(self._end_load_many_flow(tickets, values, ttl))
+
+    def _end_load_many_flow(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> Flow[list[Key]]:
         self._check_open()
         px = self._ttl_px(ttl)
         keys: list[bytes] = []
@@ -566,7 +613,9 @@ class RedisStore:
             order.append(key)
         if not order:
             return []
-        flags = self._read("conditional SET (batch)", self._end_many, keys=keys, args=args)
+        flags = yield from self._read_flow(
+            "conditional SET (batch)", self._end_many, keys=keys, args=args
+        )
         if flags is _FAILED:
             return []
         return [key for key, flag in zip(order, flags, strict=True) if flag]
