@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #define GOLDEN 0x9E3779B97F4A7C15ULL
-#define HIT_BUFFER 1024 /* stores/eviction.py's HIT_BUFFER */
+#define HIT_BUFFER 16384 /* stores/eviction.py's DUEL_HIT_BUFFER */
 
 static PyObject *d_access = NULL, *d_remove = NULL;
 static PyObject *d_on_hit = NULL, *d_on_insert = NULL, *d_on_remove = NULL, *d_evict = NULL;

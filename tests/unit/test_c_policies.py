@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cachewise.stores.eviction import (
     ARC,
+    DUEL_HIT_BUFFER,
     HIT_BUFFER,
     LRU,
     POLICIES,
@@ -177,17 +178,17 @@ def test_the_duel_core_drops_the_oldest_sampled_hits_past_the_buffer(
 
     core_type: Any = _speedups.DuelCore if pure == "0" else _DuelCore
     core = core_type(make_policy("lru", 4096), [Recorder()], 10**9, 64, lambda: elections.append(1))
-    for key in range(HIT_BUFFER + 10):
+    for key in range(DUEL_HIT_BUFFER + 10):
         core.insert(key)
     seen.clear()
-    for key in range(HIT_BUFFER + 10):
+    for key in range(DUEL_HIT_BUFFER + 10):
         core(key)  # hits: every key is sampled (drop 64)
     core.insert("new")
-    assert seen == [*range(10, HIT_BUFFER + 10), "new"]  # the 10 oldest hits were dropped
+    assert seen == [*range(10, DUEL_HIT_BUFFER + 10), "new"]  # the 10 oldest hits were dropped
     core.remove("new")
     assert seen[-1] == ("removed", "new")
-    assert len(core) == HIT_BUFFER + 10
-    assert core.real.survivors()[-1] == HIT_BUFFER + 9  # the last hit: the most recent
+    assert len(core) == DUEL_HIT_BUFFER + 10
+    assert core.real.survivors()[-1] == DUEL_HIT_BUFFER + 9  # the last hit: the most recent
     assert core.evict() == 0
     core.clear()  # the buffered hits only: the real policy is the caller's to replace
     core.insert("after")
