@@ -321,6 +321,7 @@ class CacheLogic:
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
+            self._check_open()  # under the lock: close() waits for writes inside one
             yield from self._write_locked_flow(key, value, ttl)
         finally:
             self._supersede(key)
@@ -370,6 +371,7 @@ class CacheLogic:
         indexes = self._indexes(items)
         yield self._lock(indexes)
         try:
+            self._check_open()
             yield from self._write_many_locked_flow(items, ttl)
         finally:
             for key in items:
@@ -404,6 +406,7 @@ class CacheLogic:
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
+            self._check_open()
             policy = self.write_policy
             if policy is None:
                 yield self.store.delete, (key,)
@@ -425,6 +428,7 @@ class CacheLogic:
     def _invalidate_flow(self, key: Key) -> Flow[bool]:
         """Drop ``key`` from the cache only (never the source, never a dirty entry)."""
         check_key(key)
+        self._check_open()
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
@@ -442,6 +446,7 @@ class CacheLogic:
     def _invalidate_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
         wanted = [check_key(k) for k in keys]
+        self._check_open()
         if not wanted:
             return 0
         indexes = self._indexes(wanted)
@@ -465,6 +470,7 @@ class CacheLogic:
     def _tag_keys(self, tag: str) -> set[Key]:
         """Take the keys written with ``tags=[tag]`` (for ``invalidate_tag``)."""
         check_tags([tag])
+        self._check_open()
         with self._tags_lock:
             return self._tags.pop(tag, set())
 
@@ -481,6 +487,38 @@ class CacheLogic:
             dirty = [k for k in keys if flusher.is_dirty(k)]
             if dirty:
                 self._evicted_dirty.extend(dirty)
+
+    def _retry_rejected_flow(self, keys: list[Key]) -> Flow[int]:
+        """Write each parked key's refused value again, as a new write, under its lock."""
+        retried = 0
+        for key in keys:
+            check_key(key)
+            indexes = self._indexes((key,))
+            yield self._lock(indexes)
+            try:
+                self._check_open()
+                entry = yield self._flusher.rejected_entry, (key,)
+                if entry is None:
+                    continue  # not parked (or written again meanwhile)
+                if entry.value is TOMBSTONE:
+                    yield self._flusher.accept, ({key: TOMBSTONE},)
+                    if not self._flusher.stores_values:
+                        yield self.store.delete, (key,)
+                else:
+                    yield from self._write_locked_flow(key, entry.value, None)
+                retried += 1
+            finally:
+                self._supersede(key)
+                self._unlock(indexes)
+        return retried
+
+    def _drop_refused(self, keys: list[Key]) -> Any:
+        """Keys a flush parked: stop serving the refused values (the source has its own).
+
+        No key lock is needed: a key written again since is dirty, and a read of a dirty
+        key is served (and cached again) from the dirty set.
+        """
+        return self.store.delete_many(keys)
 
     def _relieve_pressure_flow(self) -> Flow[None]:
         """Flush dirty keys the store just evicted, so ``max_entries`` bounds memory."""
@@ -525,6 +563,7 @@ class CacheLogic:
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
         c_misses, c_loads = self._miss_path_counts()
+        lag = flusher.lag() if flusher else None
         return Stats(
             hits=self._hits.value + self._reader_hits(),
             misses=self._misses.value + c_misses,
@@ -539,6 +578,10 @@ class CacheLogic:
             flush_failures=flusher.flush_failures.value if flusher else 0,
             coalesced=flusher.coalesced if flusher else 0,
             oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
+            rejected=flusher.rejected_count if flusher else 0,
+            lag_p50=lag.p50 if lag else 0.0,
+            lag_p99=lag.p99 if lag else 0.0,
+            lag_max=lag.max if lag else 0.0,
             pool=self._pool_stats(),
         )
 

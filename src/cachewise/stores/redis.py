@@ -153,6 +153,41 @@ return stored
 """
 
 
+# KEYS: value, version. ARGV: version seen, present seen ('1'/'0'), payload,
+# px (0 = no expiry, -1 = keep the current one), version ttl ms. Compare-and-set.
+_CAS: Final = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+local px = tonumber(ARGV[4])
+if px < 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+elseif px > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', px)
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+
+# KEYS: value, version. ARGV: px (0 = no expiry), version ttl ms, payload. Set if absent.
+_ADD: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[1]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class _Guard:
     """RedisStore's load ticket token: the version seen and the lease token (if held)."""
@@ -236,6 +271,8 @@ class RedisStore:
         self._begin = client.register_script(_BEGIN)
         self._end = client.register_script(_END)
         self._end_many = client.register_script(_END_MANY)
+        self._cas = client.register_script(_CAS)
+        self._add = client.register_script(_ADD)
         self._closed = False
         self._rejected = Counter()
         self._failed_reads = Counter()
@@ -483,6 +520,36 @@ class RedisStore:
     def _ping_flow(self) -> Flow[None]:
         self._check_open()
         yield from self._call_flow("PING", self.client.ping)
+
+    # -- compare-and-set (CompareAndSet) ------------------------------------------------
+
+    def gets(self, key: Key) -> tuple[Any, Any]:
+        """The value (or MISSING) and a token: the key's version and whether it was present."""
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        data, version = self._call("MGET", self.client.mget, [vkey, nkey])
+        value = MISSING if data is None else self._decode(data, vkey)
+        return value, (version or b"", data is not None)
+
+    def cas(
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """Store ``value`` if ``key``'s version and presence are as :meth:`gets` saw them."""
+        self._check_open()
+        version, present = token
+        vkey, nkey = self._keys(key)
+        px = -1 if keep_ttl else self._ttl_px(ttl)
+        payload = self.codec.encode(value, key=vkey)
+        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS]
+        return bool(self._call("CAS", self._cas, keys=[vkey, nkey], args=args))
+
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no value (one script); bump the version."""
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        payload = self.codec.encode(value, key=vkey)
+        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload]
+        return bool(self._call("ADD", self._add, keys=[vkey, nkey], args=args))
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
 
