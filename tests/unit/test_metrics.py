@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cachewise import Cache, MemoryStore, SQLSource, WriteBack, _tracing, connect, pool_stats, stats
+from cachewise import (
+    Cache,
+    MappingSource,
+    MemoryStore,
+    SQLSource,
+    WriteBack,
+    _tracing,
+    connect,
+    pool_stats,
+    stats,
+)
 from cachewise.errors import ConfigurationError, FlushError
 from cachewise.metrics import PrometheusCollector, instrument
 from cachewise.metrics._readings import CACHE, POOL
@@ -323,4 +333,33 @@ def test_exporters_leave_the_hit_path_as_it_was(
     finally:
         handle.close()
         provider.shutdown()
+        cache.close()
+
+
+def test_a_cache_on_the_c_miss_path_times_every_load_once_exported(
+    unique_name: str, hit_path: str
+) -> None:
+    """The C miss path hands misses to the Python one when exported: loads are timed."""
+    source = MappingSource({k: k * 10 for k in range(10)})
+    cache = Cache(MemoryStore(), source, name=unique_name)
+    reader = cache.__dict__.get("read")
+    try:
+        cache.read(0)  # before: the C miss path (when built) loads it untimed
+        registry = prometheus_client.CollectorRegistry()
+        PrometheusCollector(cache, registry=registry)
+        for key in (1, 2, 3, 1, 2, 42):
+            cache.read(key)
+        labels = {"cache": unique_name}
+        snapshot = cache.stats
+        assert (snapshot.hits, snapshot.misses, snapshot.loads) == (2, 5, 5)
+        for name, field in (("hits", "hits"), ("misses", "misses"), ("loads", "loads")):
+            assert registry.get_sample_value(f"cachewise_{name}_total", labels) == getattr(
+                snapshot, field
+            )
+        timed = registry.get_sample_value("cachewise_load_duration_seconds_count", labels)
+        # Every load since the export is timed; the one before, only on the Python path.
+        untimed_before = 1 if cache._miss_path is not None else 0
+        assert timed == snapshot.loads - untimed_before
+        assert cache.__dict__.get("read") is reader  # the hit path is the same object
+    finally:
         cache.close()

@@ -174,6 +174,10 @@ def cache_labels(caches: Iterable[Any]) -> list[tuple[str, Any]]:
                 f"two caches are named {cache.name!r}: give each its own Cache(name=...)"
             )
         out[cache.name] = cache
+    for cache in out.values():
+        observe = getattr(cache, "_observe_loads", None)
+        if observe is not None:  # a Cache on the C miss path: time its loads from now on
+            observe()
     return list(out.items())
 
 

@@ -1,8 +1,8 @@
 """``instrument()``: cachewise's stats as OpenTelemetry metrics, and optional spans.
 
 Counters and gauges are observable instruments: the SDK calls back at collection time
-and each callback reads one ``stats`` snapshot per live cache (every ``Cache`` not yet
-garbage-collected, or the caches given) and one ``pool_stats`` per engine built by
+and each callback reads one ``stats`` snapshot per live cache (every open ``Cache`` not
+yet garbage-collected, or the caches given) and one ``pool_stats`` per engine built by
 ``connect()``. Distributions (load, flush batch, pool acquire wait, invalidation lag)
 are OTel histograms recorded where that work happens, never on a hit. Spans around
 loads, flushes and refreshes only with a ``tracer_provider``; off, they cost nothing.
@@ -73,7 +73,7 @@ def instrument(
     def live_caches() -> list[tuple[str, Any]]:
         if fixed_caches is not None:
             return fixed_caches
-        return [(c.name, c) for c in list(stats.LIVE)]
+        return [(c.name, c) for c in list(stats.LIVE) if not getattr(c, "_closed", False)]
 
     def live_pools() -> list[tuple[str, Any]]:
         return fixed_pools if fixed_pools is not None else pool_labels(built_engines())
@@ -99,6 +99,11 @@ def instrument(
         stats.sink = sink
         if tracer is not None:
             _tracing.tracer = tracer
+    if fixed_caches is None:  # every live cache; those made later see the sink (cache.py)
+        for cache in list(stats.LIVE):
+            observe = getattr(cache, "_observe_loads", None)
+            if observe is not None:
+                observe()
     return Instrumentation(sink, tracer)
 
 
