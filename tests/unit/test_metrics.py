@@ -363,3 +363,19 @@ def test_a_cache_on_the_c_miss_path_times_every_load_once_exported(
         assert cache.__dict__.get("read") is reader  # the hit path is the same object
     finally:
         cache.close()
+
+
+def test_a_cache_aside_loader_on_the_c_miss_path_is_timed_once_exported(
+    unique_name: str, hit_path: str
+) -> None:
+    cache = Cache(MemoryStore(), name=unique_name)
+    registry = prometheus_client.CollectorRegistry()
+    PrometheusCollector(cache, registry=registry)
+    try:
+        for key in ("a", "b", "a"):
+            assert cache.read(key, loader=str.upper) == key.upper()
+        labels = {"cache": unique_name}
+        assert cache.stats.loads == 2
+        assert registry.get_sample_value("cachewise_load_duration_seconds_count", labels) == 2
+    finally:
+        cache.close()
