@@ -5,10 +5,15 @@ atomic counter. A miss is loaded once per key however many threads miss at once
 (single flight: the first thread loads, the others wait for its result or error).
 Writes of one key are ordered by a per-key stripe lock, so the cache and the source
 see a key's writes in the same order. Every write, delete and invalidation marks a
-load of that key in flight as superseded, and the loader stores its result only if
-it was not: a slow read can never cache a value older than a write that finished
-while it loaded (the cache-aside race). Stores that implement ``LoadGuarded``
-(Redis) extend that guarantee, and single flight, across processes.
+load of that key in flight as superseded and retires it: the loader stores its result
+only if it was not superseded, so a slow read can never cache a value older than a
+write that finished while it loaded (the cache-aside race), and a read that starts
+after the write returned starts a load of its own rather than joining the old one.
+Stores that implement ``LoadGuarded`` (Redis) extend that guarantee, and single
+flight, across processes.
+
+Keys are checked before any I/O (by the source when it knows its key types): a refused
+key is refused on every path, the C hit path included.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from cachewise.policies import (
     WriteThrough,
 )
 from cachewise.pool import PoolStats, pool_stats
-from cachewise.sources.base import Source
+from cachewise.sources.base import KeyChecked, Source
 from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
@@ -119,6 +124,10 @@ class Cache:
         self.name = name
         self._read_ttl = read.ttl
         self._store_get = store.get
+        # Keys are checked before any I/O: by the source when it knows its key types.
+        self._check_key: Callable[[Key], Key] = (
+            source.check_key if isinstance(source, KeyChecked) else check_key
+        )
         self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
         self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
@@ -189,11 +198,8 @@ class Cache:
         Read-through loads a miss from the source; cache-aside calls ``loader(key)`` on a
         miss if given (the loader returns ``MISSING`` for "absent": nothing is cached).
         """
-        try:
-            value = self._store_get(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
+        self._check_key(key)  # 1.0 and True would find key 1 in a dict-backed store
+        value = self._store_get(key)
         if value is not MISSING:
             self._count_hit()
             return value
@@ -205,10 +211,12 @@ class Cache:
         ``cachewise._speedups.HitReader`` is this method's hit in C; both hand everything
         but a live hit to :meth:`_read_past_hit`.
         """
-        try:
-            entry = self._lookup(key)
-        except TypeError:  # unhashable: _read_past_hit says why
-            entry = None
+        kind = type(key)
+        if kind is not str and kind is not int and kind is not bytes:
+            # A tuple is checked part by part; anything else is refused here: 1.0, True
+            # or an IntEnum would otherwise find the entry of key 1.
+            self._check_key(key)
+        entry = self._lookup(key)
         if entry is not None:
             expires_at = entry[1]
             if expires_at is None or expires_at > self._now():
@@ -221,28 +229,25 @@ class Cache:
         return self._read_past_hit(key, default, loader)
 
     def _read_past_hit(self, key: Key, default: Any, loader: Loader | None) -> Any:
-        """The inlined read past its hit: an absent, expired or unhashable key."""
-        try:
-            entry = self._lookup(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
-        if entry is not None:
-            value = self._store_get(key)  # expired: the store drops and counts it
-            if value is not MISSING:  # rewritten since the lookup
-                self._count_hit()
-                return value
+        """The inlined read past its hit: an absent, expired or refused key.
+
+        The store's own ``get`` runs here: it drops and counts an expired entry, finds
+        an entry written since the lookup, and, for a TieredStore, reads L2 when L1 has
+        nothing (a value another process wrote is a hit, with or without a source).
+        """
+        self._check_key(key)
+        value = self._store_get(key)
+        if value is not MISSING:
+            self._count_hit()
+            return value
         return self._read_miss(key, default, loader)
 
     def _read_refreshing(
         self, key: Key, default: Any = None, *, loader: Loader | None = None
     ) -> Any:
         """``read`` for ReadThrough with refresh-ahead or early recomputation."""
-        try:
-            value = self._store_get(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
+        self._check_key(key)
+        value = self._store_get(key)
         if value is MISSING:
             return self._read_miss(key, default, loader)
         self._count_hit()
@@ -284,7 +289,7 @@ class Cache:
             )
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
-        check_key(key)
+        # The key was checked by every caller before its first store lookup.
         self._misses.add()
         if loader is None and self.source is not None and isinstance(self.read_policy, ReadThrough):
             loader = self.source.load
@@ -320,7 +325,8 @@ class Cache:
             raise
         finally:
             with self._inflight_lock:
-                del self._inflight[key]
+                if self._inflight.get(key) is load:  # not already retired by a write
+                    del self._inflight[key]
             load.publish()
         return load.value
 
@@ -360,7 +366,7 @@ class Cache:
 
     def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the keys found; misses are loaded from the source in one batch."""
-        wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        wanted = list(dict.fromkeys(self._check_key(k) for k in keys))
         found = self.store.get_many(wanted)
         self._hits.add_many(len(found))
         missing = [k for k in wanted if k not in found]
@@ -404,8 +410,9 @@ class Cache:
             raise
         finally:
             with self._inflight_lock:
-                for key in mine:
-                    del self._inflight[key]
+                for key, load in mine.items():
+                    if self._inflight.get(key) is load:  # not already retired by a write
+                        del self._inflight[key]
             for load in mine.values():
                 load.publish()
         return loaded
@@ -456,7 +463,7 @@ class Cache:
         self, key: Key, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
     ) -> None:
         """Write ``value`` by the write policy (cache-aside: into the cache only)."""
-        check_key(key)
+        self._check_key(key)
         ttl = check_ttl(ttl)
         tag_list = _check_tags(tags)
         self._check_open()
@@ -505,7 +512,7 @@ class Cache:
 
     def write_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Write every item by the write policy, batched (one source call per batch)."""
-        items = {check_key(k): v for k, v in items.items()}
+        items = {self._check_key(k): v for k, v in items.items()}
         ttl = check_ttl(ttl)
         self._check_open()
         if not items:
@@ -542,7 +549,7 @@ class Cache:
 
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
-        check_key(key)
+        self._check_key(key)
         self._check_open()
         with self._stripe(key):
             try:
@@ -573,7 +580,7 @@ class Cache:
 
         Returns whether a cached entry was dropped.
         """
-        check_key(key)
+        self._check_key(key)
         with self._stripe(key):
             try:
                 if self._flusher is not None and self._flusher.is_dirty(key):
@@ -585,7 +592,7 @@ class Cache:
 
     def invalidate_many(self, keys: Iterable[Key]) -> int:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
-        wanted = [check_key(k) for k in keys]
+        wanted = [self._check_key(k) for k in keys]
         if not wanted:
             return 0
         with self._stripes_for(wanted):
@@ -655,7 +662,16 @@ class Cache:
         return _MultiLock([self._stripes[i] for i in indexes])
 
     def _supersede(self, key: Key) -> None:
-        load = self._inflight.get(key)
+        """Mark a load of ``key`` in flight as overtaken by a write, and retire it.
+
+        Its leader will not cache its value, and a read that starts from now on (after
+        the write returned) starts a load of its own instead of joining one that may
+        have read the source before the write.
+        """
+        if key not in self._inflight:  # the common case: no lock
+            return
+        with self._inflight_lock:
+            load = self._inflight.pop(key, None)
         if load is not None:
             load.superseded = True
 

@@ -40,3 +40,17 @@ class Source(Protocol):
     def remove_many(self, keys: Iterable[Key]) -> None:
         """Delete every key that is present."""
         ...
+
+
+@runtime_checkable
+class KeyChecked(Protocol):
+    """A source that knows which keys it can hold (e.g. the key column's type).
+
+    The cache calls ``check_key`` before any I/O for the key (store or source), so a
+    key of the wrong type is refused the same way on every database instead of being
+    coerced by one (SQLite: ``"1"`` finds the row ``1``) and refused by another.
+    """
+
+    def check_key(self, key: Key) -> Key:
+        """Return ``key`` if this source can hold it, else raise InvalidKeyError."""
+        ...
