@@ -100,6 +100,7 @@ class SQLSource:
             self._dispose()
             raise
         self._key_cols = [self._table.c[name] for name in key_columns]
+        self._key_kinds = [_key_kind(col) for col in self._key_cols]
         self._column_order = [c.name for c in self._table.c]
         self._column_names = frozenset(self._column_order)
         self._dialect = self._engine.dialect.name
@@ -197,7 +198,7 @@ class SQLSource:
     # -- the Source protocol ------------------------------------------------------
 
     def load(self, key: Key) -> Any:
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         with self._connect("load") as conn:
             result = conn.execute(sa.select(self._table).where(where))
             names = _plain_names(result)
@@ -228,7 +229,7 @@ class SQLSource:
         # Every row is checked before the first statement: bad input changes nothing.
         groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
         for key, value in items.items():
-            row = self._row_for(self._check(key), value)
+            row = self._row_for(self.check_key(key), value)
             groups.setdefault(frozenset(row), []).append(row)
         if not groups:
             return
@@ -242,7 +243,7 @@ class SQLSource:
                     self._form(conn, self._target, columns, chunk)
 
     def remove(self, key: Key) -> None:
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         with self._connect("remove", begin=True) as conn:
             conn.execute(sa.delete(self._table).where(where))
 
@@ -257,7 +258,14 @@ class SQLSource:
 
     # -- keys and rows ------------------------------------------------------------
 
-    def _check(self, key: Key) -> Key:
+    def check_key(self, key: Key) -> Key:
+        """Return ``key`` if it fits the key columns (count and types), else InvalidKeyError.
+
+        An integer column takes an ``int``, a text column a ``str``, a binary column
+        ``bytes`` (per column for a tuple key); a column of any other type takes any key
+        the database can compare with it. Checked before any I/O, so ``"1"`` is refused
+        for an integer key on every dialect (SQLite would otherwise find the row ``1``).
+        """
         check_key(key)
         width = len(self._key_cols)
         if width == 1:
@@ -271,12 +279,18 @@ class SQLSource:
                 f"SQLSource {self._where} has key columns {list(self.key)}; a key is a tuple "
                 f"of {width} values in that order, got {key!r}"
             )
+        for name, kind, part in zip(self.key, self._key_kinds, self._parts(key), strict=True):
+            if kind is not None and type(part) is not kind:
+                raise InvalidKeyError(
+                    f"SQLSource {self._where}: key column {name!r} holds {kind.__name__} "
+                    f"values, got {type(part).__name__} {part!r}"
+                )
         return key
 
     def _unique_keys(self, keys: Iterable[Key]) -> list[Key]:
         if isinstance(keys, (str, bytes)):
             raise InvalidKeyError("keys must be an iterable of keys, not a single str or bytes")
-        return list(dict.fromkeys(self._check(k) for k in keys))
+        return list(dict.fromkeys(self.check_key(k) for k in keys))
 
     def _parts(self, key: Key) -> tuple[Any, ...]:
         return key if isinstance(key, tuple) else (key,)
@@ -387,6 +401,19 @@ def _key_columns(key: str | tuple[str, ...]) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ConfigurationError(f"key names a column twice: {key!r}")
     return names
+
+
+def _key_kind(column: sa.Column[Any]) -> type | None:
+    """The one key type a key column takes (None: any key the database compares).
+
+    Every dialect is held to the same rule: SQLite would compare ``"1"`` with an integer
+    column by affinity, PostgreSQL would refuse it, MariaDB would cast it.
+    """
+    try:
+        python: type = column.type.python_type
+    except NotImplementedError:  # a type SQLAlchemy cannot map (NullType, some reflected)
+        return None
+    return python if python in (int, str, bytes) else None
 
 
 def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
