@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from cachewise import MemoryStore, RedisStore, TieredStore
     from cachewise.codecs import default_codec
-    from cachewise.stores.redis import _SET
+    from cachewise.stores._redis_scripts import SET
 
     namespace = f"cwbench_{uuid.uuid4().hex[:8]}"
     raw = redis.Redis.from_url(args.url)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         raw.set(raw_key, payload)
         store.set(("product", 123456), ROW)
-        script = raw.register_script(_SET)
+        script = raw.register_script(SET)
         version_key = f"{namespace}:rawversion".encode()
         script(keys=[raw_key, version_key], args=[payload, 0, 1000])
         single = _rounds(

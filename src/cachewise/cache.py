@@ -48,6 +48,8 @@ from cachewise.sources.base import KeyChecked, Source
 from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
+    Claim,
+    Claimable,
     EvictionAware,
     HitPath,
     Inlinable,
@@ -55,6 +57,7 @@ from cachewise.stores.base import (
     LoadTicket,
     Store,
     TTLAware,
+    WriteGuarded,
 )
 from cachewise.writeback.dirty import TOMBSTONE
 from cachewise.writeback.flusher import Flusher, Journal
@@ -67,6 +70,9 @@ logger = logging.getLogger("cachewise")
 
 Loader = Callable[[Key], Any]
 _STRIPES = 64
+_CLAIM_TTL = 10.0
+"""Seconds a dead process's write-back claim on a Redis namespace outlives it (another
+host must wait this long; on the same host a successor takes it over at once)."""
 
 
 class _Load:
@@ -146,7 +152,9 @@ class Cache:
         self._refresher: ThreadPoolExecutor | None = None
         self._load_seconds = 0.0
         self._choose_read_path()
+        self._write_guard: WriteGuarded | None = store if isinstance(store, WriteGuarded) else None
         self._flusher: Flusher | SharedFlusher | None = None
+        self._claim: Claim | None = None
         self._evicted_dirty: list[Key] = []
         if isinstance(write, WriteBack):
             self._start_write_back(write, journal)
@@ -169,6 +177,43 @@ class Cache:
                 self.read = self._reader  # type: ignore[method-assign]
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
+        self._claim = self._claim_write_back(policy)
+        try:
+            self._open_write_back(policy, journal)
+        except BaseException:
+            if self._claim is not None:
+                self._claim.release()
+            raise
+
+    def _claim_write_back(self, policy: WriteBack) -> Claim | None:
+        """One in-process write-back per Redis namespace, or only shared ones (issue 11).
+
+        Two processes that each flush their own dirty set to one namespace flush in no
+        order with each other: the source can end with one write and Redis another.
+        """
+        if not isinstance(self.store, Claimable):
+            return None
+        solo = policy.journal != "redis"
+        try:
+            return self.store.claim("writeback", solo=solo, ttl=_CLAIM_TTL)
+        except ConfigurationError as exc:
+            mine = "an in-process WriteBack" if solo else "WriteBack(journal='redis')"
+            raise ConfigurationError(
+                f"{self.name}: {mine} cannot share this Redis namespace with the "
+                f"write-back running there ({exc}). In-process write-backs flush in no "
+                "order with each other, leaving the source and the cache with different "
+                "values: use WriteBack(journal='redis') (the shared write-back) in every "
+                "process, or give each its own namespace."
+            ) from None
+
+    def _check_claim(self) -> None:
+        if self._claim is not None and self._claim.lost:
+            raise StoreError(
+                f"{self.name}: another process took over this Redis namespace's write-back "
+                "(this one's claim lapsed); writes are refused"
+            )
+
+    def _open_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
         if policy.journal == "redis":
             if journal is not None:
@@ -182,6 +227,11 @@ class Cache:
         self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
         if isinstance(self.store, EvictionAware):
             self.store.add_eviction_listener(self._on_evicted)
+        replayed = self._flusher.dirty_keys() if self._write_guard is not None else []
+        if replayed:
+            # A crash between journaling a write and caching it left the old value in a
+            # store that outlived the process: drop it, so reads get the replayed one.
+            self.store.delete_many(replayed)
 
     def __repr__(self) -> str:
         write = type(self.write_policy).__name__ if self.write_policy else "none"
@@ -483,31 +533,100 @@ class Cache:
         if policy is None:
             self.store.set(key, value, ttl)
         elif isinstance(policy, WriteBack):
-            assert self._flusher is not None
-            if self._flusher.accept({key: value}) and not self._flusher.stores_values:
-                self.store.set(key, value, ttl)
+            self._write_back({key: value}, ttl)
         else:
-            assert self.source is not None
-            self.source.save(key, value)
-            self._source_writes.add()
-            if isinstance(policy, WriteThrough):
-                self._store_after_source(key, value, ttl)
-            elif policy.invalidate:
-                self._drop_after_source(key)
+            source = self.source
+            assert source is not None
+            self._through_source({key: value}, ttl, lambda: source.save(key, value), policy)
 
-    def _store_after_source(self, key: Key, value: Any, ttl: float | None) -> None:
+    def _write_back(self, items: dict[Key, Any], ttl: float | None) -> None:
+        flusher = self._flusher
+        assert flusher is not None
+        self._check_claim()
+        guard = self._write_guard if not flusher.stores_values else None
+        # Encoded (so checked) before the write is acknowledged: a value the store's
+        # codec refuses must not become dirty and be flushed after write() raised.
+        prepared = guard.prepare_write(items, ttl) if guard is not None else None
+        accepted = flusher.accept(items)
+        if flusher.stores_values or not accepted:
+            return
+        if guard is None or prepared is None:
+            if len(items) == 1:
+                self.store.set(accepted[0], items[accepted[0]], ttl)
+            else:
+                self.store.set_many({k: items[k] for k in accepted}, ttl)
+        elif len(accepted) == len(items):
+            guard.store_prepared(prepared)
+        else:  # some keys lost to newer concurrent writes: cache only the others
+            guard.store_prepared(guard.prepare_write({k: items[k] for k in accepted}, ttl))
+
+    def _through_source(
+        self,
+        items: dict[Key, Any],
+        ttl: float | None,
+        save: Callable[[], None],
+        policy: WriteThrough | WriteAround,
+    ) -> None:
+        """Write-through, write-around and their deletes (a ``MISSING`` value: deleted).
+
+        The source first, then the cached copies: write-through caches the values,
+        write-around drops them (the textbook ``invalidate=False`` leaves them alone).
+        A store that outlives this process (``WriteGuarded``: Redis) is bracketed:
+        every check runs before any I/O, the cached copies are dropped and held before
+        the source write and stored after, so a crash at any point leaves a miss there,
+        never the old value.
+        """
+        if isinstance(policy, WriteAround) and not policy.invalidate:
+            save()
+            self._source_writes.add_many(len(items))
+            return
+        keep = isinstance(policy, WriteThrough) and all(v is not MISSING for v in items.values())
+        guard = self._write_guard
+        if guard is None:
+            save()
+            self._source_writes.add_many(len(items))
+            if keep:
+                self._store_after_source(items, ttl)
+            else:
+                self._drop_after_source(list(items))
+            return
+        prepared = guard.prepare_write(items if keep else dict.fromkeys(items, MISSING), ttl)
+        held = guard.begin_write(prepared)
         try:
-            self.store.set(key, value, ttl)
+            save()
+        except BaseException:
+            try:
+                guard.end_write(held, saved=False)
+            except Exception:  # the source error is the one to raise; the holds expire
+                logger.warning("could not release the write hold of %s", _shown(items))
+            raise
+        self._source_writes.add_many(len(items))
+        try:
+            guard.end_write(held, saved=True)
         except Exception as exc:
-            self._drop_after_source(key)
-            raise StoreError(f"saved to the source but could not cache {key!r}") from exc
+            what = "cache" if keep else "drop the cached copy of"
+            raise StoreError(f"saved to the source but could not {what} {_shown(items)}") from exc
 
-    def _drop_after_source(self, key: Key) -> None:
+    def _store_after_source(self, items: dict[Key, Any], ttl: float | None) -> None:
         try:
-            self.store.delete(key)
+            if len(items) == 1:
+                ((key, value),) = items.items()
+                self.store.set(key, value, ttl)
+            else:
+                self.store.set_many(items, ttl)
+        except Exception as exc:
+            self._drop_after_source(list(items))
+            raise StoreError(f"saved to the source but could not cache {_shown(items)}") from exc
+
+    def _drop_after_source(self, keys: list[Key]) -> None:
+        try:
+            if len(keys) == 1:
+                self.store.delete(keys[0])
+            else:
+                self.store.delete_many(keys)
         except Exception as exc:
             raise StoreError(
-                f"saved to the source but could not drop the cached copy of {key!r}"
+                f"saved to the source but could not drop the cached copy of {_shown(keys)}"
             ) from exc
 
     def write_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
@@ -517,6 +636,9 @@ class Cache:
         self._check_open()
         if not items:
             return
+        for value in items.values():
+            if value is MISSING or value is TOMBSTONE:
+                raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
         with self._stripes_for(items):
             try:
                 self._write_many_locked(items, ttl)
@@ -530,22 +652,11 @@ class Cache:
         if policy is None:
             self.store.set_many(items, ttl)
         elif isinstance(policy, WriteBack):
-            assert self._flusher is not None
-            accepted = self._flusher.accept(items)
-            if not self._flusher.stores_values:
-                self.store.set_many({k: items[k] for k in accepted}, ttl)
+            self._write_back(items, ttl)
         else:
-            assert self.source is not None
-            self.source.save_many(items)
-            self._source_writes.add_many(len(items))
-            if isinstance(policy, WriteThrough):
-                try:
-                    self.store.set_many(items, ttl)
-                except Exception as exc:
-                    self.store.delete_many(items)
-                    raise StoreError("saved to the source but could not cache") from exc
-            elif policy.invalidate:
-                self.store.delete_many(items)
+            source = self.source
+            assert source is not None
+            self._through_source(items, ttl, lambda: source.save_many(items), policy)
 
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
@@ -563,15 +674,14 @@ class Cache:
             self.store.delete(key)
         elif isinstance(policy, WriteBack):
             assert self._flusher is not None
+            self._check_claim()
             self._flusher.accept({key: TOMBSTONE})
             if not self._flusher.stores_values:
                 self.store.delete(key)
         else:
-            assert self.source is not None
-            self.source.remove(key)
-            self._source_writes.add()
-            if isinstance(policy, WriteThrough) or policy.invalidate:
-                self._drop_after_source(key)
+            source = self.source
+            assert source is not None
+            self._through_source({key: MISSING}, None, lambda: source.remove(key), policy)
 
     # -- invalidation ----------------------------------------------------------------
 
@@ -719,6 +829,8 @@ class Cache:
             if self._flusher is not None:
                 self._flusher.close()
         finally:
+            if self._claim is not None:  # after the final flush: the namespace is free
+                self._claim.release()
             for part in (self.store, self.source):
                 close = getattr(part, "close", None)
                 if callable(close):
@@ -778,6 +890,13 @@ def _compose(
     if write is not None and source is None:
         raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
     return read, write
+
+
+def _shown(keys: Iterable[Key], limit: int = 3) -> str:
+    """Keys for a message: the first few, and how many more."""
+    listed = list(keys)
+    shown = ", ".join(repr(k) for k in listed[:limit])
+    return shown if len(listed) <= limit else f"{shown} and {len(listed) - limit} more"
 
 
 def _check_tags(tags: Iterable[str]) -> list[str]:

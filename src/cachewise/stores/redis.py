@@ -6,13 +6,20 @@ Redis Cluster hash tag, so everything that must change together sits in one slot
     ns:{<encode_key(k)>}:v    the encoded value (Redis TTL = the entry's TTL)
     ns:{<encode_key(k)>}:n    the key's version: bumped by every set and delete
     ns:{<encode_key(k)>}:l    the load lease: a random token, SET NX PX
+    ns:{<encode_key(k)>}:w    the write hold: writes of the key in flight to the source
 
 Every ``set``/``delete`` is one Lua script that writes the value and bumps the version
-atomically. ``begin_load`` reads the version and tries the lease in one script;
-``end_load`` stores only if the version is unchanged (one script), so a process that
-loaded an old value from the source while another process wrote never caches it (the
-cache-aside race), and only the lease holder loads while the others wait briefly for
-its value (the stampede). A lease holder that dies is replaced when its lease expires.
+atomically (the scripts are in ``_redis_scripts``). ``begin_load`` reads the version
+and tries the lease in one script; ``end_load`` stores only if the version is unchanged
+(one script), so a process that loaded an old value from the source while another
+process wrote never caches it (the cache-aside race), and only the lease holder loads
+while the others wait briefly for its value (the stampede). A lease holder that dies
+is replaced when its lease expires.
+
+A write that goes to the source (write-through, write-around, their deletes) is
+bracketed (``WriteGuarded``): ``begin_write`` drops the cached copy and holds the key
+before the source write, ``end_write`` stores the new value after it. Redis outlives
+the writing process, so a crash at any point leaves a miss, never the old value.
 
 Values go through a codec (msgpack by default, never pickle unless signed); a value
 that fails to decode or verify is a miss, counted in ``rejected``, never executed.
@@ -27,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,7 +46,9 @@ from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.pool import redact
 from cachewise.stats import Counter
-from cachewise.stores.base import LoadTicket
+from cachewise.stores import _redis_scripts as scripts
+from cachewise.stores._redis_claim import RedisClaim
+from cachewise.stores.base import LoadTicket, PreparedWrite
 
 logger = logging.getLogger("cachewise")
 
@@ -49,106 +58,7 @@ _WARN_EVERY: Final = 10.0  # seconds between fail-open warnings
 _FAILED: Final = object()
 """What a fail-open read returns when Redis could not be reached."""
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
-"""A version key expires this long after it was created, so idle keys do not pile up.
-
-Safe because a load only stores if the version it saw is the version now: a version
-that expired *during* a load reads as a change (refused), and going from "no version"
-back to "no version" across a write would need a load longer than this."""
-
-# KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms.
-_SET: Final = """
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-if redis.call('INCR', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-return 1
-"""
-
-# KEYS: value1, version1, value2, version2, ... ARGV: px, version ttl ms, payload1, ...
-_SET_MANY: Final = """
-local px = tonumber(ARGV[1])
-for i = 1, #KEYS, 2 do
-  local payload = ARGV[2 + (i + 1) / 2]
-  if px > 0 then
-    redis.call('SET', KEYS[i], payload, 'PX', px)
-  else
-    redis.call('SET', KEYS[i], payload)
-  end
-  if redis.call('INCR', KEYS[i + 1]) == 1 then
-    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
-  end
-end
-return 1
-"""
-
-# KEYS: value1, version1, ... ARGV: version ttl ms. Returns how many values existed.
-_DELETE: Final = """
-local n = 0
-for i = 1, #KEYS, 2 do
-  n = n + redis.call('DEL', KEYS[i])
-  if redis.call('INCR', KEYS[i + 1]) == 1 then
-    redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
-  end
-end
-return n
-"""
-
-# KEYS: value, version, lease. ARGV: token, lease ms, check value ('1'/'0').
-# Returns {2, value} (filled), {1, version} (lease taken), {0, version} (someone loads).
-_BEGIN: Final = """
-if ARGV[3] == '1' then
-  local val = redis.call('GET', KEYS[1])
-  if val then return {2, val} end
-end
-local ver = redis.call('GET', KEYS[2]) or ''
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, ver}
-end
-return {0, ver}
-"""
-
-# KEYS: value, version, lease. ARGV: version seen, token ('' = none), store ('1'/'0'),
-# payload, px. Stores only if the version is unchanged; releases our lease either way.
-_END: Final = """
-local stored = 0
-if ARGV[3] == '1' and (redis.call('GET', KEYS[2]) or '') == ARGV[1] then
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-  else
-    redis.call('SET', KEYS[1], ARGV[4])
-  end
-  stored = 1
-end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[2] then
-  redis.call('DEL', KEYS[3])
-end
-return stored
-"""
-
-
-# KEYS: value1, version1, ... ARGV: px, version seen 1, payload 1, ... Returns a flag per key.
-_END_MANY: Final = """
-local px = tonumber(ARGV[1])
-local stored = {}
-for i = 1, #KEYS, 2 do
-  local j = i + 1
-  if (redis.call('GET', KEYS[i + 1]) or '') == ARGV[j] then
-    if px > 0 then
-      redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', px)
-    else
-      redis.call('SET', KEYS[i], ARGV[j + 1])
-    end
-    stored[#stored + 1] = 1
-  else
-    stored[#stored + 1] = 0
-  end
-end
-return stored
-"""
+"""A version key expires this long after it was created (see ``_redis_scripts``)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +67,22 @@ class _Guard:
 
     version: bytes
     lease: bytes
+    storable: bool = True
+    """False when a write of the key was in flight at ``begin_load``: load, never store."""
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A RedisStore's prepared write: wire keys (value, version, hold per key), payloads.
+
+    ``payloads[i]`` is None for a key whose cached copy is only dropped. ``held`` holds
+    the versions ``begin_write`` left, once it has run.
+    """
+
+    wires: list[bytes]
+    payloads: list[bytes | None]
+    px: int
+    held: list[bytes] | None = None
 
 
 def _passwords(url: str) -> list[str]:
@@ -182,7 +108,9 @@ class RedisStore:
     ``failed_reads``, so read-through falls back to the source; writes still raise
     :class:`StoreError`. ``lease_ttl`` bounds how long a crashed loader can hold back
     the others; ``lease_wait`` (default ``lease_ttl``) how long a waiter waits before
-    it loads by itself.
+    it loads by itself. ``write_hold`` bounds how long a writer that died between its
+    drop and its store keeps the key uncacheable (reads go to the source meanwhile);
+    make it longer than your slowest source write.
     """
 
     def __init__(
@@ -197,6 +125,7 @@ class RedisStore:
         lease_ttl: float = 5.0,
         lease_wait: float | None = None,
         timeout: float = 5.0,
+        write_hold: float = 30.0,
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
@@ -205,6 +134,7 @@ class RedisStore:
         self._ttl = check_ttl(ttl)
         check_positive(lease_ttl, "lease_ttl")
         check_positive(timeout, "timeout")
+        check_ttl(write_hold, "write_hold")
         if lease_wait is not None:
             check_positive(lease_wait, "lease_wait")
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
@@ -218,6 +148,7 @@ class RedisStore:
         self.codec: Codec = codec if codec is not None else default_codec()
         self.fail_open = bool(fail_open)
         self._lease_ms = _px(lease_ttl)
+        self._hold_ms = _px(write_hold)
         self._lease_wait = float(lease_wait if lease_wait is not None else lease_ttl)
         self._prefix = f"{namespace}:{{"
         self._owns_client = client is None
@@ -225,15 +156,17 @@ class RedisStore:
             client = self._connect(url, timeout)
         self.client: redis.Redis = client
         self._get = client.get
-        self._set = client.register_script(_SET)
+        self._set = client.register_script(scripts.SET)
         self._set_sha = self._set.sha
         self._evalsha = client.evalsha
         self._default_px = _px(self._ttl)
-        self._set_many = client.register_script(_SET_MANY)
-        self._delete = client.register_script(_DELETE)
-        self._begin = client.register_script(_BEGIN)
-        self._end = client.register_script(_END)
-        self._end_many = client.register_script(_END_MANY)
+        self._set_many = client.register_script(scripts.SET_MANY)
+        self._delete = client.register_script(scripts.DELETE)
+        self._begin = client.register_script(scripts.BEGIN)
+        self._end = client.register_script(scripts.END)
+        self._end_many = client.register_script(scripts.END_MANY)
+        self._hold = client.register_script(scripts.HOLD)
+        self._release = client.register_script(scripts.RELEASE)
         self._closed = False
         self._rejected = Counter()
         self._failed_reads = Counter()
@@ -471,7 +404,7 @@ class RedisStore:
         """
         self._check_open()
         vkey, nkey = self._keys(key)
-        lkey = self.wire_key(key, "l")
+        lkey, wkey = self.wire_key(key, "l"), self.wire_key(key, "w")
         token = os.urandom(16).hex().encode()
         deadline = time.monotonic() + self._lease_wait
         pause = 0.002
@@ -480,7 +413,7 @@ class RedisStore:
             reply = self._read(
                 "lease",
                 self._begin,
-                keys=[vkey, nkey, lkey],
+                keys=[vkey, nkey, lkey, wkey],
                 args=[token, self._lease_ms, check_value],
             )
             if reply is _FAILED:
@@ -494,6 +427,8 @@ class RedisStore:
                 continue
             if kind == 1:
                 return LoadTicket(token=_Guard(version=data, lease=token))
+            if kind == 3:  # a write is between its drop and its store: never cache
+                return LoadTicket(token=_Guard(version=data, lease=b"", storable=False))
             if time.monotonic() >= deadline:
                 return LoadTicket(token=_Guard(version=data, lease=b""))
             time.sleep(pause)
@@ -509,7 +444,7 @@ class RedisStore:
             raise ConfigurationError(f"not a RedisStore load ticket: {ticket!r}")
         vkey, nkey = self._keys(key)
         lkey = self.wire_key(key, "l")
-        store = value is not MISSING
+        store = value is not MISSING and guard.storable
         payload = self.codec.encode(value, key=vkey) if store else b""
         px = self._ttl_px(ttl)
         stored = self._read(
@@ -531,7 +466,7 @@ class RedisStore:
         wanted = list(dict.fromkeys(keys))
         wires: list[bytes] = []
         for key in wanted:
-            wires += self._keys(key)
+            wires += (*self._keys(key), self.wire_key(key, "w"))
         if not wanted:
             return {}
         replies = self._read("MGET", self.client.mget, wires)
@@ -539,12 +474,14 @@ class RedisStore:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
         for i, key in enumerate(wanted):
-            data, version = replies[2 * i], replies[2 * i + 1]
-            value = MISSING if data is None else self._decode(data, wires[2 * i])
+            data, version, hold = replies[3 * i : 3 * i + 3]
+            value = MISSING if data is None else self._decode(data, wires[3 * i])
             if value is not MISSING:
                 tickets[key] = LoadTicket(token=None, value=value)
             else:
-                tickets[key] = LoadTicket(token=_Guard(version=version or b"", lease=b""))
+                storable = int(hold or 0) <= 0  # a write in flight: load, never store
+                guard = _Guard(version=version or b"", lease=b"", storable=storable)
+                tickets[key] = LoadTicket(token=guard)
         return tickets
 
     def end_load_many(
@@ -567,6 +504,8 @@ class RedisStore:
                 continue
             if not isinstance(guard, _Guard):
                 raise ConfigurationError(f"not a RedisStore load ticket for {key!r}")
+            if not guard.storable:
+                continue
             vkey, nkey = self._keys(key)
             keys += (vkey, nkey)
             args += (guard.version, self.codec.encode(value, key=vkey))
@@ -577,6 +516,79 @@ class RedisStore:
         if flags is _FAILED:
             return []
         return [key for key, flag in zip(order, flags, strict=True) if flag]
+
+    # -- the write guard (WriteGuarded) --------------------------------------------------
+
+    def prepare_write(self, values: Mapping[Key, Any], ttl: float | None) -> PreparedWrite:
+        """Check and encode a write (``MISSING`` values: drop only); no I/O.
+
+        Everything that can refuse a write (a key, the TTL, a value the codec cannot
+        encode) raises here, before the cache touches the source or Redis.
+        """
+        self._check_open()
+        px = self._ttl_px(ttl)
+        wires: list[bytes] = []
+        payloads: list[bytes | None] = []
+        for key, value in values.items():
+            vkey, nkey = self._keys(key)
+            wires += (vkey, nkey, self.wire_key(key, "w"))
+            payloads.append(None if value is MISSING else self.codec.encode(value, key=vkey))
+        return PreparedWrite(dict(values), _Encoded(wires, payloads, px))
+
+    def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
+        """Before the source write: drop the cached copies and hold the keys (one script).
+
+        A load in flight can no longer store (the versions moved), and no load that
+        begins while a key is held may store. Returns what :meth:`end_write` takes.
+        """
+        self._check_open()
+        encoded = _encoded(prepared)
+        if not encoded.wires:
+            return prepared
+        versions = self._call(
+            "write hold", self._hold, keys=encoded.wires, args=[self._hold_ms, _VERSION_TTL_MS]
+        )
+        held = [str(int(v)).encode() for v in versions]
+        return PreparedWrite(prepared.values, replace(encoded, held=held))
+
+    def end_write(self, held: PreparedWrite, *, saved: bool) -> list[Key]:
+        """After the source write: store the values (``saved``) or keep them dropped.
+
+        A key's value is stored only if no other write of it began since ours and none
+        is still held; otherwise its cached copy stays dropped (a miss, never the
+        loser of two racing writers). Releases the holds. Returns the keys stored.
+        """
+        self._check_open()
+        encoded = _encoded(held)
+        if encoded.held is None:
+            raise ConfigurationError("end_write takes what begin_write returned")
+        args: list[Any] = [encoded.px, _VERSION_TTL_MS]
+        for version, payload in zip(encoded.held, encoded.payloads, strict=True):
+            store = saved and payload is not None
+            args += (version, b"1" if store else b"0", payload if store else b"")
+        if not encoded.wires:
+            return []
+        flags = self._call("write release", self._release, keys=encoded.wires, args=args)
+        return [key for key, flag in zip(held.values, flags, strict=True) if flag]
+
+    def store_prepared(self, prepared: PreparedWrite) -> None:
+        """Store a prepared write's values as :meth:`set_many` would (no hold)."""
+        self._check_open()
+        encoded = _encoded(prepared)
+        keys: list[bytes] = []
+        payloads: list[bytes] = []
+        for i, payload in enumerate(encoded.payloads):
+            if payload is not None:
+                keys += encoded.wires[3 * i : 3 * i + 2]
+                payloads.append(payload)
+        if keys:
+            args = [encoded.px, _VERSION_TTL_MS, *payloads]
+            self._call("SET (batch)", self._set_many, keys=keys, args=args)
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
+        """A solo or shared claim on ``what`` in this namespace (see ``_redis_claim``)."""
+        self._check_open()
+        return RedisClaim(self.client, self.namespace, what, solo=solo, ttl=ttl)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -589,3 +601,10 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
             self.client.connection_pool.disconnect()
+
+
+def _encoded(prepared: PreparedWrite) -> _Encoded:
+    encoded = prepared.token
+    if not isinstance(encoded, _Encoded):
+        raise ConfigurationError(f"not a RedisStore prepared write: {prepared!r}")
+    return encoded
