@@ -102,14 +102,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store.set(("product", 123456), ROW)
         script = raw.register_script(SET)
         version_key = f"{namespace}:rawversion".encode()
-        script(keys=[raw_key, version_key], args=[payload, 0, 1000])
+        stamp = store.stamp()
+        script(keys=[raw_key, version_key], args=[payload, 0, 1000, stamp])
         single = _rounds(
             {
                 "raw GET": lambda: raw.get(raw_key),
                 "RedisStore.get": lambda: store.get(("product", 123456)),
                 "raw SET": lambda: raw.set(raw_key, payload),
                 "raw EVALSHA": lambda: raw.evalsha(
-                    script.sha, 2, raw_key, version_key, payload, 0, 1000
+                    script.sha, 2, raw_key, version_key, payload, 0, 1000, stamp
                 ),
                 "RedisStore.set": lambda: store.set(("product", 123456), ROW),
             },

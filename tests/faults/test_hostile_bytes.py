@@ -90,3 +90,43 @@ def test_journal_inspect_reports_a_hostile_record_and_does_not_crash(tmp_path: P
     )
     assert "deeper than" in done.stdout, (done.stdout, done.stderr)
     assert "exit: 1" in done.stdout  # damage found, reported, no crash
+
+
+def test_hostile_bytes_planted_in_redis_are_a_counted_miss_in_every_reader(
+    redis_url: str, unique_name: str
+) -> None:
+    from cachewise import RedisStore
+
+    data, levels = nested_tuple_bytes(700)
+    assert levels > 190
+    store = RedisStore(redis_url, namespace=unique_name)
+    try:
+        stamp: bytes = getattr(store, "stamp", lambda: b"")()  # as a writer of Redis would
+        store.client.set(store.wire_key("k"), stamp + data)
+        done = run_child(
+            f"""
+            from cachewise import MISSING, Cache, MappingSource, MemoryStore, RedisStore
+            from cachewise import TieredStore
+
+            store = RedisStore({redis_url!r}, namespace={unique_name!r})
+            print("get:", store.get("k") is MISSING, store.get_many(["k"]) == {{}})
+            cache = Cache(store, MappingSource({{"k": "from the source"}}))
+            print("read-through:", cache.read("k"))
+            tiered = TieredStore(MemoryStore(), RedisStore({redis_url!r},
+                                 namespace={unique_name!r}))
+            tiered.l2.client.set(tiered.l2.wire_key("k"), {stamp + data!r})
+            print("tiered:", tiered.get("k") is MISSING)
+            print("rejected:", store.rejected + tiered.l2.rejected)
+            tiered.close()
+            cache.close()
+            """
+        )
+        assert "get: True True" in done.stdout, done.stderr
+        assert "read-through: from the source" in done.stdout
+        assert "tiered: True" in done.stdout
+        # get, get_many, the cache's own get, the load guard's look, and the tiered get
+        assert "rejected: 5" in done.stdout
+    finally:
+        for wire in store.client.scan_iter(match=unique_name + ":*", count=1000):
+            store.client.unlink(wire)
+        store.close()

@@ -11,18 +11,22 @@ Per cache key ``k`` in namespace ``ns`` (one Redis Cluster hash tag, so one slot
 
 A version key expires ``version ttl`` after it was created, so idle keys do not pile
 up; that is safe because a load stores only if the version it saw is the version now.
+
+Every script that stores a value takes the namespace's epoch stamp as its last argument
+and stores ``stamp .. payload`` (see ``_redis_epoch``), so a write re-sent after a
+restart only swaps that argument.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms.
+# KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms, stamp.
 SET: Final = """
 if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[4] .. ARGV[1], 'PX', ARGV[2])
 else
-  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[4] .. ARGV[1])
 end
 if redis.call('INCR', KEYS[2]) == 1 then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -30,11 +34,13 @@ end
 return 1
 """
 
-# KEYS: value1, version1, value2, version2, ... ARGV: px, version ttl ms, payload1, ...
+# KEYS: value1, version1, value2, version2, ... ARGV: px, version ttl ms, payload1, ...,
+# stamp.
 SET_MANY: Final = """
 local px = tonumber(ARGV[1])
+local stamp = ARGV[#ARGV]
 for i = 1, #KEYS, 2 do
-  local payload = ARGV[2 + (i + 1) / 2]
+  local payload = stamp .. ARGV[2 + (i + 1) / 2]
   if px > 0 then
     redis.call('SET', KEYS[i], payload, 'PX', px)
   else
@@ -78,14 +84,14 @@ return {0, ver}
 """
 
 # KEYS: value, version, lease. ARGV: version seen, token ('' = none), store ('1'/'0'),
-# payload, px. Stores only if the version is unchanged; releases our lease either way.
+# payload, px, stamp. Stores only if the version is unchanged; releases our lease.
 END: Final = """
 local stored = 0
 if ARGV[3] == '1' and (redis.call('GET', KEYS[2]) or '') == ARGV[1] then
   if tonumber(ARGV[5]) > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+    redis.call('SET', KEYS[1], ARGV[6] .. ARGV[4], 'PX', ARGV[5])
   else
-    redis.call('SET', KEYS[1], ARGV[4])
+    redis.call('SET', KEYS[1], ARGV[6] .. ARGV[4])
   end
   stored = 1
 end
@@ -95,17 +101,19 @@ end
 return stored
 """
 
-# KEYS: value1, version1, ... ARGV: px, version seen 1, payload 1, ... Returns a flag per key.
+# KEYS: value1, version1, ... ARGV: px, version seen 1, payload 1, ..., stamp.
+# Returns a flag per key.
 END_MANY: Final = """
 local px = tonumber(ARGV[1])
+local stamp = ARGV[#ARGV]
 local stored = {}
 for i = 1, #KEYS, 2 do
   local j = i + 1
   if (redis.call('GET', KEYS[i + 1]) or '') == ARGV[j] then
     if px > 0 then
-      redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', px)
+      redis.call('SET', KEYS[i], stamp .. ARGV[j + 1], 'PX', px)
     else
-      redis.call('SET', KEYS[i], ARGV[j + 1])
+      redis.call('SET', KEYS[i], stamp .. ARGV[j + 1])
     end
     stored[#stored + 1] = 1
   else
@@ -135,13 +143,14 @@ return out
 """
 
 # KEYS: value, version, hold per key. ARGV: px, version ttl ms, then per key: the version
-# HOLD returned, store ('1'/'0'), payload. After the source write (or its failure):
+# HOLD returned, store ('1'/'0'), payload; then the stamp. After the source write (or its failure):
 # leave the hold, then store the value only if no other write of the key began since
 # ours (the version is still ours) and none is still in flight; otherwise drop it, so
 # two writers that reached the source in either order leave a miss, not the loser's
 # value. Returns a flag per key: 1 if its value was stored.
 RELEASE: Final = """
 local px = tonumber(ARGV[1])
+local stamp = ARGV[#ARGV]
 local out = {}
 for i = 1, #KEYS, 3 do
   local j = 3 + (i - 1) / 3 * 3
@@ -153,9 +162,9 @@ for i = 1, #KEYS, 3 do
   local stored = 0
   if ARGV[j + 1] == '1' and mine and left <= 0 then
     if px > 0 then
-      redis.call('SET', KEYS[i], ARGV[j + 2], 'PX', px)
+      redis.call('SET', KEYS[i], stamp .. ARGV[j + 2], 'PX', px)
     else
-      redis.call('SET', KEYS[i], ARGV[j + 2])
+      redis.call('SET', KEYS[i], stamp .. ARGV[j + 2])
     end
     stored = 1
   else

@@ -23,6 +23,9 @@ the writing process, so a crash at any point leaves a miss, never the old value.
 
 Values go through a codec (msgpack by default, never pickle unless signed); a value
 that fails to decode or verify is a miss, counted in ``rejected``, never executed.
+Every value is stamped with the namespace's epoch (``_redis_epoch``): after a Redis
+restart or failover, values from before it (perhaps restored from an older snapshot)
+read as misses, counted in ``cold_reads``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.pool import redact
 from cachewise.stats import Counter
+from cachewise.stores import _redis_epoch as _epoch
 from cachewise.stores import _redis_scripts as scripts
 from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.base import LoadTicket, PreparedWrite
@@ -155,6 +159,8 @@ class RedisStore:
         if client is None:
             client = self._connect(url, timeout)
         self.client: redis.Redis = client
+        self._epoch = _epoch.Epoch(namespace)
+        _epoch.watch(client.connection_pool.connection_kwargs, self._epoch)
         self._get = client.get
         self._set = client.register_script(scripts.SET)
         self._set_sha = self._set.sha
@@ -169,6 +175,7 @@ class RedisStore:
         self._release = client.register_script(scripts.RELEASE)
         self._closed = False
         self._rejected = Counter()
+        self._cold_reads = Counter()
         self._failed_reads = Counter()
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY
@@ -193,6 +200,16 @@ class RedisStore:
     def rejected(self) -> int:
         """Values read that failed to decode or verify (each was treated as a miss)."""
         return self._rejected.value
+
+    @property
+    def cold_reads(self) -> int:
+        """Values read that were stamped with an older epoch (written before a restart)."""
+        return self._cold_reads.value
+
+    @property
+    def restarts(self) -> int:
+        """Redis restarts (or failovers) this store noticed: each made the namespace cold."""
+        return self._epoch.changes
 
     @property
     def failed_reads(self) -> int:
@@ -276,9 +293,52 @@ class RedisStore:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
+    def stamp(self) -> bytes:
+        """The current epoch's stamp, which every stored value starts with.
+
+        Checked with one round trip the first time (see ``_redis_epoch``).
+        """
+        stamp = self._epoch.stamp
+        if stamp is None:
+            stamp = self._call("epoch check", self._epoch.check, self.client)
+        return stamp
+
+    def _encode(self, value: Any, vkey: bytes) -> bytes:
+        """The codec's bytes for ``value`` (the scripts put the epoch's stamp before them)."""
+        return self.codec.encode(value, key=vkey)
+
+    def _write(self, op: str, script: Any, keys: list[bytes], args: list[Any]) -> None:
+        """:meth:`_stamped` for a plain set: a failure raises even with ``fail_open``."""
+        stamp = self.stamp()
+        self._call(op, script, keys=keys, args=[*args, stamp])
+        now = self._epoch.stamp
+        if now is not None and now != stamp:
+            self._call(op, script, keys=keys, args=[*args, now])
+
+    def _stamped(self, op: str, script: Any, keys: list[bytes], args: list[Any]) -> Any:
+        """Run a script that stores values, with the epoch's stamp as its last argument.
+
+        If the epoch changed while it ran (redis-py reconnected to a restarted server,
+        and the connect hook began a new epoch), the values went in with the old stamp
+        and would read as misses: the script runs once more with the new stamp. Only
+        for scripts that may run twice (a set, or a version-guarded store).
+        """
+        stamp = self.stamp()
+        result = self._read(op, script, keys=keys, args=[*args, stamp])
+        now = self._epoch.stamp
+        if now is not None and now != stamp and result is not _FAILED:
+            result = self._read(op, script, keys=keys, args=[*args, now])
+        return result
+
     def _decode(self, data: bytes, wire: bytes) -> Any:
+        stamp = self._epoch.stamp or self.stamp()
+        if not data.startswith(stamp):
+            # Written before Redis restarted (maybe restored from an older snapshot),
+            # or by another version of cachewise: never served.
+            self._cold_reads.add()
+            return MISSING
         try:
-            return self.codec.decode(data, key=wire)
+            return self.codec.decode(data[_epoch.STAMP_SIZE :], key=wire)
         except CodecError as exc:
             self._rejected.add()
             logger.debug("rejected value at %r: %s", wire, exc)
@@ -324,17 +384,22 @@ class RedisStore:
         self._check_open()
         vkey, nkey = self._keys(key)
         px = self._default_px if ttl is None else _px(check_ttl(ttl))
-        payload = self.codec.encode(value, key=vkey)
+        payload = self._encode(value, vkey)
+        stamp = self.stamp()
+        failure: RedisError | None = None
         try:
-            self._evalsha(self._set_sha, 2, vkey, nkey, payload, px, _VERSION_TTL_MS)
+            self._evalsha(self._set_sha, 2, vkey, nkey, payload, px, _VERSION_TTL_MS, stamp)
         except NoScriptError:  # Redis restarted or SCRIPT FLUSH: the Script object reloads
-            self._call("SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS])
-            return
+            pass
         except RedisError as exc:
             failure = exc
         else:
-            return
-        raise self._translate("SET", failure)
+            if self._epoch.stamp == stamp:
+                return
+        if failure is not None:  # raised outside the handler: see _call
+            raise self._translate("SET", failure)
+        # The script was flushed, or a new epoch began while it ran: again, stamped anew.
+        self._write("SET", self._set, [vkey, nkey], [payload, px, _VERSION_TTL_MS])
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item and bump every version in one atomic script."""
@@ -344,11 +409,11 @@ class RedisStore:
         payloads: list[bytes] = []
         for key, value in items.items():
             vkey, nkey = self._keys(key)
-            payloads.append(self.codec.encode(value, key=vkey))
+            payloads.append(self._encode(value, vkey))
             keys += (vkey, nkey)
         if not keys:
             return
-        self._call("SET (batch)", self._set_many, keys=keys, args=[px, _VERSION_TTL_MS, *payloads])
+        self._write("SET (batch)", self._set_many, keys, [px, _VERSION_TTL_MS, *payloads])
 
     def delete(self, key: Key) -> bool:
         """Drop ``key`` and bump its version; return whether it was present."""
@@ -445,13 +510,13 @@ class RedisStore:
         vkey, nkey = self._keys(key)
         lkey = self.wire_key(key, "l")
         store = value is not MISSING and guard.storable
-        payload = self.codec.encode(value, key=vkey) if store else b""
+        payload = self._encode(value, vkey) if store else b""
         px = self._ttl_px(ttl)
-        stored = self._read(
+        stored = self._stamped(
             "conditional SET",
             self._end,
-            keys=[vkey, nkey, lkey],
-            args=[guard.version, guard.lease, b"1" if store else b"0", payload, px],
+            [vkey, nkey, lkey],
+            [guard.version, guard.lease, b"1" if store else b"0", payload, px],
         )
         return stored is not _FAILED and bool(stored)
 
@@ -508,11 +573,11 @@ class RedisStore:
                 continue
             vkey, nkey = self._keys(key)
             keys += (vkey, nkey)
-            args += (guard.version, self.codec.encode(value, key=vkey))
+            args += (guard.version, self._encode(value, vkey))
             order.append(key)
         if not order:
             return []
-        flags = self._read("conditional SET (batch)", self._end_many, keys=keys, args=args)
+        flags = self._stamped("conditional SET (batch)", self._end_many, keys, args)
         if flags is _FAILED:
             return []
         return [key for key, flag in zip(order, flags, strict=True) if flag]
@@ -532,7 +597,7 @@ class RedisStore:
         for key, value in values.items():
             vkey, nkey = self._keys(key)
             wires += (vkey, nkey, self.wire_key(key, "w"))
-            payloads.append(None if value is MISSING else self.codec.encode(value, key=vkey))
+            payloads.append(None if value is MISSING else self._encode(value, vkey))
         return PreparedWrite(dict(values), _Encoded(wires, payloads, px))
 
     def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
@@ -568,6 +633,9 @@ class RedisStore:
             args += (version, b"1" if store else b"0", payload if store else b"")
         if not encoded.wires:
             return []
+        # Not re-run if Redis restarted meanwhile: a value stored with the old stamp
+        # reads as a miss, which is what a second run (versions moved) would leave too.
+        args.append(self.stamp())
         flags = self._call("write release", self._release, keys=encoded.wires, args=args)
         return [key for key, flag in zip(held.values, flags, strict=True) if flag]
 
@@ -583,7 +651,7 @@ class RedisStore:
                 payloads.append(payload)
         if keys:
             args = [encoded.px, _VERSION_TTL_MS, *payloads]
-            self._call("SET (batch)", self._set_many, keys=keys, args=args)
+            self._write("SET (batch)", self._set_many, keys, args)
 
     def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
         """A solo or shared claim on ``what`` in this namespace (see ``_redis_claim``)."""

@@ -127,9 +127,11 @@ end
 return n
 """
 
-# KEYS: v, n, d per key. ARGV: token, now ms, then payload, tombstone ('1'/'0') per key.
+# KEYS: v, n, d per key. ARGV: token, now ms, then payload, tombstone ('1'/'0') per key,
+# then the store's epoch stamp (prefixed to the value in :v, not to the mark's copy).
 # Value, version and mark of each key in one step. Returns how many writes coalesced.
 _MARK: Final = """
+local stamp = ARGV[#ARGV]
 local coalesced = 0
 for i = 1, #KEYS, 3 do
   local j = i + 2 - (i - 1) / 3
@@ -149,19 +151,21 @@ for i = 1, #KEYS, 3 do
   if tomb == '1' then
     redis.call('DEL', KEYS[i])
   else
-    redis.call('SET', KEYS[i], payload)
+    redis.call('SET', KEYS[i], stamp .. payload)
   end
   redis.call('HSET', KEYS[i + 2], 's', seq, 't', tomb, 'p', payload, 'k', ARGV[1], 'f', since)
 end
 return coalesced
 """
 
-# KEYS: v, n, d. ARGV: token, now ms. Marks the current value dirty again unless the
-# key is dirty already. Returns 1 (marked), 0 (already dirty), -1 (no value to mark).
+# KEYS: v, n, d. ARGV: token, now ms, the store's epoch stamp. Marks the current value
+# dirty again unless the key is dirty already. Returns 1 (marked), 0 (already dirty),
+# -1 (no value of this epoch to mark).
 _REMARK: Final = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local val = redis.call('GET', KEYS[1])
-if not val then return -1 end
+if not val or string.sub(val, 1, #ARGV[3]) ~= ARGV[3] then return -1 end
+val = string.sub(val, #ARGV[3] + 1)
 local seq = redis.call('INCR', KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[1])
@@ -438,6 +442,7 @@ class SharedFlusher:
                 base = self._base(member)
                 keys += (base + b"v", base + b"n", base + b"d")
                 args += (payload, tomb)
+            args.append(self._store.stamp())
             coalesced = self._call("write-back mark", self._mark, keys=keys, args=args)
             self._coalesced.add_many(int(coalesced))
         if (time.monotonic() - started) * 1000 > self._grace_ms / 2:
@@ -624,7 +629,10 @@ class SharedFlusher:
         for c in lost:
             b = c.base
             done = self._call(
-                "mark again", self._remark, keys=[b + b"v", b + b"n", b + b"d"], args=[token, now]
+                "mark again",
+                self._remark,
+                keys=[b + b"v", b + b"n", b + b"d"],
+                args=[token, now, self._store.stamp()],
             )
             logger.warning(
                 "flush of %r outlived its claim (claim_ttl too short?); %s",
