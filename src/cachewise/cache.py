@@ -55,6 +55,7 @@ from cachewise.stores.base import (
     Inlinable,
     LoadGuarded,
     LoadTicket,
+    PreparedWrite,
     Store,
     TTLAware,
     WriteGuarded,
@@ -155,6 +156,11 @@ class Cache:
         self._write_guard: WriteGuarded | None = store if isinstance(store, WriteGuarded) else None
         self._flusher: Flusher | SharedFlusher | None = None
         self._claim: Claim | None = None
+        # A dirty value may be cached in a store that outlives the process only if a
+        # journal makes it durable: else a crash would leave it there, never flushed.
+        self._cache_dirty = self._write_guard is None or (
+            isinstance(write, WriteBack) and write.journal is not None
+        )
         self._evicted_dirty: list[Key] = []
         if isinstance(write, WriteBack):
             self._start_write_back(write, journal)
@@ -227,11 +233,6 @@ class Cache:
         self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
         if isinstance(self.store, EvictionAware):
             self.store.add_eviction_listener(self._on_evicted)
-        replayed = self._flusher.dirty_keys() if self._write_guard is not None else []
-        if replayed:
-            # A crash between journaling a write and caching it left the old value in a
-            # store that outlived the process: drop it, so reads get the replayed one.
-            self.store.delete_many(replayed)
 
     def __repr__(self) -> str:
         write = type(self.write_policy).__name__ if self.write_policy else "none"
@@ -357,7 +358,8 @@ class Cache:
                 return False, MISSING
             if entry.value is TOMBSTONE:
                 return True, MISSING
-            self.store.set(key, entry.value)
+            if self._cache_dirty:
+                self.store.set(key, entry.value)
             return True, entry.value
 
     def _load(self, key: Key, loader: Loader | None) -> Any:
@@ -540,25 +542,53 @@ class Cache:
             self._through_source({key: value}, ttl, lambda: source.save(key, value), policy)
 
     def _write_back(self, items: dict[Key, Any], ttl: float | None) -> None:
+        """Write-back (a ``TOMBSTONE`` value: a delete): dirty now, the source later."""
         flusher = self._flusher
         assert flusher is not None
         self._check_claim()
         guard = self._write_guard if not flusher.stores_values else None
-        # Encoded (so checked) before the write is acknowledged: a value the store's
-        # codec refuses must not become dirty and be flushed after write() raised.
-        prepared = guard.prepare_write(items, ttl) if guard is not None else None
-        accepted = flusher.accept(items)
-        if flusher.stores_values or not accepted:
+        if guard is None:
+            accepted = flusher.accept(items)
+            if flusher.stores_values or not accepted:
+                return
+            values = {k: items[k] for k in accepted}
+            drops = [k for k, v in values.items() if v is TOMBSTONE]
+            if drops:
+                self.store.delete_many(drops)
+            keeps = {k: v for k, v in values.items() if v is not TOMBSTONE}
+            if len(keeps) == 1:
+                ((key, value),) = keeps.items()
+                self.store.set(key, value, ttl)
+            elif keeps:
+                self.store.set_many(keeps, ttl)
             return
-        if guard is None or prepared is None:
-            if len(items) == 1:
-                self.store.set(accepted[0], items[accepted[0]], ttl)
-            else:
-                self.store.set_many({k: items[k] for k in accepted}, ttl)
-        elif len(accepted) == len(items):
-            guard.store_prepared(prepared)
-        else:  # some keys lost to newer concurrent writes: cache only the others
-            guard.store_prepared(guard.prepare_write({k: items[k] for k in accepted}, ttl))
+        # A store that outlives the process (Redis) is bracketed as write-through is:
+        # checked and encoded first, the old copy dropped and held before the write is
+        # acknowledged (Redis down: refused, nothing changed), the new value stored
+        # after. Only a journal makes a dirty value durable, so without one the copy
+        # stays dropped: a crash must not leave Redis serving a write the source will
+        # never get. Reads of a dirty key are answered from the dirty set meanwhile.
+        values = {k: MISSING if v is TOMBSTONE else v for k, v in items.items()}
+        held = guard.begin_write(guard.prepare_write(values, ttl))
+        try:
+            accepted = flusher.accept(items)
+        except BaseException:
+            self._release_quietly(guard, held, items)
+            raise
+        try:
+            guard.end_write(held, saved=self._cache_dirty and len(accepted) == len(items))
+        except Exception:  # accepted and durable: the dirty set serves it, the hold expires
+            logger.warning(
+                "write-back accepted %s but could not cache it; reads use the dirty set",
+                _shown(items),
+                exc_info=True,
+            )
+
+    def _release_quietly(self, guard: WriteGuarded, held: PreparedWrite, keys: Any) -> None:
+        try:
+            guard.end_write(held, saved=False)
+        except Exception:  # the error being raised is the one to report; holds expire
+            logger.warning("could not release the write hold of %s", _shown(keys))
 
     def _through_source(
         self,
@@ -595,10 +625,7 @@ class Cache:
         try:
             save()
         except BaseException:
-            try:
-                guard.end_write(held, saved=False)
-            except Exception:  # the source error is the one to raise; the holds expire
-                logger.warning("could not release the write hold of %s", _shown(items))
+            self._release_quietly(guard, held, items)
             raise
         self._source_writes.add_many(len(items))
         try:
@@ -673,11 +700,7 @@ class Cache:
         if policy is None:
             self.store.delete(key)
         elif isinstance(policy, WriteBack):
-            assert self._flusher is not None
-            self._check_claim()
-            self._flusher.accept({key: TOMBSTONE})
-            if not self._flusher.stores_values:
-                self.store.delete(key)
+            self._write_back({key: TOMBSTONE}, None)
         else:
             source = self.source
             assert source is not None

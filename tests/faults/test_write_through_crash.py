@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from cachewise import MISSING, Cache, RedisStore, SQLSource, WriteBack
+from cachewise.errors import StoreError
 from tests.faults._tables import create_table, read_rows
 
 CHILD = Path(__file__).with_name("_through_child.py")
@@ -143,10 +144,10 @@ print("NOT KILLED", flush=True)
 def test_write_back_replay_never_serves_the_value_redis_kept_from_before_the_crash(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Killed between journaling a write and caching it: Redis still holds the old row.
+    """Killed between journaling a write and caching it, with the old row cached.
 
     After the restart the journal replays the write as dirty; a read must return it,
-    not the old row Redis kept (read-your-writes across the crash).
+    never the old row (read-your-writes across the crash).
     """
     journal = str(tmp_path / "journal")
     argv = [world["db"], world["redis"], world["ns"], journal]
@@ -159,7 +160,8 @@ def test_write_back_replay_never_serves_the_value_redis_kept_from_before_the_cra
         check=False,
     )
     assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
-    assert world["store"].get(1) == {"id": 1, "v": 1}  # the old row, left in Redis
+    # Before, the old row was left in Redis; the write's hold now drops it first.
+    assert world["store"].get(1) in (MISSING, {"id": 1, "v": 1})
     again = Cache(
         RedisStore(world["redis"], namespace=world["ns"]),
         SQLSource(world["db"], table="items"),
@@ -173,3 +175,72 @@ def test_write_back_replay_never_serves_the_value_redis_kept_from_before_the_cra
         assert again.read(1) == {"id": 1, "v": 2}
     finally:
         again.close()
+
+
+NO_JOURNAL_CHILD = """
+import os, signal, sys
+from cachewise import Cache, RedisStore, SQLSource, WriteBack
+
+db, redis_url, namespace = sys.argv[1:4]
+cache = Cache(
+    RedisStore(redis_url, namespace=namespace),
+    SQLSource(db, table="items"),
+    write=WriteBack(flush_interval=3600),  # no journal: dirty writes live in memory only
+)
+cache.write(1, {"id": 1, "v": 2})
+assert cache.read(1) == {"id": 1, "v": 2}  # read-your-writes, from the dirty set
+os.kill(os.getpid(), signal.SIGKILL)  # before any flush: the write is lost, as documented
+"""
+
+
+def test_write_back_without_a_journal_never_leaves_redis_ahead_of_the_source(
+    world: dict[str, Any],
+) -> None:
+    """A crash loses the unflushed write (the documented cost of journal=None)...
+
+    ...but Redis must not keep serving it: the source never got it and never will.
+    """
+    argv = [world["db"], world["redis"], world["ns"]]
+    child = subprocess.run(
+        [sys.executable, "-c", NO_JOURNAL_CHILD, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
+    assert read_rows(world["db"], "items") == {1: 1}  # lost, as journal=None says
+    _never_stale(world)
+
+
+def test_write_back_over_redis_while_redis_is_down_refuses_the_write(tmp_path: Path) -> None:
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    server.start()
+    db_url = f"sqlite:///{tmp_path / 'shop.db'}"
+    create_table(db_url, "items")
+    source = SQLSource(db_url, table="items")
+    cache = Cache(
+        RedisStore(server.url, namespace="shop", timeout=1.0),
+        source,
+        write=WriteBack(flush_interval=3600, journal=str(tmp_path / "journal")),
+    )
+    try:
+        cache.write(1, {"id": 1, "v": 1})
+        server.kill()
+        with pytest.raises(StoreError):
+            cache.write(1, {"id": 1, "v": 2})
+        with pytest.raises(StoreError):
+            cache.delete(1)
+        assert cache.read(1, "unreadable") != {"id": 1, "v": 2}  # never acknowledged
+    except StoreError:
+        pass  # the read itself may fail while Redis is down
+    finally:
+        dirty = cache.dirty_keys()
+        server.start()
+        cache.close()
+        server.close()
+    assert dirty == [1]  # the first write only
+    assert read_rows(db_url, "items") == {1: 1}
