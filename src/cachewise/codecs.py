@@ -498,12 +498,19 @@ def encode_key(key: Key) -> str:
         return "i" + str(key)
     if kind is bytes:
         return "b" + _escape_bytes(key)  # type: ignore[arg-type]
-    check_key(key)  # InvalidKeyError for a bad type or a tuple nested too deep
-    return _encode_tuple(key)  # type: ignore[arg-type]
+    if kind is tuple:
+        return _encode_tuple(key, 1)  # type: ignore[arg-type]
+    check_key(key)  # raises InvalidKeyError with the standard message
+    raise InvalidKeyError(f"unsupported key {key!r}")  # pragma: no cover
 
 
-def _encode_tuple(key: tuple[Key, ...]) -> str:
-    parts = [_encode_tuple(part) if type(part) is tuple else encode_key(part) for part in key]
+def _encode_tuple(key: tuple[Key, ...], depth: int) -> str:
+    # Recursion bounded by MAX_DEPTH; a part of a bad type fails in encode_key.
+    if depth > MAX_DEPTH:
+        raise InvalidKeyError(f"key nests tuples deeper than {MAX_DEPTH} levels")
+    parts = [
+        _encode_tuple(part, depth + 1) if type(part) is tuple else encode_key(part) for part in key
+    ]
     return "t(" + ",".join(parts) + ")"
 
 
