@@ -119,6 +119,19 @@ def test_a_read_while_the_writer_is_held_never_caches_the_old_row(
     _never_stale(world)
 
 
+def _killed(code: str, *argv: str) -> None:
+    """Run ``code`` in a child process that must end killed by SIGKILL (it kills itself)."""
+    child = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
+
+
 WRITE_BACK_CHILD = """
 import os, signal, sys
 from cachewise import Cache, RedisStore, SQLSource, WriteBack
@@ -150,16 +163,7 @@ def test_write_back_replay_never_serves_the_value_redis_kept_from_before_the_cra
     never the old row (read-your-writes across the crash).
     """
     journal = str(tmp_path / "journal")
-    argv = [world["db"], world["redis"], world["ns"], journal]
-    child = subprocess.run(
-        [sys.executable, "-c", WRITE_BACK_CHILD, *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
+    _killed(WRITE_BACK_CHILD, world["db"], world["redis"], world["ns"], journal)
     # Before, the old row was left in Redis; the write's hold now drops it first.
     assert world["store"].get(1) in (MISSING, {"id": 1, "v": 1})
     again = Cache(
@@ -200,16 +204,7 @@ def test_write_back_without_a_journal_never_leaves_redis_ahead_of_the_source(
 
     ...but Redis must not keep serving it: the source never got it and never will.
     """
-    argv = [world["db"], world["redis"], world["ns"]]
-    child = subprocess.run(
-        [sys.executable, "-c", NO_JOURNAL_CHILD, *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert child.returncode == -signal.SIGKILL, (child.stdout, child.stderr)
+    _killed(NO_JOURNAL_CHILD, world["db"], world["redis"], world["ns"])
     assert read_rows(world["db"], "items") == {1: 1}  # lost, as journal=None says
     _never_stale(world)
 
