@@ -24,6 +24,7 @@ BENCHMARKS = {
     "writeback": "bench.writeback",
     "shared-writeback": "bench.shared_writeback",
     "aggregates": "bench.aggregates",
+    "copying": "bench.copying",
 }
 RESULTS = Path(__file__).parent / "results"
 

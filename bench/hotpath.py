@@ -13,10 +13,10 @@ import argparse
 import functools
 import os
 import random
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
+
+from bench._interleave import median_ns
 
 NAME = "hotpath"
 KEYS = 100_000
@@ -99,20 +99,6 @@ def candidates(source: dict[int, Any], eviction: str) -> dict[str, Callable[[int
     }
 
 
-def _time(fn: Callable[[int], Any], keys: list[int]) -> float:
-    start = time.perf_counter()
-    for key in keys:
-        fn(key)
-    return time.perf_counter() - start
-
-
-def _loop(keys: list[int]) -> float:
-    start = time.perf_counter()
-    for _key in keys:
-        pass
-    return time.perf_counter() - start
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cachewise.stores.eviction import DEFAULT_POLICY
 
@@ -125,21 +111,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policies = sorted({DEFAULT_POLICY, "lru"})
     results: dict[str, Any] = {}
     for stream_name, keys in streams.items():
-        timings: dict[str, list[float]] = {}
         fns: dict[str, Callable[[int], Any]] = {}
         for policy in policies:
             fns.update(candidates(source, policy))
         for fn in fns.values():  # warm every cache so "all-hits" is all hits
             for key in keys[: CAPACITY * 2]:
                 fn(key)
-        names = list(fns)
-        for round_no in range(args.rounds):
-            base = _loop(keys)
-            order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for name in order:
-                elapsed = _time(fns[name], keys) - base
-                timings.setdefault(name, []).append(elapsed / len(keys) * 1e9)
-        medians = {name: statistics.median(ns) for name, ns in timings.items()}
+        medians = median_ns(fns, keys, args.rounds)
         peer = medians["cachetools LRUCache.get"]
         results[stream_name] = {
             name: {"ns_per_op": round(ns, 1), "vs_cachetools": round(ns / peer, 3)}

@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -143,6 +144,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="cw-redis-"))
         self.port = free_port()
         self.pidfile = self.dir / "redis.pid"
+        self.tls = tls
         self.cert = self.dir / "cert.pem"
         """With ``tls=True``: the self-signed certificate (for 127.0.0.1) clients trust."""
         tls_args: list[str] = []
@@ -179,6 +181,22 @@ class RedisServer:
             raise RuntimeError(f"redis-server did not listen on {self.port}")
         deadline = time.monotonic() + 5
         while self.pid() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._wait_loaded()
+
+    def _wait_loaded(self, timeout: float = 60.0) -> None:
+        """Wait while Redis answers -LOADING (it listens before its AOF is replayed)."""
+        if self.tls:
+            return  # a TLS server's tests load no data at start
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as sock:
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+            if not reply.startswith(b"-LOADING"):  # +PONG, or -NOAUTH with requirepass
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on {self.port} still loading after {timeout}s")
             time.sleep(0.02)
 
     def pid(self) -> int | None:

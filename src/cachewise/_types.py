@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
+import threading
 from collections.abc import Callable
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, overload
 
 from cachewise.errors import ConfigurationError, InvalidKeyError
 
@@ -41,9 +43,6 @@ they are encoded and again when bytes are decoded: decoding a nested tuple recur
 (about 40 KB of stack per level), so hostile bytes must be refused long before a thread's
 stack runs out. A cached value nested deeper than this is refused with ``CodecError``."""
 
-MAX_TTL: Final = 100 * 365.25 * 24 * 3600.0
-"""The longest TTL accepted (100 years): beyond it a clock, a timer or Redis's PX overflows."""
-
 
 def check_key(key: object) -> Key:
     """Return ``key`` if it is a supported cache key, else raise InvalidKeyError."""
@@ -76,29 +75,73 @@ def _unsupported(kind: type) -> InvalidKeyError:
     )
 
 
-def check_ttl(ttl: float | None, name: str = "ttl") -> float | None:
-    """Return a validated TTL in seconds (``None`` = no expiry).
+MAX_SECONDS: Final = threading.TIMEOUT_MAX
+"""The longest duration any option accepts: what a thread wait or a socket timeout can
+hold (about 292 years on Linux), and far inside Redis's millisecond expiry times."""
 
-    Refuses zero, negatives, NaN, infinity and anything beyond :data:`MAX_TTL`, so a
-    TTL no store can hold is refused before any state changes, not half-way through.
+
+@overload
+def check_seconds(value: object, name: str) -> float: ...
+@overload
+def check_seconds(value: object, name: str, *, optional: bool) -> float | None: ...
+def check_seconds(value: object, name: str, *, optional: bool = False) -> float | None:
+    """Return ``value`` as seconds, or raise ConfigurationError before anything changes.
+
+    Every option that takes seconds goes through here: a duration is a finite number
+    above zero and at most ``MAX_SECONDS`` (``inf`` would kill a flusher thread with
+    OverflowError, or be stored as "never" by one store and refused by another).
+    ``optional`` lets ``None`` through (no expiry, no limit).
     """
-    if ttl is None:
+    if value is None and optional:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of seconds or None, got {ttl!r}")
-    if not ttl > 0:
-        raise ConfigurationError(f"{name} must be > 0 seconds, got {ttl!r}")
-    if ttl > MAX_TTL:  # infinity too (NaN failed above); an int of any size compares
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        either = " or None" if optional else ""
+        raise ConfigurationError(f"{name} must be a number of seconds{either}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
+    if value > MAX_SECONDS:
+        shown = repr(value) if isinstance(value, float) or value.bit_length() < 256 else "10**n"
         raise ConfigurationError(
-            f"{name} must be at most {MAX_TTL:.0f} seconds (100 years), got {ttl!r}; "
-            "use None for no expiry"
+            f"{name} of {shown} seconds is more than a clock or Redis can hold "
+            f"(at most {MAX_SECONDS:.0f} seconds, about 292 years)"
         )
-    return float(ttl)
+    return float(value)
 
 
-def check_positive(value: float, name: str, *, integer: bool = False) -> None:
-    """Raise ConfigurationError unless ``value`` is a positive number (an int if asked)."""
+def backoff(initial: float, maximum: float, factor: float, attempt: int) -> float:
+    """``initial * factor ** (attempt - 1)`` capped at ``maximum``, for any ``attempt``.
+
+    The power is never computed past the cap: a float power overflows after about a
+    thousand doublings, which a retry loop reaches in a long enough outage.
+    """
+    delay = initial
+    if factor <= 1.0:
+        return min(delay, maximum)
+    for _ in range(max(0, attempt - 1)):
+        if delay >= maximum:
+            break
+        delay *= factor
+    return min(delay, maximum)
+
+
+def check_ttl(ttl: object, name: str = "ttl") -> float | None:
+    """Return a validated TTL in seconds (``None`` = no expiry)."""
+    return check_seconds(ttl, name, optional=True)
+
+
+def check_positive(value: object, name: str, *, integer: bool = False) -> None:
+    """Raise ConfigurationError unless ``value`` is a positive finite number (an int if asked).
+
+    For counts and factors; durations go through ``check_seconds``.
+    """
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not value > 0  # type: ignore[operator]
+    ):
         kind = "integer" if integer else "number"
         raise ConfigurationError(f"{name} must be a positive {kind}, got {value!r}")

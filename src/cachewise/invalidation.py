@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from sqlalchemy import inspect, text
 
-from cachewise._types import Key
+from cachewise._redact import redact
+from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import ClosedError, ConfigurationError, InvalidKeyError, StoreError
-from cachewise.pool import connect, direct_url, redact
+from cachewise.pool import connect, direct_url
 
 if TYPE_CHECKING:
     import redis
@@ -270,8 +271,13 @@ class RedisBus(_ListenerBus):
     ) -> None:
         import redis as redis_module  # noqa: PLC0415 - redis is an optional extra
 
+        check_seconds(ready_timeout, "ready_timeout")
         if not isinstance(channel, str) or not channel or "\n" in channel:
             raise ConfigurationError(f"channel must be a non-empty line of text, got {channel!r}")
+        if client is None:
+            from cachewise.stores.redis import check_redis_url  # noqa: PLC0415 - optional extra
+
+            check_redis_url(url)
         self.channel = channel
         self._url = redact(url) if client is None else "<shared client>"
         self._owns_client = client is None
@@ -411,6 +417,7 @@ class PostgresBus(_ListenerBus):
     ) -> None:
         import psycopg  # noqa: PLC0415 - psycopg is an optional extra
 
+        check_seconds(ready_timeout, "ready_timeout")
         if not isinstance(channel, str) or not _PG_IDENT.fullmatch(channel):
             raise ConfigurationError(
                 f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"
@@ -418,7 +425,7 @@ class PostgresBus(_ListenerBus):
         self.channel = channel
         direct = _pg_direct(url)
         self._conninfo = _pg_conninfo(direct)
-        self._url = direct.render_as_string(hide_password=True)
+        self._url = redact(direct)
         self._psycopg = psycopg
         self._listener: Any = None
         self._publisher: Any = None

@@ -22,12 +22,13 @@ none               cache only (cache-aside: the app writes the DB, invalidates)
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cachewise._types import check_positive, check_ttl
+from cachewise._types import backoff, check_positive, check_seconds, check_ttl
 from cachewise.errors import ConfigurationError
 
 FsyncMode = Literal["always", "everysec", "no"]
@@ -70,7 +71,7 @@ class ReadThrough:
     def __post_init__(self) -> None:
         check_ttl(self.ttl)
         if self.refresh_ahead is not None:
-            check_positive(self.refresh_ahead, "refresh_ahead")
+            check_seconds(self.refresh_ahead, "refresh_ahead")
         if self.early_recompute is not None:
             check_positive(self.early_recompute, "early_recompute")
 
@@ -111,16 +112,16 @@ class Retry:
     """Fraction of each delay drawn at random, so many processes do not retry in step."""
 
     def __post_init__(self) -> None:
-        check_positive(self.initial, "retry initial")
-        check_positive(self.maximum, "retry maximum")
-        if not self.multiplier >= 1.0:
+        check_seconds(self.initial, "retry initial")
+        check_seconds(self.maximum, "retry maximum")
+        if not 1.0 <= self.multiplier < math.inf:
             raise ConfigurationError(f"retry multiplier must be >= 1, got {self.multiplier!r}")
         if not 0.0 <= self.jitter <= 1.0:
             raise ConfigurationError(f"retry jitter must be in [0, 1], got {self.jitter!r}")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        base = backoff(self.initial, self.maximum, self.multiplier, attempt)
         draw = (rng or random).random()
         return base * (1.0 - self.jitter * draw)
 
@@ -153,11 +154,11 @@ class WriteBack:
     """How long ``flush()`` waits for a flush already under way before ``FlushError``."""
 
     def __post_init__(self) -> None:
-        check_positive(self.flush_interval, "flush_interval")
+        check_seconds(self.flush_interval, "flush_interval")
         check_positive(self.max_batch, "max_batch", integer=True)
         check_positive(self.max_dirty, "max_dirty", integer=True)
-        check_positive(self.block_timeout, "block_timeout")
-        check_positive(self.flush_timeout, "flush_timeout")
+        check_seconds(self.block_timeout, "block_timeout")
+        check_seconds(self.flush_timeout, "flush_timeout")
         if self.fsync not in _FSYNC_MODES:
             raise ConfigurationError(
                 f"unknown fsync mode {self.fsync!r}; choose one of {', '.join(_FSYNC_MODES)}"

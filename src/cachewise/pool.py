@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import select
 import threading
 import time
@@ -40,7 +39,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy
@@ -49,9 +48,10 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
-from cachewise._types import check_positive
+from cachewise._redact import leaks, redact, scrub, secrets, splits_at_first_at
+from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
-from cachewise.stats import Counter
+from cachewise.stats import Counter, PoolStats
 
 __all__ = [
     "PoolStats",
@@ -82,32 +82,6 @@ _OUR_QUERY_KEYS: Final = ("pgbouncer", "direct")
 # --------------------------------------------------------------------------- secrets
 
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/?#@]*):[^@/?#]*@")
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
-
-
-def redact(url: str | URL) -> str:
-    """The URL as text with any password replaced by ``***`` (safe for logs and errors)."""
-    if isinstance(url, URL):
-        return _PASSWORD_PARAM.sub(r"\1***", url.render_as_string(hide_password=True))
-    text = _USERINFO.sub(r"\g<scheme>\g<user>:***@", str(url))
-    return _PASSWORD_PARAM.sub(r"\1***", text)
-
-
-def _passwords(url: URL) -> list[str]:
-    found = [url.password] if url.password else []
-    for name, value in url.query.items():
-        if name.lower() == "password":
-            found.extend([value] if isinstance(value, str) else list(value))
-    return [p for p in found if p]
-
-
-def _clean(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -133,11 +107,19 @@ def _parse_url(url: str | URL) -> URL:
         return url
     if not isinstance(url, str):
         raise ConfigurationError(f"url must be a str or sqlalchemy.URL, got {type(url).__name__}")
+    if not splits_at_first_at(url):
+        # SQLAlchemy (like libpq) ends the password at its first "@": the rest of it
+        # would become the host or the database, and we would connect there.
+        raise ConfigurationError(
+            f"cannot read the database URL {redact(url)}: percent-encode '@' in the user "
+            "name and password (urllib.parse.quote(password, safe=''))"
+        )
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (exc.ArgumentError, ValueError):
         # SQLAlchemy's message repeats the whole URL, password included: drop the cause.
         raise ConfigurationError(f"not a database URL: {redact(url)!r}") from None
+    return parsed
 
 
 def _flag(value: str, name: str, url: URL) -> bool:
@@ -160,6 +142,23 @@ def _direct_from_option(url: URL, value: str) -> URL:
     if not sep or not host or not port.isdigit():
         raise ConfigurationError(f"URL option direct={value!r} must be HOST:PORT in {redact(url)}")
     return url.set(host=host, port=int(port))
+
+
+_DEFAULT_DRIVERS: Final = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+"""A URL without a driver gets the one our extras install (SQLAlchemy's defaults are
+psycopg2 and mysqlclient, which we do not depend on)."""
+
+_EXTRAS: Final = {"psycopg": "postgres", "pymysql": "mysql"}
+
+
+def _default_driver(url: URL) -> URL:
+    driver = _DEFAULT_DRIVERS.get(url.drivername)
+    return url if driver is None else url.set(drivername=driver)
 
 
 def _family(url: URL) -> str:
@@ -189,9 +188,8 @@ def plan(
         raise ConfigurationError(f"pool_size must be an integer >= 0, got {pool_size!r}")
     if isinstance(max_overflow, bool) or not isinstance(max_overflow, int) or max_overflow < 0:
         raise ConfigurationError(f"max_overflow must be an integer >= 0, got {max_overflow!r}")
-    check_positive(timeout, "timeout")
-    if recycle is not None:
-        check_positive(recycle, "recycle")
+    check_seconds(timeout, "timeout")
+    check_seconds(recycle, "recycle", optional=True)
     if (
         isinstance(lifetime_jitter, bool)
         or not isinstance(lifetime_jitter, (int, float))
@@ -207,8 +205,7 @@ def plan(
     parsed = parsed.difference_update_query(_OUR_QUERY_KEYS)
 
     family = _family(parsed)
-    if family == "postgresql" and parsed.drivername in {"postgresql", "postgres"}:
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    parsed = _default_driver(parsed)
     bouncer = bool(pgbouncer) if pgbouncer is not None else bool(url_bouncer)
     if (bouncer or direct_option or direct_url is not None) and family != "postgresql":
         raise ConfigurationError(
@@ -218,8 +215,7 @@ def plan(
     direct: URL | None = None
     if direct_url is not None:
         direct = _parse_url(direct_url).difference_update_query(_OUR_QUERY_KEYS)
-        if direct.drivername in {"postgresql", "postgres"}:
-            direct = direct.set(drivername="postgresql+psycopg")
+        direct = _default_driver(direct)
     elif direct_option:
         direct = _direct_from_option(parsed, direct_option)
 
@@ -240,33 +236,6 @@ def plan(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of one engine's connection pool.
-
-    ``waiting``, the acquire waits and ``timeouts`` are observed only on engines built
-    by ``connect()``; for other engines they are ``None``. Waits are in seconds and
-    include opening a connection when the pool had none idle; the p99 is over the most
-    recent acquires (a bounded window).
-    """
-
-    size: int
-    checked_out: int
-    overflow: int
-    waiting: int | None
-    acquires: int
-    acquire_wait_mean: float | None
-    acquire_wait_p99: float | None
-    timeouts: int | None
-    opened: int
-    invalidated: int
-    recycled: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """The numbers as a plain dict (for JSON, the CLI and metrics)."""
-        return asdict(self)
 
 
 class _Recorder:
@@ -569,18 +538,22 @@ def _install_sqlite_pragmas(engine: Engine, p: _Plan) -> None:
 
 
 def _install_connect_translation(engine: Engine, p: _Plan) -> None:
-    secrets = _passwords(p.url)
+    hidden = secrets(p.url)
     shown = redact(p.url)
 
     def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         try:
             return dialect.loaded_dbapi.connect(*cargs, **cparams)
-        except dialect.loaded_dbapi.Error as err:
-            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            message = f"cannot connect to {shown}: {_clean(text, secrets)}"
-            if any(secret in str(err) for secret in secrets):
-                raise SourceError(message) from None
-            raise SourceError(message) from err
+        except (dialect.loaded_dbapi.Error, OSError, ValueError) as err:
+            # Not only the driver's errors: PyMySQL, for one, raises UnicodeEncodeError
+            # (whose args hold the password) for a password outside latin-1.
+            failure = err
+        # Raised outside the handler, so a cause that names a secret is not even context.
+        text = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+        error = SourceError(
+            f"cannot connect to {shown}: {scrub(text or type(failure).__name__, hidden)}"
+        )
+        raise error from (None if leaks(failure, hidden) else failure)
 
     event.listen(engine, "do_connect", do_connect)
 
@@ -649,8 +622,15 @@ def connect(
         engine = sqlalchemy.create_engine(p.url, **kwargs)
     except exc.NoSuchModuleError:
         raise ConfigurationError(f"no SQLAlchemy dialect/driver for {redact(p.url)}") from None
+    except ImportError as err:
+        driver = p.url.get_driver_name()
+        extra = _EXTRAS.get(driver)
+        hint = f"pip install 'cachewise[{extra}]'" if extra else f"install {err.name or driver}"
+        raise ConfigurationError(
+            f"the {driver} driver for {redact(p.url)} is not installed: {hint}"
+        ) from None
     except (exc.ArgumentError, TypeError, ValueError) as err:
-        message = _clean(str(err), _passwords(p.url))
+        message = scrub(str(err), secrets(p.url))
         raise ConfigurationError(f"cannot build an engine for {redact(p.url)}: {message}") from None
 
     _install_connect_translation(engine, p)

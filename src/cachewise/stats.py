@@ -1,13 +1,40 @@
-"""Cache statistics: cheap counters on the hot path, an immutable snapshot for readers."""
+"""Statistics: cheap counters on the hot path, immutable snapshots (cache, pool) for readers.
+
+Pure data: ``cachewise.pool`` fills a ``PoolStats``; this module knows nothing of it.
+"""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cachewise.pool import PoolStats
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one engine's connection pool.
+
+    ``waiting``, the acquire waits and ``timeouts`` are observed only on engines built
+    by ``connect()``; for other engines they are ``None``. Waits are in seconds and
+    include opening a connection when the pool had none idle; the p99 is over the most
+    recent acquires (a bounded window).
+    """
+
+    size: int
+    checked_out: int
+    overflow: int
+    waiting: int | None
+    acquires: int
+    acquire_wait_mean: float | None
+    acquire_wait_p99: float | None
+    timeouts: int | None
+    opened: int
+    invalidated: int
+    recycled: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers as a plain dict (for JSON, the CLI and metrics)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -33,4 +33,4 @@ def test_pool_command_hides_the_password(
 
 def test_pool_command_refuses_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pool", "sqlite://", "--threads", "0"]) == 2
-    assert "at least 1" in capsys.readouterr().out
+    assert "at least 1" in capsys.readouterr().err

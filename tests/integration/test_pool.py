@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 import cachewise
-from cachewise import errors
+from cachewise import SQLSource, errors
 from cachewise._pgbouncer import free_port
+from cachewise.errors import ConfigurationError
 from cachewise.pool import (
     PoolStats,
     connect,
@@ -47,6 +48,37 @@ def test_public_names() -> None:
 def test_plain_postgresql_url_becomes_psycopg3() -> None:
     assert plan("postgresql://u@h:5432/d").url.drivername == "postgresql+psycopg"
     assert plan("postgresql+psycopg2://u@h/d").url.drivername == "postgresql+psycopg2"
+
+
+def test_plain_mysql_url_becomes_pymysql() -> None:
+    # The mysql extra installs PyMySQL; SQLAlchemy's default driver is mysqlclient.
+    assert plan("mysql://u@h:3306/d").url.drivername == "mysql+pymysql"
+    assert plan("mariadb://u@h/d").url.drivername == "mariadb+pymysql"
+    assert plan("mysql+mysqldb://u@h/d").url.drivername == "mysql+mysqldb"
+    assert plan("postgresql://u@h/d", direct_url="mysql://u@h/d").direct is not None
+
+
+def test_a_driver_that_is_not_installed_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"psycopg2 driver .* is not installed"):
+        connect("postgresql+psycopg2://u:s3cret@h/d")
+
+
+@pytest.mark.mysql
+def test_a_plain_mysql_url_connects_through_pymysql(mysql_url: str, unique_name: str) -> None:
+    url = mysql_url.replace("mysql+pymysql://", "mysql://", 1)
+    engine = connect(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {unique_name} (id INT PRIMARY KEY, v TEXT)")
+        source = SQLSource(url, table=unique_name)
+        source.save(1, {"id": 1, "v": "tea"})
+        assert source.load(1) == {"id": 1, "v": "tea"}
+        source.close()
+        assert engine.dialect.driver == "pymysql"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {unique_name}")
+        engine.dispose()
 
 
 def test_pgbouncer_options_are_consumed_not_passed_to_the_driver() -> None:

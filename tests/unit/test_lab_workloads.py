@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
+from cachewise.cli.lab import parse_params
 from cachewise.errors import ConfigurationError
 from cachewise.lab import html, schema
 from cachewise.lab.cases import CASES, STOCK
-from cachewise.lab.cli import parse_params
 from cachewise.lab.objective import decide
 from cachewise.lab.runner import CaseResult, KindResult
 from cachewise.lab.strategies import ALL, Strategy

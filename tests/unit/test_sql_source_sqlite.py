@@ -242,6 +242,17 @@ def test_unknown_table_with_an_owned_engine_is_a_configuration_error(sqlite_url:
         SQLSource(sqlite_url, "nope")
 
 
+def test_a_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "newfile.db"
+    with pytest.raises(ConfigurationError, match=r"no table 'products'.* does not exist"):
+        SQLSource(f"sqlite:///{path}", table="products")
+    engine = sa.create_engine(f"sqlite:///{path}")  # the caller's engine: same answer
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        SQLSource(engine)
+    engine.dispose()
+    assert not path.exists()
+
+
 def test_passwords_stay_out_of_errors_and_repr() -> None:
     url = "postgresql+psycopg://user:hunter2-secret@127.0.0.1:1/db"
     with pytest.raises(SourceError) as info:

@@ -53,6 +53,11 @@ def memory_store_lfu(request: pytest.FixtureRequest) -> StoreUnderTest:
     return StoreUnderTest(store, clock.advance)
 
 
+def memory_store_copying(request: pytest.FixtureRequest) -> StoreUnderTest:
+    clock = FakeClock()
+    return StoreUnderTest(MemoryStore(max_entries=1000, clock=clock, copy=True), clock.advance)
+
+
 def _redis_namespace(request: pytest.FixtureRequest) -> tuple[str, str]:
     """A Redis URL and a fresh namespace whose keys are all deleted after the test."""
     import redis
@@ -88,6 +93,7 @@ def tiered_store(request: pytest.FixtureRequest) -> StoreUnderTest:
 STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
     memory_store,
     memory_store_lfu,
+    memory_store_copying,
     redis_store,
     tiered_store,
 ]

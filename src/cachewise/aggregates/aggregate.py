@@ -22,7 +22,8 @@ from typing import Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cachewise._types import Key
+from cachewise._redact import redact
+from cachewise._types import Key, check_seconds
 from cachewise.aggregates import _sql
 from cachewise.aggregates._dialects import Builder, State, builder_for
 from cachewise.aggregates._runner import Runner
@@ -212,8 +213,7 @@ class Aggregate:
         name = _sql.check_name(name)
         keys = _sql.check_key_columns(key)
         schedule = check_schedule(refresh)
-        if check_interval is not None:
-            _sql_check_interval(check_interval)
+        check_seconds(check_interval, "check_interval", optional=True)
         if store is not None and not isinstance(store, Store):
             raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
         self._owns_store = store is None
@@ -310,7 +310,7 @@ class Aggregate:
         self._runner.start()
 
     def __repr__(self) -> str:
-        where = self._engine.url.render_as_string(hide_password=True)
+        where = redact(self._engine.url)
         return (
             f"Aggregate({self.name!r}, key={self.key_columns!r}, refresh={self.schedule!r}, "
             f"database={where!r}, generation={self._generation})"
@@ -509,11 +509,6 @@ class Aggregate:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _sql_check_interval(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigurationError(f"check_interval must be > 0 seconds or None, got {value!r}")
 
 
 def _first_line(exc: BaseException) -> str:

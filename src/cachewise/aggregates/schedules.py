@@ -8,7 +8,6 @@ an argument, so they are tested without sleeping.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Callable, Iterable
@@ -17,17 +16,10 @@ from datetime import datetime, timezone
 
 from croniter import CroniterBadCronError, croniter
 
+from cachewise._types import backoff, check_seconds
 from cachewise.errors import ConfigurationError
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-
-
-def _check_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigurationError(f"{name} must be a finite number of seconds, got {value!r}")
-    if not value > 0:
-        raise ConfigurationError(f"{name} must be > 0 seconds, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -37,7 +29,7 @@ class Every:
     seconds: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "seconds", _check_seconds(self.seconds, "Every(seconds)"))
+        object.__setattr__(self, "seconds", check_seconds(self.seconds, "Every(seconds)"))
 
     def next_after(self, now: float) -> float:
         """Return the wall-clock time (epoch seconds) of the refresh due after ``now``."""
@@ -107,8 +99,8 @@ class OnChange:
                 raise ConfigurationError(
                     f"OnChange table {name!r} is not a plain identifier (or schema.table)"
                 )
-        debounce = _check_seconds(debounce, "OnChange(debounce)")
-        limit = debounce * 10 if max_delay is None else _check_seconds(max_delay, "max_delay")
+        debounce = check_seconds(debounce, "OnChange(debounce)")
+        limit = debounce * 10 if max_delay is None else check_seconds(max_delay, "max_delay")
         if limit < debounce:
             raise ConfigurationError(
                 f"OnChange max_delay ({limit}) must not be shorter than debounce ({debounce})"
@@ -116,7 +108,7 @@ class OnChange:
         object.__setattr__(self, "tables", names)
         object.__setattr__(self, "debounce", debounce)
         object.__setattr__(self, "max_delay", max_delay)
-        object.__setattr__(self, "poll", _check_seconds(poll, "OnChange(poll)"))
+        object.__setattr__(self, "poll", check_seconds(poll, "OnChange(poll)"))
         object.__setattr__(self, "_max", limit)
 
     def debouncer(self) -> Debouncer:
@@ -191,8 +183,8 @@ class Backoff:
         factor: float = 2.0,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self.initial = _check_seconds(initial, "initial backoff")
-        self.maximum = _check_seconds(maximum, "maximum backoff")
+        self.initial = check_seconds(initial, "initial backoff")
+        self.maximum = check_seconds(maximum, "maximum backoff")
         self.factor = factor
         self._rng = rng
         self.failures = 0
@@ -200,7 +192,7 @@ class Backoff:
     def failed(self) -> float:
         """Record one more failure; return how long to wait before the next attempt."""
         self.failures += 1
-        ceiling = min(self.maximum, self.initial * self.factor ** (self.failures - 1))
+        ceiling = backoff(self.initial, self.maximum, self.factor, self.failures)
         # Jitter in [ceiling/2, ceiling]: processes retrying together spread out, and
         # the wait still grows with each failure.
         return ceiling * (0.5 + 0.5 * self._rng())

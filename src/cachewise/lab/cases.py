@@ -24,6 +24,16 @@ FEW_APP_CALLS = Criterion("app_calls", rel=0.02)
 FEW_CACHE_OPS = Criterion("cache_ops", rel=0.05)
 
 
+def fast(metric: str) -> Criterion:
+    """A latency criterion: within 2x of the best, or within 20 µs of it.
+
+    On a shared machine a p50 of 1 µs and one of 2.5 µs swap places from run to run;
+    a difference that small never decides a strategy (one database round trip is
+    ~100 µs), so it is a tie that the next criterion decides.
+    """
+    return Criterion(metric, rel=1.0, abs=20.0)
+
+
 # -- 1. banking ---------------------------------------------------------------------------
 
 
@@ -102,7 +112,7 @@ BANKING = Case(
                     Criterion("source_reads", rel=0.05),
                     FEW_CACHE_OPS,
                     FEW_APP_CALLS,
-                    Criterion("write_p50_us", rel=1.0),
+                    fast("write_p50_us"),
                 ),
                 "no lost and no stale transactions first; then keep the cache for data that "
                 "is read (fewest source reads, fewest cache writes); then simple, fast writes",
@@ -121,7 +131,7 @@ BANKING = Case(
                     Criterion("source_writes", rel=0.1),
                     Criterion("source_reads", rel=0.1),
                     FEW_APP_CALLS,
-                    Criterion("read_p50_us", rel=1.0),
+                    fast("read_p50_us"),
                 ),
                 "a balance never wrong and no transaction lost; then the least work for "
                 "the database for a value read two or three times a day (writes first: "
@@ -191,8 +201,8 @@ STOCK = Case(
                     NO_LOSS,
                     NO_STALE,
                     Criterion("source_reads", rel=0.1),
-                    Criterion("write_p50_us", rel=1.0),
-                    Criterion("read_p50_us", rel=1.0),
+                    fast("write_p50_us"),
+                    fast("read_p50_us"),
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,
                 ),
@@ -254,7 +264,7 @@ CMS_SHARED = Case(
                     NO_STALE,
                     NO_LOSS,
                     Criterion("source_reads", rel=0.05),
-                    Criterion("read_p99_us", rel=1.0),
+                    fast("read_p99_us"),
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,
                 ),
@@ -335,7 +345,7 @@ CMS_SUBSITE = Case(
                     NO_LOSS,
                     Criterion("source_reads", rel=0.05),
                     Criterion("evictions", rel=0.1, abs=5),
-                    Criterion("read_p50_us", rel=1.0),
+                    fast("read_p50_us"),
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,
                 ),
@@ -407,7 +417,7 @@ EHR = Case(
                 (
                     NO_STALE,
                     NO_LOSS,
-                    Criterion("read_p50_us", rel=1.0),
+                    fast("read_p50_us"),
                     Criterion("source_reads", rel=0.1),
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,
@@ -472,10 +482,10 @@ PAGE_VIEWS = Case(
             objective=Objective(
                 (
                     Criterion("source_writes", rel=0.2),
-                    Criterion("write_p50_us", rel=1.0),
+                    fast("write_p50_us"),
                     NO_STALE,
                     Criterion("source_reads", rel=0.1),
-                    Criterion("read_p50_us", rel=1.0),
+                    fast("read_p50_us"),
                     NO_LOSS,
                     FEW_APP_CALLS,
                     FEW_CACHE_OPS,

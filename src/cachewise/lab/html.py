@@ -1,11 +1,19 @@
-"""A self-contained HTML report: one inline-SVG chart per case, no scripts, no network."""
+"""A self-contained HTML report: one inline-SVG chart per case, no scripts, no network.
+
+It opens with the run (seed, database, store, date) and the Summary; each data kind
+then has its chart and its table with every measured column, units in the headers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
+from typing import Any
 
+from cachewise.lab.columns import COLUMNS, for_objective
 from cachewise.lab.runner import CaseResult, KindResult
 
+_BY_METRIC = {c.metric: c for c in COLUMNS}
 _CHART_METRICS: tuple[tuple[str, str], ...] = (
     ("source_reads", "source reads"),
     ("source_writes", "source writes"),
@@ -26,15 +34,12 @@ h1{margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 td,th{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
 td:first-child,th:first-child{text-align:left}tr.win{background:#e6f4ea}
+table.summary td,table.summary th{text-align:left}
 """
 
 
 def _fmt(metric: str, value: float) -> str:
-    if metric == "hit_ratio":
-        return f"{value:.0%}"
-    if metric.endswith("_us"):
-        return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
-    return f"{int(value):,}"
+    return _BY_METRIC[metric].cell(value)
 
 
 def chart(kr: KindResult) -> str:
@@ -70,17 +75,49 @@ def chart(kr: KindResult) -> str:
 
 
 def _table(kr: KindResult) -> str:
-    heads = ["strategy", "hit", "src reads", "src writes", "read p50", "read p99"]
-    heads += ["write p50", "write p99", "stale", "lost", "why not"]
-    metrics: tuple[str, ...] = ("hit_ratio", "source_reads", "source_writes", "read_p50_us")
-    metrics += ("read_p99_us", "write_p50_us", "write_p99_us", "stale_reads", "lost_writes")
-    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in heads) + "</tr>"]
+    """Every strategy's measurements, the columns the objective decides by first."""
+    columns = for_objective(kr.kind.objective)
+    heads = ["strategy", *(f"{c.header} ({c.unit})" if c.unit else c.header for c in columns)]
+    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in [*heads, "why not"]) + "</tr>"]
     for s in kr.decision.ranking:
         cls = ' class="win"' if s == kr.decision.winner else ""
-        cells = "".join(f"<td>{_fmt(m, float(kr.results[s].get(m, 0)))}</td>" for m in metrics)
+        metrics = kr.results[s]
+        cells = "".join(f"<td>{c.cell(float(metrics.get(c.metric, 0)))}</td>" for c in columns)
         why = escape(kr.decision.reasons.get(s, ""))
         rows.append(f"<tr{cls}><td>{escape(s)}</td>{cells}<td>{why}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _summary(cases: list[CaseResult]) -> str:
+    """The Summary table: one row per case and kind, as the terminal report ends."""
+    heads = ["case", "data", "recommended (measured)", "workshop", "", "runner-up costs"]
+    rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in heads) + "</tr>"]
+    for case in cases:
+        for kr in case.kinds:
+            d = kr.decision
+            agree = kr.kind.workshop == d.winner
+            verdict = '<span class="ok">✓</span>' if agree else '<span class="bad">✗</span>'
+            runner = f"{d.runner_up}: {kr.cost}" if d.runner_up else ""
+            rows.append(
+                f"<tr><td>{escape(case.name)}</td>"
+                f"<td>{escape(kr.kind.name)}</td><td><b>{escape(d.winner)}</b></td>"
+                f"<td>{escape(kr.kind.workshop)}</td><td>{verdict}</td>"
+                f"<td>{escape(runner)}</td></tr>"
+            )
+    return '<table class="summary">' + "".join(rows) + "</table>"
+
+
+def _run_line(meta: Mapping[str, Any]) -> str:
+    """Seed, mode, database, store and date of the run, as the JSON report has them."""
+    shown = [
+        ("seed", meta.get("seed")),
+        ("mode", None if "quick" not in meta else "quick" if meta["quick"] else "full"),
+        ("database", meta.get("database")),
+        ("store", meta.get("store")),
+        ("date", meta.get("date")),
+    ]
+    parts = [f"<b>{name}:</b> {escape(str(value))}" for name, value in shown if value is not None]
+    return f'<p class="run">{" · ".join(parts)}</p>' if parts else ""
 
 
 def _kind(kr: KindResult) -> str:
@@ -111,22 +148,30 @@ def _kind(kr: KindResult) -> str:
     return "\n".join(out)
 
 
-def render(cases: list[CaseResult], title: str = "cachewise lab") -> str:
-    """The whole report as one HTML document (inline CSS and SVG only)."""
-    body = [f"<h1>{escape(title)}</h1>"]
+def render(
+    cases: list[CaseResult], meta: Mapping[str, Any] | None = None, title: str = "cachewise lab"
+) -> str:
+    """The whole report as one HTML document (inline CSS and SVG only).
+
+    ``meta`` is the run's description (seed, quick, database, store, date), as the
+    JSON report carries it; the database URL in it is already redacted.
+    """
+    body = [f"<h1>{escape(title)}</h1>", _run_line(meta or {})]
     body.append(
         '<p class="dim">Every candidate strategy run on the same seeded workload against '
         "a real database; the recommendation is computed from the measurements and the "
         "case's objective.</p>"
     )
+    body.append("<h2>Summary</h2>")
+    body.append(_summary(cases))
     for case in cases:
-        body.append(f"<h2>{escape(case.name)}: {escape(case.title)}</h2>")
+        body.append(f'<h2 id="{escape(case.name)}">{escape(case.name)}: {escape(case.title)}</h2>')
         body.append(f'<p class="dim">{escape(case.story)}</p>')
         body.extend(_kind(kr) for kr in case.kinds)
         body.extend(f'<p class="dim">note: {escape(n)}</p>' for n in case.notes)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
-        + "\n".join(body)
+        + "\n".join(part for part in body if part)
         + "</body></html>\n"
     )

@@ -67,7 +67,8 @@ class Criterion:
         if self.rel:
             tol.append(f"±{self.rel:.0%}")
         if self.abs:
-            tol.append(f"±{self.abs:g}")
+            unit = " µs" if self.metric.endswith("_us") else ""
+            tol.append(f"±{self.abs:g}{unit}")
         spec = ", ".join([self.goal, *tol])
         return f"{LABELS[self.metric]} ({spec})"
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cachewise._pgbouncer import PgBouncer
+from cachewise._redact import redact
 from cachewise.errors import ConfigurationError
 from cachewise.lab.assemble import Environment
 from cachewise.lab.database import create_tables, drop_tables, table_names
@@ -178,7 +179,7 @@ def run_pooling(
         title=POOLING.title,
         story=POOLING.story,
         workshop_says=POOLING.workshop_says,
-        params=params,
+        params={**params, "pgbouncer": redact(params["pgbouncer"])},  # reports show params
         kinds=kinds,
         notes=notes,
         seconds=time.perf_counter() - started,

@@ -16,6 +16,7 @@ lets an old batch overwrite a newer row.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -24,6 +25,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from cachewise._redact import leaks, redact, scrub, secrets
 from cachewise._types import MISSING, Key, check_key, check_positive
 from cachewise.errors import (
     CachewiseError,
@@ -90,10 +92,11 @@ class SQLSource:
                 f"{type(engine_or_url).__name__}"
             )
         self._closed = False
-        self._where = f"table {table!r} at {self._engine.url.render_as_string(hide_password=True)}"
+        self._where = f"table {table!r} at {redact(self._engine.url)}"
         self.chunk_size: int = chunk_size
         try:
             _check_dialect(self._engine.dialect)
+            _check_sqlite_file(self._engine.url, table)
             self._table = self._reflect(table, schema)
             self._target = self._check_columns(key_columns, version)
         except BaseException:
@@ -365,12 +368,28 @@ class SQLSource:
     def _fail(self, operation: str, exc: Exception) -> NoReturn:
         cause = getattr(exc, "orig", None) or exc
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        password = self._engine.url.password
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise SourceError(
-            f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: {reason}"
-        ) from exc
+        hidden = secrets(self._engine.url)
+        error = SourceError(
+            f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: "
+            f"{scrub(reason, hidden)}"
+        )
+        raise error from (None if leaks(exc, hidden) else exc)
+
+
+def _check_sqlite_file(url: sa.URL, table: str) -> None:
+    """Refuse a SQLite file that does not exist before connecting, which would create it.
+
+    A source reads an existing table: a new empty file can only be a typo or the wrong
+    working directory, and leaving it behind hides the mistake on the next run.
+    """
+    if url.get_backend_name() != "sqlite" or url.query.get("uri"):
+        return  # file: URIs carry their own mode; leave them to SQLite
+    path = url.database
+    if path and path != ":memory:" and not os.path.exists(path):
+        raise ConfigurationError(
+            f"SQLSource: no table {table!r}: the SQLite database {path!r} does not exist "
+            f"(in {os.getcwd()!r})"
+        )
 
 
 def _check_dialect(dialect: sa.Dialect) -> None:

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from copy import deepcopy
 from typing import Any
 
 from cachewise._types import MISSING, Clock, Key, check_positive, check_ttl
@@ -26,7 +27,13 @@ _Entry = tuple[Any, "float | None"]
 
 
 class MemoryStore:
-    """A bounded in-process store: ``max_entries`` entries at most, evicted by policy."""
+    """A bounded in-process store: ``max_entries`` entries at most, evicted by policy.
+
+    Values are kept by reference, as a dict keeps them: mutating an object after
+    ``set()`` or after ``get()`` changes the cached entry. ``copy=True`` stores a deep
+    copy and returns one on every read (what a ``RedisStore`` does by encoding), at
+    the cost of a copy per read and write.
+    """
 
     def __init__(
         self,
@@ -37,8 +44,11 @@ class MemoryStore:
         ttl_jitter: float = 0.0,
         clock: Clock = time.monotonic,
         rng: Callable[[], float] = random.random,
+        copy: bool = False,
     ) -> None:
         check_positive(max_entries, "max_entries", integer=True)
+        if not isinstance(copy, bool):
+            raise ConfigurationError(f"copy must be True or False, got {copy!r}")
         self._ttl = check_ttl(ttl)
         if (
             isinstance(ttl_jitter, bool)
@@ -59,11 +69,18 @@ class MemoryStore:
         self._listeners: list[EvictionListener] = []
         self._evictions = 0
         self._expirations = 0
+        self.copies = copy
+        """Whether values are copied in and out (``copy=True``)."""
+        if copy:
+            # Swapped in per instance: the default store's methods carry no copy branch.
+            self.get = self._copying_get  # type: ignore[method-assign]
+            self.set = self._copying_set  # type: ignore[method-assign]
+            self.set_many = self._copying_set_many  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return (
             f"MemoryStore(max_entries={self._max}, eviction={self._policy_name!r}, "
-            f"ttl={self._ttl}, entries={len(self._data)})"
+            f"ttl={self._ttl}, entries={len(self._data)}{', copy=True' if self.copies else ''})"
         )
 
     @property
@@ -106,8 +123,8 @@ class MemoryStore:
         ``expires_at`` against ``clock()``, calls ``touch(key)`` and returns the value;
         anything else (absent, expired) goes through :meth:`get`.
         """
-        if not self._atomic_hits:
-            return None
+        if not self._atomic_hits or self.copies:
+            return None  # a copying store's hit is a copy: always through get()
         return HitPath(self._data.get, self._clock, self._on_hit)
 
     def get(self, key: Key) -> Any:
@@ -129,6 +146,10 @@ class MemoryStore:
                 if self._data.get(key) is entry:
                     self._on_hit(key)
         return entry[0]
+
+    def _copying_get(self, key: Key) -> Any:
+        value = MemoryStore.get(self, key)
+        return value if value is MISSING else deepcopy(value)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the live values among ``keys``."""
@@ -173,6 +194,12 @@ class MemoryStore:
                 evicted.extend(self._put(key, (value, expires_at)))
         if evicted:
             self._notify(evicted)
+
+    def _copying_set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        MemoryStore.set(self, key, deepcopy(value), ttl)
+
+    def _copying_set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        MemoryStore.set_many(self, {k: deepcopy(v) for k, v in items.items()}, ttl)
 
     def _put(self, key: Key, entry: _Entry) -> list[Key]:
         data = self._data

@@ -39,15 +39,14 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.exceptions import NoScriptError, RedisError
 
-from cachewise._types import MISSING, Key, check_positive, check_ttl
+from cachewise._redact import leaks, parses, redact, secrets
+from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
-from cachewise.pool import redact
 from cachewise.stats import Counter
 from cachewise.stores import _redis_epoch as _epoch
 from cachewise.stores import _redis_scripts as scripts
@@ -56,6 +55,7 @@ from cachewise.stores.base import LoadTicket, PreparedWrite
 
 logger = logging.getLogger("cachewise")
 
+_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _NAMESPACE: Final = re.compile(r"[!-z|~]+")  # printable ASCII, no space, no { }
 _GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
 _WARN_EVERY: Final = 10.0  # seconds between fail-open warnings
@@ -89,15 +89,18 @@ class _Encoded:
     held: list[bytes] | None = None
 
 
-def _passwords(url: str) -> list[str]:
-    """Every secret a Redis URL carries (userinfo password, ``?password=``)."""
-    try:
-        parts = urlsplit(url)
-        found = [parts.password] if parts.password else []
-        found += parse_qs(parts.query).get("password", [])
-    except ValueError:
-        return [url]  # unparsable: treat the whole URL as secret
-    return [p for p in found if p]
+def check_redis_url(url: object) -> None:
+    """Raise ConfigurationError unless ``url`` is a Redis URL redis-py reads as written."""
+    if not isinstance(url, str) or not url.startswith(_SCHEMES):
+        shown = redact(url) if isinstance(url, str) else repr(url)
+        raise ConfigurationError(f"url must be redis://, rediss:// or unix://, got {shown}")
+    if not parses(url):
+        # redis-py's parser would end the password at the "/", "?" or "#" and connect
+        # somewhere else with part of it as the host or path.
+        raise ConfigurationError(
+            f"cannot read the Redis url {redact(url)}: percent-encode '@', '/', '?' and '#' "
+            "in the user name and password (urllib.parse.quote(password, safe=''))"
+        )
 
 
 def _px(ttl: float | None) -> int:
@@ -136,18 +139,15 @@ class RedisStore:
                 f"namespace must be printable ASCII without spaces or braces, got {namespace!r}"
             )
         self._ttl = check_ttl(ttl)
-        check_positive(lease_ttl, "lease_ttl")
-        check_positive(timeout, "timeout")
-        check_ttl(write_hold, "write_hold")
-        if lease_wait is not None:
-            check_positive(lease_wait, "lease_wait")
+        check_seconds(lease_ttl, "lease_ttl")
+        check_seconds(timeout, "timeout")
+        check_seconds(lease_wait, "lease_wait", optional=True)
+        check_seconds(write_hold, "write_hold")
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            shown = redact(url) if isinstance(url, str) else repr(url)
-            raise ConfigurationError(f"url must be redis://, rediss:// or unix://, got {shown}")
+        check_redis_url(url)
         self._url = redact(url)
-        self._secrets = _passwords(url)
+        self._secrets = secrets(url)
         self.namespace = namespace
         self.codec: Codec = codec if codec is not None else default_codec()
         self.fail_open = bool(fail_open)
@@ -234,14 +234,7 @@ class RedisStore:
         return StoreError(text)
 
     def _leaks(self, exc: BaseException | None) -> bool:
-        seen = 0
-        while exc is not None and seen < 20:
-            text = f"{exc} {exc.args!r}"
-            if any(secret in text for secret in self._secrets):
-                return True
-            exc = exc.__cause__ or exc.__context__
-            seen += 1
-        return False
+        return leaks(exc, self._secrets)
 
     def _translate(self, op: str, exc: RedisError) -> StoreError:
         error = self._error(f"Redis {op} failed at {self._url}", exc)

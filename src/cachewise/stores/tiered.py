@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachewise._types import MISSING, Key
+from cachewise._types import MISSING, Key, check_seconds
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
 from cachewise.stores.base import Claim, HitPath, LoadTicket, PreparedWrite
@@ -59,6 +59,7 @@ class TieredStore:
         *,
         ready_timeout: float = 5.0,
     ) -> None:
+        check_seconds(ready_timeout, "ready_timeout")
         if not isinstance(l1, MemoryStore):
             raise ConfigurationError(f"l1 must be a MemoryStore, got {type(l1).__name__}")
         if not isinstance(l2, RedisStore):

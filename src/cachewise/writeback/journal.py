@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from cachewise._types import Key, check_positive
+from cachewise._types import Key, check_positive, check_seconds
 from cachewise.codecs import Codec, default_codec
 from cachewise.errors import (
     ClosedError,
@@ -225,7 +225,7 @@ class FileJournal:
         if fsync not in ("always", "everysec", "no"):
             raise ConfigurationError(f"unknown fsync mode {fsync!r}")
         check_positive(segment_bytes, "segment_bytes", integer=True)
-        check_positive(sync_interval, "sync_interval")
+        check_seconds(sync_interval, "sync_interval")
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigurationError(f"journal path must be a path, got {path!r}")
         self.path = Path(path)
@@ -749,7 +749,13 @@ def inspect_journal(path: str | os.PathLike[str], codec: Codec | None = None) ->
     """Read a journal directory without changing it: records, flushed sequence, damage."""
     directory = Path(path)
     if not directory.is_dir():
-        raise ConfigurationError(f"{directory} is not a journal directory")
+        raise ConfigurationError(f"{directory} is not a journal: not a directory")
+    marks = (directory / _LOCK).exists() or (directory / _META).exists()
+    if not marks and not _segment_paths(directory):
+        # An opened journal always has its lock file; a crash may leave segments alone.
+        raise ConfigurationError(
+            f"{directory} is not a journal: no {_LOCK}, {_META} or NNN{_SUFFIX} file in it"
+        )
     codec = codec or default_codec()
     try:
         flushed = _read_meta(directory)

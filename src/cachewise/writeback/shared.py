@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from cachewise._types import Key, check_positive
+from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import (
     CacheFullError,
@@ -289,8 +289,8 @@ class SharedFlusher:
             )
         claim_ttl = policy.flush_timeout if claim_ttl is None else claim_ttl
         orphan_grace = policy.flush_timeout if orphan_grace is None else orphan_grace
-        check_positive(claim_ttl, "claim_ttl")
-        check_positive(orphan_grace, "orphan_grace")
+        check_seconds(claim_ttl, "claim_ttl")
+        check_seconds(orphan_grace, "orphan_grace")
         self.policy = policy
         self._source = source
         self._store = store

@@ -1,17 +1,18 @@
-"""The ``cachewise`` command: the lab, journal inspection, aggregate refresh, stats."""
+"""The ``cachewise`` command: one module per subcommand (lab, journal, aggregate, pool)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
+from cachewise import __version__
+
 COMMANDS: tuple[str, ...] = (
-    "cachewise._cli_aggregate",
-    "cachewise._cli_journal",
-    "cachewise._cli_pool",
-    "cachewise.lab.cli",
+    "cachewise.cli.aggregate",
+    "cachewise.cli.journal",
+    "cachewise.cli.pool",
+    "cachewise.cli.lab",
 )
 """Modules that each add subcommands with ``register(subparsers)``; one job per module."""
 
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cachewise",
         description="Application-level caching in front of a SQL database: lab and tools.",
+        epilog="Run 'cachewise COMMAND --help' for a command's options.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"cachewise {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS:
@@ -34,7 +39,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

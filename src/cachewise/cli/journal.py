@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from cachewise.errors import ConfigurationError
@@ -15,7 +16,11 @@ EXIT_USAGE = 2
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``journal`` command and its ``inspect`` subcommand."""
-    journal = subparsers.add_parser("journal", help="write-back journal tools")
+    journal = subparsers.add_parser(
+        "journal",
+        help="write-back journal tools",
+        description="Tools for the local journal of WriteBack(journal=PATH).",
+    )
     actions = journal.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
     inspect = actions.add_parser(
         "inspect",
@@ -46,7 +51,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     try:
         report = inspect_journal(args.path)
     except ConfigurationError as exc:
-        print(f"error: {exc}")
+        print(f"cachewise journal: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.summary:
         _print_records(report, unflushed_only=args.unflushed)

@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Any
 
+from cachewise._redact import redact
 from cachewise.aggregates import Aggregate
 from cachewise.errors import CachewiseError, ConfigurationError
-from cachewise.pool import redact
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,7 +28,12 @@ _ENV = "CACHEWISE_DATABASE_URL"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``aggregate`` command and its ``refresh`` and ``status`` subcommands."""
     aggregate = subparsers.add_parser(
-        "aggregate", help="materialized views and summary tables (the custom aggregation level)"
+        "aggregate",
+        help="materialized views and summary tables (the custom aggregation level)",
+        description=(
+            "Refresh or inspect an aggregate (a materialized view or summary table) by name, "
+            "for example from cron."
+        ),
     )
     actions = aggregate.add_subparsers(dest="aggregate_command", required=True, metavar="ACTION")
     refresh = actions.add_parser(
@@ -44,11 +49,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _common(refresh)
     source = refresh.add_mutually_exclusive_group()
-    source.add_argument("--query", help="the aggregate's SQL query (defines it if absent)")
-    source.add_argument("--query-file", help="read the SQL query from this file")
+    source.add_argument(
+        "--query", metavar="SQL", help="the aggregate's SQL query (defines it if absent)"
+    )
+    source.add_argument("--query-file", metavar="FILE", help="read the SQL query from this file")
     refresh.add_argument(
         "--key",
         action="append",
+        metavar="COLUMN",
         help="key column of the result (repeat, or comma-separate, for a composite key)",
     )
     refresh.set_defaults(run=run_refresh)
@@ -56,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = actions.add_parser(
         "status",
         help="when an aggregate was last refreshed, how long it took, the last error",
+        description=(
+            "Print the aggregate NAME's refresh state: generation, when it was last "
+            "refreshed, how long that took and the last error. Exit status: 0 printed, "
+            "1 the database failed, 2 bad arguments or no such aggregate."
+        ),
     )
     _common(status)
     status.set_defaults(run=run_status)
@@ -66,6 +79,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
         default=os.environ.get(_ENV),
+        metavar="URL",
         help=f"database URL (default: ${_ENV})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -119,16 +133,25 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         print(f"{field}: {value}")
 
 
-def run_refresh(args: argparse.Namespace) -> int:
-    """Refresh the named aggregate; return the exit status."""
+def _opened(args: argparse.Namespace, *, define: bool) -> Aggregate | int:
+    """The aggregate (defined by --query/--key when ``define``), or the exit status."""
     try:
-        agg = _open(args, _query(args), _keys(args.key))
+        if define:
+            return _open(args, _query(args), _keys(args.key))
+        return _open(args, None, ())
     except ConfigurationError as exc:
         print(f"cachewise: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except CachewiseError as exc:
         print(f"cachewise: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def run_refresh(args: argparse.Namespace) -> int:
+    """Refresh the named aggregate; return the exit status."""
+    agg = _opened(args, define=True)
+    if isinstance(agg, int):
+        return agg
     with agg:
         try:
             if not agg.created:  # a just-created aggregate is fresh already
@@ -142,14 +165,9 @@ def run_refresh(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the named aggregate's refresh state; return the exit status."""
-    try:
-        agg = _open(args, None, ())
-    except ConfigurationError as exc:
-        print(f"cachewise: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CachewiseError as exc:
-        print(f"cachewise: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    agg = _opened(args, define=False)
+    if isinstance(agg, int):
+        return agg
     with agg:
         _print(_report(agg), args.json)
     return EXIT_OK
