@@ -161,3 +161,30 @@ def test_a_lapsed_claim_taken_by_another_process_refuses_further_writes(
             cache.delete("a")
     finally:
         cache.close()
+
+
+def test_caches_of_one_process_share_its_claim_until_the_last_closes(
+    redis_url: str, namespace: str
+) -> None:
+    """The claim arbitrates between processes: one process may run a cache per table."""
+    first = _cache(redis_url, namespace)
+    second = _cache(redis_url, namespace)  # same process: shares the claim
+    refused = subprocess.run(
+        [sys.executable, "-c", HOLDER, redis_url, namespace, ""],
+        cwd=ROOT,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "ConfigurationError" in refused.stderr  # another process still may not
+    first.close()
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        owner = f"{namespace}:{{~writeback}}:owner"
+        assert raw.exists(owner) == 1  # the second cache still holds it
+        second.close()
+        assert raw.exists(owner) == 0  # the last one released it
+    finally:
+        raw.close()

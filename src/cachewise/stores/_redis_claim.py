@@ -10,9 +10,12 @@ a solo one. Layout (one hash tag, one slot)::
     ns:{~writeback}:owner     the solo holder's token, PX ttl
     ns:{~writeback}:members   shared holders: a sorted set, token -> expiry (ms)
 
-A token is ``host:pid:random``. A background thread renews the claim every third of its
-TTL; a holder that dies stops renewing and its claim lapses after the TTL, or at once
-when its successor runs on the same host and sees the holder's pid is gone.
+A token is ``host:pid:random``, one per process: the claim arbitrates between
+processes, so several caches of one process (a table each, say) share it, and the
+Redis key is released when the last of them releases it. A background thread renews
+the claim every third of its TTL; a holder that dies stops renewing and its claim
+lapses after the TTL, or at once when its successor runs on the same host and sees
+the holder's pid is gone.
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ return 1
 
 _HOST: Final = socket.gethostname()
 
+_tokens: dict[int, str] = {}
+"""The claim token of each process id (a forked child is another process)."""
+_holders: dict[tuple[int, str, str, str], int] = {}
+"""Claims held, by (pid, namespace, what, mode): how many caches of the process hold each."""
+_holders_lock = threading.Lock()
+
+
+def _token() -> str:
+    """The claim token of the calling process, made on first use."""
+    pid = os.getpid()
+    with _holders_lock:
+        return _tokens.setdefault(pid, f"{_HOST}:{pid}:{os.urandom(6).hex()}")
+
 
 def _dead_here(holder: str) -> bool:
     """Whether ``holder``'s token names a process on this host that no longer exists."""
@@ -86,12 +102,15 @@ class RedisClaim:
         self.what = what
         self.solo = solo
         self.ttl = ttl
-        self.token = f"{_HOST}:{os.getpid()}:{os.urandom(6).hex()}"
+        self.token = _token()
         self.lost = False
+        self._held = (os.getpid(), namespace, what, "solo" if solo else "shared")
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._stop = threading.Event()
         self._take()
+        with _holders_lock:
+            _holders[self._held] = _holders.get(self._held, 0) + 1
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"cachewise-claim-{namespace}", daemon=True
         )
@@ -154,6 +173,14 @@ class RedisClaim:
             return
         self._stop.set()
         self._thread.join(timeout=5.0)
+        with _holders_lock:
+            left = _holders.get(self._held, 1) - 1
+            if left:
+                _holders[self._held] = left
+            else:
+                _holders.pop(self._held, None)
+        if left:  # another cache of this process still holds it
+            return
         try:
             self._release(keys=self._keys, args=[self.token])
         except RedisError:
