@@ -569,7 +569,7 @@ class Cache:
         # stays dropped: a crash must not leave Redis serving a write the source will
         # never get. Reads of a dirty key are answered from the dirty set meanwhile.
         values = {k: MISSING if v is TOMBSTONE else v for k, v in items.items()}
-        held = guard.begin_write(guard.prepare_write(values, ttl))
+        held = self._hold(guard, guard.prepare_write(values, ttl), items)
         try:
             accepted = flusher.accept(items)
         except BaseException:
@@ -583,6 +583,16 @@ class Cache:
                 _shown(items),
                 exc_info=True,
             )
+
+    def _hold(self, guard: WriteGuarded, prepared: PreparedWrite, keys: Any) -> PreparedWrite:
+        """``begin_write``; if the store cannot, say that nothing was written."""
+        try:
+            return guard.begin_write(prepared)
+        except StoreError as exc:
+            raise StoreError(
+                f"{self.name}: could not drop and hold the cached copy of {_shown(keys)} "
+                f"before writing, so nothing was written ({exc})"
+            ) from exc
 
     def _release_quietly(self, guard: WriteGuarded, held: PreparedWrite, keys: Any) -> None:
         try:
@@ -621,7 +631,7 @@ class Cache:
                 self._drop_after_source(list(items))
             return
         prepared = guard.prepare_write(items if keep else dict.fromkeys(items, MISSING), ttl)
-        held = guard.begin_write(prepared)
+        held = self._hold(guard, prepared, items)
         try:
             save()
         except BaseException:
