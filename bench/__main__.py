@@ -25,6 +25,7 @@ BENCHMARKS = {
     "shared-writeback": "bench.shared_writeback",
     "aggregates": "bench.aggregates",
     "copying": "bench.copying",
+    "aio": "bench.aio",
 }
 RESULTS = Path(__file__).parent / "results"
 

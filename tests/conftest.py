@@ -136,3 +136,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"\nCI=true but {len(_skipped_server_tests)} Redis/PostgreSQL tests skipped:\n  {shown}"
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio: cachewise.aio is for asyncio."""
+    return "asyncio"

@@ -18,49 +18,39 @@ key is refused on every path, the C hit path included.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import logging
-import math
 import os
-import random
 import threading
-import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
-from cachewise._types import MISSING, Key, check_key, check_ttl
-from cachewise.errors import ClosedError, ConfigurationError, StoreError
-from cachewise.policies import (
-    CacheAside,
-    ReadPolicy,
-    ReadThrough,
-    WriteAround,
-    WriteBack,
-    WritePolicy,
-    WriteThrough,
-)
+from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
+from cachewise._flow import Call, run
+from cachewise._logic import STRIPES, CacheLogic, Loader, compose
+from cachewise._types import MISSING, Key
+from cachewise.errors import BlockingCallWarning, ConfigurationError
+from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.pool import PoolStats, pool_stats
-from cachewise.sources.base import KeyChecked, Source
-from cachewise.stats import Counter, Stats
+from cachewise.sources.base import Source
+from cachewise.sources.mapping import MappingSource
 from cachewise.stores.base import (
-    BatchLoadGuarded,
     Claim,
     Claimable,
     EvictionAware,
     HitPath,
     Inlinable,
-    LoadGuarded,
-    LoadTicket,
-    PreparedWrite,
     Store,
     TTLAware,
-    WriteGuarded,
 )
-from cachewise.writeback.dirty import TOMBSTONE
+from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
@@ -69,8 +59,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cachewise")
 
-Loader = Callable[[Key], Any]
-_STRIPES = 64
+P = ParamSpec("P")
+R = TypeVar("R")
+
 _CLAIM_TTL = 10.0
 """Seconds a dead process's write-back claim on a Redis namespace outlives it (another
 host must wait this long; on the same host a successor takes it over at once)."""
@@ -105,13 +96,16 @@ class _Load:
         return self.value
 
 
-class Cache:
+class Cache(CacheLogic):
     """The cache manager: composes a store, a source, a read policy and a write policy.
 
     With no source the strategy is cache-aside: ``read``/``write`` touch the cache only,
     the application reads and writes the database and calls ``invalidate``. With a
     source, ``read`` defaults to ``ReadThrough()`` and ``write`` to ``WriteThrough()``.
     """
+
+    store: Store
+    source: Source | None
 
     def __init__(
         self,
@@ -124,46 +118,40 @@ class Cache:
         name: str = "cachewise",
     ) -> None:
         read, write = _compose(store, source, read, write)
-        self.store = store
-        self.source = source
-        self.read_policy: ReadPolicy = read
-        self.write_policy: WritePolicy | None = write
-        self.name = name
-        self._read_ttl = read.ttl
+        self._init_logic(store, source, read, write, name)
         self._store_get = store.get
-        # Keys are checked before any I/O: by the source when it knows its key types.
-        self._check_key: Callable[[Key], Key] = (
-            source.check_key if isinstance(source, KeyChecked) else check_key
-        )
-        self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
-        self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
-        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
-        self._inflight: dict[Key, _Load] = {}
-        self._inflight_lock = threading.Lock()
-        self._tags: dict[str, set[Key]] = {}
-        self._tags_lock = threading.Lock()
-        self._closed = False
-        self._hits = Counter()
-        self._misses = Counter()
-        self._loads = Counter()
-        self._source_reads = Counter()
-        self._source_writes = Counter()
-        self._invalidations = Counter()
+        self._stripes = [threading.Lock() for _ in range(STRIPES)]
         self._count_hit = self._hits.add
         self._refresher: ThreadPoolExecutor | None = None
-        self._load_seconds = 0.0
+        self._blocks = _blocks_on_io(store, source, write)
+        self._warned = False
         self._choose_read_path()
-        self._write_guard: WriteGuarded | None = store if isinstance(store, WriteGuarded) else None
         self._flusher: Flusher | SharedFlusher | None = None
-        self._claim: Claim | None = None
-        # A dirty value may be cached in a store that outlives the process only if a
-        # journal makes it durable: else a crash would leave it there, never flushed.
-        self._cache_dirty = self._write_guard is None or (
-            isinstance(write, WriteBack) and write.journal is not None
-        )
-        self._evicted_dirty: list[Key] = []
         if isinstance(write, WriteBack):
             self._start_write_back(write, journal)
+
+    def _lock(self, indexes: list[int]) -> Call:
+        return self._acquire, (indexes,)
+
+    def _warn_in_loop(self, method: str) -> None:
+        """Warn once if a call that waits on I/O runs on an event loop's thread."""
+        if self._warned:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._warned = True
+        warnings.warn(
+            f"{self.name}: Cache.{method}() waits on I/O and blocks the running event loop; "
+            f"use cachewise.aio.AsyncCache (await cache.{method}(...))",
+            BlockingCallWarning,
+            stacklevel=3,
+        )
+
+    def _acquire(self, indexes: list[int]) -> None:
+        for i in indexes:
+            self._stripes[i].acquire()
 
     def _choose_read_path(self) -> None:
         """Bind ``read`` to the fastest path the store and read policy allow."""
@@ -212,13 +200,6 @@ class Cache:
                 "process, or give each its own namespace."
             ) from None
 
-    def _check_claim(self) -> None:
-        if self._claim is not None and self._claim.lost:
-            raise StoreError(
-                f"{self.name}: another process took over this Redis namespace's write-back "
-                "(this one's claim lapsed); writes are refused"
-            )
-
     def _open_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
         if policy.journal == "redis":
@@ -249,6 +230,8 @@ class Cache:
         Read-through loads a miss from the source; cache-aside calls ``loader(key)`` on a
         miss if given (the loader returns ``MISSING`` for "absent": nothing is cached).
         """
+        if self._blocks:
+            self._warn_in_loop("read")
         self._check_key(key)  # 1.0 and True would find key 1 in a dict-backed store
         value = self._store_get(key)
         if value is not MISSING:
@@ -307,21 +290,6 @@ class Cache:
             self._refresh_in_background(key, loader or self._source_load)
         return value
 
-    def _should_refresh(self, left: float) -> bool:
-        policy = self.read_policy
-        assert isinstance(policy, ReadThrough)
-        if policy.refresh_ahead is not None and left < policy.refresh_ahead:
-            return True
-        if policy.early_recompute is not None and self._load_seconds > 0:
-            # XFetch: reload when now - delta * beta * ln(U) >= expiry, i.e. left < that
-            draw = 1.0 - random.random()  # in (0, 1]
-            return left < -self._load_seconds * policy.early_recompute * math.log(draw)
-        return False
-
-    def _source_load(self, key: Key) -> Any:
-        assert self.source is not None
-        return self.source.load(key)
-
     def _refresh_in_background(self, key: Key, loader: Loader) -> None:
         if key in self._inflight or self._closed:
             return
@@ -341,37 +309,27 @@ class Cache:
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
         # The key was checked by every caller before its first store lookup.
+        if self._blocks:
+            self._warn_in_loop("read")
         self._misses.add()
-        if loader is None and self.source is not None and isinstance(self.read_policy, ReadThrough):
-            loader = self.source.load
+        loader = self._miss_loader(loader)
         if loader is None and self._flusher is None:
             return default
         value = self._load(key, loader)
         return default if value is MISSING else value
 
-    def _read_dirty(self, key: Key) -> tuple[bool, Any]:
-        """Read-your-writes: serve (and re-cache) a dirty value the store no longer has."""
-        assert self._flusher is not None
-        with self._stripe(key):
-            entry = self._flusher.dirty_entry(key)
-            if entry is None:
-                return False, MISSING
-            if entry.value is TOMBSTONE:
-                return True, MISSING
-            if self._cache_dirty:
-                self.store.set(key, entry.value)
-            return True, entry.value
-
-    def _load(self, key: Key, loader: Loader | None) -> Any:
+    def _load(self, key: Key, loader: Loader | None, *, ttl: float | None = None) -> Any:
         with self._inflight_lock:
             load = self._inflight.get(key)
             leader = load is None
             if load is None:
                 load = self._inflight[key] = _Load()
         if not leader:
-            return load.wait()
+            return cast(_Load, load).wait()
         try:
-            load.value = self._fetch(key, loader, load)
+            load.value = run(
+                self._fetch_flow(key, loader, load, self._read_ttl if ttl is None else ttl)
+            )
         except BaseException as exc:
             load.error = exc
             raise
@@ -382,132 +340,46 @@ class Cache:
             load.publish()
         return load.value
 
-    def _fetch(self, key: Key, loader: Loader | None, load: _Load) -> Any:
-        # Registered before looking: a write that finishes from here on supersedes us, and
-        # one that finished before is visible below (dirty set) or in the source.
-        if self._flusher is not None:
-            dirty, value = self._read_dirty(key)
-            if dirty:
-                return value
-        if loader is None:
-            return MISSING
-        guard = self._guard
-        ticket: LoadTicket | None = None
-        if guard is not None:
-            ticket = guard.begin_load(key)
-            if ticket.value is not MISSING:
-                return ticket.value
-        self._loads.add()
-        self._source_reads.add()
-        started = time.monotonic()
-        try:
-            value = loader(key)
-            # a smoothed load time: XFetch's delta
-            self._load_seconds += 0.2 * (time.monotonic() - started - self._load_seconds)
-        except BaseException:
-            if guard is not None and ticket is not None:
-                guard.end_load(key, ticket, MISSING, self._read_ttl)
-            raise
-        with self._stripe(key):
-            keep = value is not MISSING and not load.superseded
-            if guard is not None and ticket is not None:
-                guard.end_load(key, ticket, value if keep else MISSING, self._read_ttl)
-            elif keep:
-                self.store.set(key, value, self._read_ttl)
-        return value
-
     def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the keys found; misses are loaded from the source in one batch."""
+        if self._blocks:
+            self._warn_in_loop("read_many")
         wanted = list(dict.fromkeys(self._check_key(k) for k in keys))
         found = self.store.get_many(wanted)
-        self._hits.add_many(len(found))
-        missing = [k for k in wanted if k not in found]
-        self._misses.add_many(len(missing))
-        from_source = self.source is not None and isinstance(self.read_policy, ReadThrough)
-        if not missing or not (from_source or self._flusher is not None):
+        todo = self._batch_misses(wanted, found)
+        if todo is None:
             return found
-        found.update(self._load_many(missing, from_source))
+        found.update(self._load_many(*todo))
         return {k: found[k] for k in wanted if k in found}
 
     def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
-        mine: dict[Key, _Load] = {}
-        theirs: dict[Key, _Load] = {}
-        with self._inflight_lock:
-            for key in keys:
-                load = self._inflight.get(key)
-                if load is None:
-                    mine[key] = self._inflight[key] = _Load()
-                else:
-                    theirs[key] = load
-        result = self._lead_loads(mine, from_source) if mine else {}
+        mine, theirs = self._register_loads(keys, _Load)
+        result = run(self._lead_loads_flow(mine, from_source)) if mine else {}
         for key, load in theirs.items():
-            value = load.wait()
+            value = cast(_Load, load).wait()
             if value is not MISSING:
                 result[key] = value
         return result
 
-    def _lead_loads(self, mine: dict[Key, _Load], from_source: bool) -> dict[Key, Any]:
-        """Load the keys this thread leads in one ``load_many``; publish to waiters.
+    def cached(
+        self, ttl: float | None = None, key: KeyMaker | None = None
+    ) -> Callable[[Callable[P, R]], Memoized[P, R]]:
+        """Memoize a function through this (cache-aside) cache, with single flight.
 
-        Dirty keys are answered from the dirty set, checked after registering (see _fetch).
+        The key of a call is ``(module.qualname, *args, *sorted kwargs items)``, or
+        ``key(*args, **kwargs)``; ``fn.invalidate(*args, **kwargs)`` drops one call's
+        result. On a cache with a source: ConfigurationError.
         """
-        loaded: dict[Key, Any] = {}
-        try:
-            todo = self._answer_dirty(mine, loaded) if self._flusher is not None else list(mine)
-            if from_source and todo:
-                loaded.update(self._fetch_many(mine, todo))
-        except BaseException as exc:
-            for load in mine.values():
-                load.error = exc
-            raise
-        finally:
-            with self._inflight_lock:
-                for key, load in mine.items():
-                    if self._inflight.get(key) is load:  # not already retired by a write
-                        del self._inflight[key]
-            for load in mine.values():
-                load.publish()
-        return loaded
+        ttl = check_memoizable(self, ttl, key)
 
-    def _fetch_many(self, mine: dict[Key, _Load], todo: list[Key]) -> dict[Key, Any]:
-        """One ``load_many`` for ``todo``; store what no write overtook.
+        def decorate(fn: Callable[P, R]) -> Memoized[P, R]:
+            if inspect.iscoroutinefunction(fn):
+                raise ConfigurationError(
+                    f"{fn.__qualname__} is async: memoize it with cachewise.aio.AsyncCache"
+                )
+            return SyncWrapper[P, R](self, fn, ttl, key_maker(fn, key))
 
-        Across processes too, when the store guards batch loads with versions.
-        """
-        assert self.source is not None
-        guard = self._batch_guard
-        tickets = guard.begin_load_many(todo) if guard is not None else {}
-        found = {k: t.value for k, t in tickets.items() if t.value is not MISSING}
-        todo = [k for k in todo if k not in found]
-        fetched: dict[Key, Any] = {}
-        if todo:
-            self._loads.add_many(len(todo))
-            self._source_reads.add_many(len(todo))
-            fetched = self.source.load_many(todo)
-        found.update(fetched)
-        for key, load in mine.items():
-            if key in tickets or key in todo:
-                load.value = found.get(key, MISSING)
-        with self._stripes_for(fetched):
-            fresh = {k: v for k, v in fetched.items() if not mine[k].superseded}
-            if guard is not None:
-                guard.end_load_many(tickets, fresh, self._read_ttl)
-            elif fresh:
-                self.store.set_many(fresh, self._read_ttl)
-        return found
-
-    def _answer_dirty(self, mine: dict[Key, _Load], found: dict[Key, Any]) -> list[Key]:
-        """Answer the dirty keys among ``mine`` into ``found``; return the clean ones."""
-        clean = []
-        for key, load in mine.items():
-            dirty, value = self._read_dirty(key)
-            if not dirty:
-                clean.append(key)
-                continue
-            load.value = value
-            if value is not MISSING:
-                found[key] = value
-        return clean
+        return decorate
 
     # -- writes ------------------------------------------------------------------
 
@@ -515,206 +387,21 @@ class Cache:
         self, key: Key, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
     ) -> None:
         """Write ``value`` by the write policy (cache-aside: into the cache only)."""
-        self._check_key(key)
-        ttl = check_ttl(ttl)
-        tag_list = _check_tags(tags)
-        self._check_open()
-        if value is MISSING or value is TOMBSTONE:
-            raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
-        with self._stripe(key):
-            try:
-                self._write_locked(key, value, ttl)
-            finally:
-                self._supersede(key)
-        if tag_list:
-            self._tag(key, tag_list)
-        self._relieve_pressure()
-
-    def _write_locked(self, key: Key, value: Any, ttl: float | None) -> None:
-        policy = self.write_policy
-        if policy is None:
-            self.store.set(key, value, ttl)
-        elif isinstance(policy, WriteBack):
-            self._write_back({key: value}, ttl)
-        else:
-            source = self.source
-            assert source is not None
-            self._through_source({key: value}, ttl, lambda: source.save(key, value), policy)
-
-    def _write_back(self, items: dict[Key, Any], ttl: float | None) -> None:
-        """Write-back (a ``TOMBSTONE`` value: a delete): dirty now, the source later."""
-        flusher = self._flusher
-        assert flusher is not None
-        self._check_claim()
-        guard = self._write_guard if not flusher.stores_values else None
-        if guard is None:
-            accepted = flusher.accept(items)
-            if flusher.stores_values or not accepted:
-                return
-            values = {k: items[k] for k in accepted}
-            drops = [k for k, v in values.items() if v is TOMBSTONE]
-            if drops:
-                self.store.delete_many(drops)
-            keeps = {k: v for k, v in values.items() if v is not TOMBSTONE}
-            if len(keeps) == 1:
-                ((key, value),) = keeps.items()
-                self.store.set(key, value, ttl)
-            elif keeps:
-                self.store.set_many(keeps, ttl)
-            return
-        # A store that outlives the process (Redis) is bracketed as write-through is:
-        # checked and encoded first, the old copy dropped and held before the write is
-        # acknowledged (Redis down: refused, nothing changed), the new value stored
-        # after. Only a journal makes a dirty value durable, so without one the copy
-        # stays dropped: a crash must not leave Redis serving a write the source will
-        # never get. Reads of a dirty key are answered from the dirty set meanwhile.
-        values = {k: MISSING if v is TOMBSTONE else v for k, v in items.items()}
-        held = self._hold(guard, guard.prepare_write(values, ttl), items)
-        try:
-            accepted = flusher.accept(items)
-        except BaseException:
-            self._release_quietly(guard, held, items)
-            raise
-        try:
-            guard.end_write(held, saved=self._cache_dirty and len(accepted) == len(items))
-        except Exception:  # accepted and durable: the dirty set serves it, the hold expires
-            logger.warning(
-                "write-back accepted %s but could not cache it; reads use the dirty set",
-                _shown(items),
-                exc_info=True,
-            )
-
-    def _hold(self, guard: WriteGuarded, prepared: PreparedWrite, keys: Any) -> PreparedWrite:
-        """``begin_write``; if the store cannot, say that nothing was written."""
-        try:
-            return guard.begin_write(prepared)
-        except StoreError as exc:
-            raise StoreError(
-                f"{self.name}: could not drop and hold the cached copy of {_shown(keys)} "
-                f"before writing, so nothing was written ({exc})"
-            ) from exc
-
-    def _release_quietly(self, guard: WriteGuarded, held: PreparedWrite, keys: Any) -> None:
-        try:
-            guard.end_write(held, saved=False)
-        except Exception:  # the error being raised is the one to report; holds expire
-            logger.warning("could not release the write hold of %s", _shown(keys))
-
-    def _through_source(
-        self,
-        items: dict[Key, Any],
-        ttl: float | None,
-        save: Callable[[], None],
-        policy: WriteThrough | WriteAround,
-    ) -> None:
-        """Write-through, write-around and their deletes (a ``MISSING`` value: deleted).
-
-        The source first, then the cached copies: write-through caches the values,
-        write-around drops them (the textbook ``invalidate=False`` leaves them alone).
-        A store that outlives this process (``WriteGuarded``: Redis) is bracketed:
-        every check runs before any I/O, the cached copies are dropped and held before
-        the source write and stored after, so a crash at any point leaves a miss there,
-        never the old value.
-        """
-        if isinstance(policy, WriteAround) and not policy.invalidate:
-            save()
-            self._source_writes.add_many(len(items))
-            return
-        keep = isinstance(policy, WriteThrough) and all(v is not MISSING for v in items.values())
-        guard = self._write_guard
-        if guard is None:
-            save()
-            self._source_writes.add_many(len(items))
-            if keep:
-                self._store_after_source(items, ttl)
-            else:
-                self._drop_after_source(list(items))
-            return
-        prepared = guard.prepare_write(items if keep else dict.fromkeys(items, MISSING), ttl)
-        held = self._hold(guard, prepared, items)
-        try:
-            save()
-        except BaseException:
-            self._release_quietly(guard, held, items)
-            raise
-        self._source_writes.add_many(len(items))
-        try:
-            guard.end_write(held, saved=True)
-        except Exception as exc:
-            what = "cache" if keep else "drop the cached copy of"
-            raise StoreError(f"saved to the source but could not {what} {_shown(items)}") from exc
-
-    def _store_after_source(self, items: dict[Key, Any], ttl: float | None) -> None:
-        try:
-            if len(items) == 1:
-                ((key, value),) = items.items()
-                self.store.set(key, value, ttl)
-            else:
-                self.store.set_many(items, ttl)
-        except Exception as exc:
-            self._drop_after_source(list(items))
-            raise StoreError(f"saved to the source but could not cache {_shown(items)}") from exc
-
-    def _drop_after_source(self, keys: list[Key]) -> None:
-        try:
-            if len(keys) == 1:
-                self.store.delete(keys[0])
-            else:
-                self.store.delete_many(keys)
-        except Exception as exc:
-            raise StoreError(
-                f"saved to the source but could not drop the cached copy of {_shown(keys)}"
-            ) from exc
+        if self._blocks:
+            self._warn_in_loop("write")
+        run(self._write_flow(key, value, ttl, tags))
 
     def write_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Write every item by the write policy, batched (one source call per batch)."""
-        items = {self._check_key(k): v for k, v in items.items()}
-        ttl = check_ttl(ttl)
-        self._check_open()
-        if not items:
-            return
-        for value in items.values():
-            if value is MISSING or value is TOMBSTONE:
-                raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
-        with self._stripes_for(items):
-            try:
-                self._write_many_locked(items, ttl)
-            finally:
-                for key in items:
-                    self._supersede(key)
-        self._relieve_pressure()
-
-    def _write_many_locked(self, items: dict[Key, Any], ttl: float | None) -> None:
-        policy = self.write_policy
-        if policy is None:
-            self.store.set_many(items, ttl)
-        elif isinstance(policy, WriteBack):
-            self._write_back(items, ttl)
-        else:
-            source = self.source
-            assert source is not None
-            self._through_source(items, ttl, lambda: source.save_many(items), policy)
+        if self._blocks:
+            self._warn_in_loop("write_many")
+        run(self._write_many_flow(items, ttl))
 
     def delete(self, key: Key) -> None:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
-        self._check_key(key)
-        self._check_open()
-        with self._stripe(key):
-            try:
-                self._delete_locked(key)
-            finally:
-                self._supersede(key)
-
-    def _delete_locked(self, key: Key) -> None:
-        policy = self.write_policy
-        if policy is None:
-            self.store.delete(key)
-        elif isinstance(policy, WriteBack):
-            self._write_back({key: TOMBSTONE}, None)
-        else:
-            source = self.source
-            assert source is not None
-            self._through_source({key: MISSING}, None, lambda: source.remove(key), policy)
+        if self._blocks:
+            self._warn_in_loop("delete")
+        run(self._delete_flow(key))
 
     # -- invalidation ----------------------------------------------------------------
 
@@ -723,42 +410,19 @@ class Cache:
 
         Returns whether a cached entry was dropped.
         """
-        self._check_key(key)
-        with self._stripe(key):
-            try:
-                if self._flusher is not None and self._flusher.is_dirty(key):
-                    return False
-                self._invalidations.add()
-                return self.store.delete(key)
-            finally:
-                self._supersede(key)
+        if self._blocks:
+            self._warn_in_loop("invalidate")
+        return run(self._invalidate_flow(key))
 
     def invalidate_many(self, keys: Iterable[Key]) -> int:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
-        wanted = [self._check_key(k) for k in keys]
-        if not wanted:
-            return 0
-        with self._stripes_for(wanted):
-            try:
-                flusher = self._flusher
-                clean = [k for k in wanted if flusher is None or not flusher.is_dirty(k)]
-                self._invalidations.add_many(len(clean))
-                return self.store.delete_many(clean)
-            finally:
-                for key in wanted:
-                    self._supersede(key)
+        if self._blocks:
+            self._warn_in_loop("invalidate_many")
+        return run(self._invalidate_many_flow(keys))
 
     def invalidate_tag(self, tag: str) -> int:
         """Drop every key written with ``tags=[tag]``; return how many were cached."""
-        _check_tags([tag])
-        with self._tags_lock:
-            keys = self._tags.pop(tag, set())
-        return self.invalidate_many(keys)
-
-    def _tag(self, key: Key, tags: list[str]) -> None:
-        with self._tags_lock:
-            for tag in tags:
-                self._tags.setdefault(tag, set()).add(key)
+        return self.invalidate_many(self._tag_keys(tag))
 
     # -- write-back ----------------------------------------------------------------
 
@@ -770,82 +434,16 @@ class Cache:
         """
         if self._flusher is None:
             return 0
+        if self._blocks:
+            self._warn_in_loop("flush")
         return self._flusher.flush()
 
     def dirty_keys(self) -> list[Key]:
         """Keys holding writes not yet in the source, oldest first."""
         return [] if self._flusher is None else self._flusher.dirty_keys()
 
-    def _on_evicted(self, keys: list[Key]) -> None:
-        flusher = self._flusher
-        if flusher is not None:
-            dirty = [k for k in keys if flusher.is_dirty(k)]
-            if dirty:
-                self._evicted_dirty.extend(dirty)
-
-    def _relieve_pressure(self) -> None:
-        """Flush dirty keys the store just evicted, so ``max_entries`` bounds memory."""
-        if not self._evicted_dirty or self._flusher is None:
-            return
-        keys, self._evicted_dirty = self._evicted_dirty, []
-        try:
-            self._flusher.flush(keys, wait=False)
-        except Exception:
-            logger.warning(
-                "flush on eviction pressure failed; the background flusher retries", exc_info=True
-            )
-
-    # -- bookkeeping ----------------------------------------------------------------
-
-    def _stripe(self, key: Key) -> threading.Lock:
-        return self._stripes[hash(key) % _STRIPES]
-
-    def _stripes_for(self, keys: Iterable[Key]) -> _MultiLock:
-        indexes = sorted({hash(k) % _STRIPES for k in keys})
-        return _MultiLock([self._stripes[i] for i in indexes])
-
-    def _supersede(self, key: Key) -> None:
-        """Mark a load of ``key`` in flight as overtaken by a write, and retire it.
-
-        Its leader will not cache its value, and a read that starts from now on (after
-        the write returned) starts a load of its own instead of joining one that may
-        have read the source before the write.
-        """
-        if key not in self._inflight:  # the common case: no lock
-            return
-        with self._inflight_lock:
-            load = self._inflight.pop(key, None)
-        if load is not None:
-            load.superseded = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError(f"{self.name} cache is closed")
-
-    @property
-    def stats(self) -> Stats:
-        """A snapshot of the counters."""
-        store = self.store
-        evictions = store.evictions if isinstance(store, EvictionAware) else 0
-        expirations = store.expirations if isinstance(store, EvictionAware) else 0
-        flusher = self._flusher
-        writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
-        return Stats(
-            hits=self._hits.value + (self._reader.hits if self._reader is not None else 0),
-            misses=self._misses.value,
-            loads=self._loads.value,
-            source_reads=self._source_reads.value,
-            source_writes=writes,
-            evictions=evictions,
-            expirations=expirations,
-            invalidations=self._invalidations.value,
-            dirty=flusher.dirty_count if flusher else 0,
-            flushes=flusher.flushes.value if flusher else 0,
-            flush_failures=flusher.flush_failures.value if flusher else 0,
-            coalesced=flusher.coalesced if flusher else 0,
-            oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
-            pool=self._pool_stats(),
-        )
+    def _reader_hits(self) -> int:
+        return self._reader.hits if self._reader is not None else 0
 
     def _pool_stats(self) -> PoolStats | None:
         engine = getattr(self.source, "engine", None)
@@ -881,21 +479,11 @@ class Cache:
         self.close()
 
 
-class _MultiLock:
-    """Hold several stripe locks at once, always taken in index order (no deadlock)."""
-
-    __slots__ = ("_locks",)
-
-    def __init__(self, locks: list[threading.Lock]) -> None:
-        self._locks = locks
-
-    def __enter__(self) -> None:
-        for lock in self._locks:
-            lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        for lock in reversed(self._locks):
-            lock.release()
+def _blocks_on_io(store: Store, source: Source | None, write: WritePolicy | None) -> bool:
+    """Whether this cache's misses or writes wait on a network, a database or a disk."""
+    if not isinstance(store, MemoryStore) or not isinstance(source, (type(None), MappingSource)):
+        return True
+    return isinstance(write, WriteBack) and write.journal is not None
 
 
 def _compose(
@@ -906,40 +494,7 @@ def _compose(
         raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
     if source is not None and not isinstance(source, Source):
         raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
-    if read is None:
-        read = ReadThrough() if source is not None else CacheAside()
-    if not isinstance(read, (CacheAside, ReadThrough)):
-        raise ConfigurationError(f"read must be CacheAside() or ReadThrough(), got {read!r}")
-    if source is None and isinstance(read, ReadThrough):
-        raise ConfigurationError("ReadThrough needs a source to read through to")
-    if isinstance(read, ReadThrough) and read.refreshes and not isinstance(store, TTLAware):
-        raise ConfigurationError("refresh_ahead/early_recompute need a store with ttl_left()")
-    if write is None and source is not None:
-        write = WriteThrough()
-    if write is not None and not isinstance(write, (WriteThrough, WriteBack, WriteAround)):
-        raise ConfigurationError(
-            f"write must be WriteThrough(), WriteBack(...) or WriteAround(), got {write!r}"
-        )
-    if write is not None and source is None:
-        raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
-    return read, write
-
-
-def _shown(keys: Iterable[Key], limit: int = 3) -> str:
-    """Keys for a message: the first few, and how many more."""
-    listed = list(keys)
-    shown = ", ".join(repr(k) for k in listed[:limit])
-    return shown if len(listed) <= limit else f"{shown} and {len(listed) - limit} more"
-
-
-def _check_tags(tags: Iterable[str]) -> list[str]:
-    if isinstance(tags, str):
-        raise ConfigurationError("tags must be a list of strings, not one string")
-    out = list(tags)
-    for tag in out:
-        if not isinstance(tag, str) or not tag:
-            raise ConfigurationError(f"a tag must be a non-empty string, got {tag!r}")
-    return out
+    return compose(store, source, read, write, ttl_aware=isinstance(store, TTLAware))
 
 
 def _c_reader(

@@ -17,6 +17,8 @@
      ├── PoolTimeout (TimeoutError)        no database connection became free in time
      └── LeaseError                        a cross-process lease could not be taken or kept
 
+    BlockingCallWarning (RuntimeWarning)   a sync Cache call blocked a running event loop
+
 Every foreign exception (SQLAlchemy, redis-py, OS) is re-raised as one of these with
 ``raise ... from exc`` so callers catch one tree; messages never carry passwords.
 """
@@ -86,7 +88,15 @@ class LeaseError(CachewiseError):
     """A cross-process lease could not be taken or was lost."""
 
 
+class BlockingCallWarning(RuntimeWarning):
+    """A sync ``Cache`` call that waits on I/O ran inside a running event loop (once per cache).
+
+    It blocks every other task meanwhile; ``cachewise.aio.AsyncCache`` is the async driver.
+    """
+
+
 __all__ = [
+    "BlockingCallWarning",
     "CacheFullError",
     "CachewiseError",
     "ClosedError",

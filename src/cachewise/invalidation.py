@@ -379,6 +379,18 @@ def _pubsub_connection(pubsub: redis.client.PubSub) -> _CallbackConnection | Non
     return connection
 
 
+def pg_bus_target(url: str | Engine, channel: str) -> tuple[str, str, str, Any]:
+    """A PostgreSQL bus's checked channel, libpq conninfo, shown URL and psycopg module."""
+    import psycopg  # noqa: PLC0415 - psycopg is an optional extra
+
+    if not isinstance(channel, str) or not _PG_IDENT.fullmatch(channel):
+        raise ConfigurationError(
+            f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"
+        )
+    direct = _pg_direct(url)
+    return channel, _pg_conninfo(direct), redact(direct), psycopg
+
+
 def _pg_direct(target: str | Engine) -> URL:
     """PostgreSQL's own URL for ``target`` (a URL in ``connect()``'s syntax, or an Engine).
 
@@ -415,18 +427,8 @@ class PostgresBus(_ListenerBus):
         *,
         ready_timeout: float = 5.0,
     ) -> None:
-        import psycopg  # noqa: PLC0415 - psycopg is an optional extra
-
         check_seconds(ready_timeout, "ready_timeout")
-        if not isinstance(channel, str) or not _PG_IDENT.fullmatch(channel):
-            raise ConfigurationError(
-                f"channel must be a lower-case SQL identifier (a-z, 0-9, _), got {channel!r}"
-            )
-        self.channel = channel
-        direct = _pg_direct(url)
-        self._conninfo = _pg_conninfo(direct)
-        self._url = redact(direct)
-        self._psycopg = psycopg
+        self.channel, self._conninfo, self._url, self._psycopg = pg_bus_target(url, channel)
         self._listener: Any = None
         self._publisher: Any = None
         self._publish_lock = threading.Lock()

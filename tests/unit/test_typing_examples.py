@@ -89,3 +89,37 @@ def test_all_names_are_exported() -> None:
         "errors",
     }
     assert design <= set(cachewise.__all__)
+
+
+def test_cached_keeps_the_signature() -> None:
+    cache = Cache(MemoryStore())
+
+    @cache.cached(ttl=10)
+    def label(product: int, *, currency: str = "EUR") -> str:
+        return f"{product} {currency}"
+
+    text: str = label(3, currency="USD")  # mypy checks the wrapped signature (ParamSpec)
+    dropped: bool = label.invalidate(3, currency="USD")
+    assert (text, dropped) == ("3 USD", True)
+
+
+@pytest.mark.anyio
+async def test_async_cache_as_documented() -> None:
+    from cachewise.aio import AsyncCache
+
+    cache = AsyncCache(MemoryStore(ttl=60), MappingSource({1: {"id": 1}}), read=ReadThrough())
+    row: dict[str, Any] | None = await cache.read(1)
+    stats: Stats = cache.stats
+    assert row == {"id": 1}
+    assert stats.loads == 1
+    await cache.close()
+
+    memo = AsyncCache(MemoryStore())
+
+    @memo.cached()
+    async def double(n: int) -> int:
+        return 2 * n
+
+    result: int = await double(4)
+    assert result == 8
+    assert await double.invalidate(4)

@@ -37,6 +37,9 @@ from cachewise.errors import (
 from cachewise.pool import connect
 from cachewise.sources import _keysets, _upsert
 
+_RowGroups = dict[frozenset[str], list[Mapping[str, Any]]]
+"""Rows to upsert, grouped by the set of columns they carry (one statement shape each)."""
+
 
 def _engine_for(url: str | sa.URL) -> Engine:
     """Build the engine for a URL the source was given (and therefore owns)."""
@@ -64,15 +67,7 @@ class SQLSource:
         chunk_size: int = 1000,
         schema: str | None = None,
     ) -> None:
-        check_positive(chunk_size, "chunk_size", integer=True)
-        if not isinstance(table, str) or not table:
-            raise ConfigurationError(f"table must be a non-empty table name, got {table!r}")
-        key_columns = _key_columns(key)
-        if version is not None and (not isinstance(version, str) or not version):
-            raise ConfigurationError(f"version must be a column name or None, got {version!r}")
-        if schema is not None and (not isinstance(schema, str) or not schema):
-            raise ConfigurationError(f"schema must be a schema name or None, got {schema!r}")
-
+        key_columns = self._key_columns = check_arguments(table, key, version, schema, chunk_size)
         if isinstance(engine_or_url, Engine):
             self._engine = engine_or_url
             self._owns_engine = False
@@ -95,13 +90,17 @@ class SQLSource:
         self._where = f"table {table!r} at {redact(self._engine.url)}"
         self.chunk_size: int = chunk_size
         try:
-            _check_dialect(self._engine.dialect)
+            check_dialect(self._engine.dialect)
             _check_sqlite_file(self._engine.url, table)
-            self._table = self._reflect(table, schema)
-            self._target = self._check_columns(key_columns, version)
+            self._prepare(self._reflect_on(self._engine, table, schema), key_columns, version)
         except BaseException:
             self._dispose()
             raise
+
+    def _prepare(self, table: sa.Table, key_columns: tuple[str, ...], version: str | None) -> None:
+        """Check the reflected table and build what every statement needs from it."""
+        self._table = table
+        self._target = self._check_columns(key_columns, version)
         self._key_cols = [self._table.c[name] for name in key_columns]
         self._key_kinds = [_key_kind(col) for col in self._key_cols]
         self._column_order = [c.name for c in self._table.c]
@@ -113,14 +112,14 @@ class SQLSource:
 
     # -- construction -------------------------------------------------------------
 
-    def _reflect(self, table: str, schema: str | None) -> sa.Table:
+    def _reflect_on(self, bind: Engine | Connection, table: str, schema: str | None) -> sa.Table:
         try:
             # has_table binds the name as a parameter (or quotes it) before reflection
             # ever runs, so a hostile name is just a table that does not exist.
-            if not sa.inspect(self._engine).has_table(table, schema=schema):
+            if not sa.inspect(bind).has_table(table, schema=schema):
                 where = f"{schema}.{table}" if schema else table
                 raise ConfigurationError(f"SQLSource: no table {where!r} in the database")
-            return sa.Table(table, sa.MetaData(), autoload_with=self._engine, schema=schema)
+            return sa.Table(table, sa.MetaData(), autoload_with=bind, schema=schema)
         except sa.exc.NoSuchTableError:
             raise ConfigurationError(f"SQLSource: no table {table!r} in the database") from None
         except sa.exc.SQLAlchemyError as exc:
@@ -203,30 +202,60 @@ class SQLSource:
     def load(self, key: Key) -> Any:
         where = self._match(self.check_key(key))
         with self._connect("load") as conn:
-            result = conn.execute(sa.select(self._table).where(where))
-            names = _plain_names(result)
-            row = result.first()
-        return MISSING if row is None else dict(zip(names, row, strict=True))
+            return self._load_on(conn, where)
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         wanted = self._unique_keys(keys)
-        found: dict[Key, Any] = {}
         if not wanted:
-            return found
+            return {}
         with self._connect("load_many") as conn:
-            for chunk in _chunks(wanted, self.chunk_size):
-                query, params = self._keyset.select([self._parts(k) for k in chunk])
-                result = conn.execute(query, params)
-                names = _plain_names(result)
-                for row in result:
-                    value = dict(zip(names, row, strict=True))
-                    found[self._row_key(value)] = value
-        return found
+            return self._load_many_on(conn, wanted)
 
     def save(self, key: Key, value: Any) -> None:
         self.save_many({key: value})
 
     def save_many(self, items: Mapping[Key, Any]) -> None:
+        groups = self._row_groups(items)
+        if not groups:
+            return
+        with self._connect("save_many", begin=True) as conn:
+            self._save_groups_on(conn, groups)
+
+    def remove(self, key: Key) -> None:
+        where = self._match(self.check_key(key))
+        with self._connect("remove", begin=True) as conn:
+            self._remove_on(conn, where)
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        wanted = self._unique_keys(keys)
+        if not wanted:
+            return
+        with self._connect("remove_many", begin=True) as conn:
+            self._remove_many_on(conn, wanted)
+
+    # -- statements on a connection (the sync and the async source share them) ---------
+
+    def _load_on(self, conn: Connection, where: sa.ColumnElement[bool]) -> Any:
+        result = conn.execute(sa.select(self._table).where(where))
+        names = _plain_names(result)
+        row = result.first()
+        return MISSING if row is None else dict(zip(names, row, strict=True))
+
+    def _load_many_on(self, conn: Connection, wanted: list[Key]) -> dict[Key, Any]:
+        found: dict[Key, Any] = {}
+        for chunk in _chunks(wanted, self.chunk_size):
+            query, params = self._keyset.select([self._parts(k) for k in chunk])
+            result = conn.execute(query, params)
+            names = _plain_names(result)
+            for row in result:
+                value = dict(zip(names, row, strict=True))
+                found[self._row_key(value)] = value
+        return found
+
+    def _row_groups(
+        self, items: Mapping[Key, Any]
+    ) -> dict[frozenset[str], list[Mapping[str, Any]]]:
+        """The rows to upsert, grouped by column set; every row checked first."""
         if not isinstance(items, Mapping):
             raise ConfigurationError(f"save_many takes a mapping, got {type(items).__name__}")
         # Every row is checked before the first statement: bad input changes nothing.
@@ -234,30 +263,24 @@ class SQLSource:
         for key, value in items.items():
             row = self._row_for(self.check_key(key), value)
             groups.setdefault(frozenset(row), []).append(row)
-        if not groups:
-            return
-        with self._connect("save_many", begin=True) as conn:
-            for names, rows in groups.items():
-                columns = [name for name in self._column_order if name in names]
-                per_statement = _upsert.rows_per_statement(
-                    conn.dialect, self._form_name, len(columns), self.chunk_size
-                )
-                for chunk in _chunks(rows, per_statement):
-                    self._form(conn, self._target, columns, chunk)
+        return groups
 
-    def remove(self, key: Key) -> None:
-        where = self._match(self.check_key(key))
-        with self._connect("remove", begin=True) as conn:
-            conn.execute(sa.delete(self._table).where(where))
+    def _save_groups_on(self, conn: Connection, groups: _RowGroups) -> None:
+        for names, rows in groups.items():
+            columns = [name for name in self._column_order if name in names]
+            per_statement = _upsert.rows_per_statement(
+                conn.dialect, self._form_name, len(columns), self.chunk_size
+            )
+            for chunk in _chunks(rows, per_statement):
+                self._form(conn, self._target, columns, chunk)
 
-    def remove_many(self, keys: Iterable[Key]) -> None:
-        wanted = self._unique_keys(keys)
-        if not wanted:
-            return
-        with self._connect("remove_many", begin=True) as conn:
-            for chunk in _chunks(wanted, self.chunk_size):
-                statement, params = self._keyset.delete([self._parts(k) for k in chunk])
-                conn.execute(statement, params)
+    def _remove_on(self, conn: Connection, where: sa.ColumnElement[bool]) -> None:
+        conn.execute(sa.delete(self._table).where(where))
+
+    def _remove_many_on(self, conn: Connection, wanted: list[Key]) -> None:
+        for chunk in _chunks(wanted, self.chunk_size):
+            statement, params = self._keyset.delete([self._parts(k) for k in chunk])
+            conn.execute(statement, params)
 
     # -- keys and rows ------------------------------------------------------------
 
@@ -270,19 +293,22 @@ class SQLSource:
         for an integer key on every dialect (SQLite would otherwise find the row ``1``).
         """
         check_key(key)
-        width = len(self._key_cols)
+        # An AsyncSQLSource reflects its table on first use: until then, the shape only.
+        kinds: list[type | None] | None = getattr(self, "_key_kinds", None)
+        names = self.key if kinds is not None else self._key_columns
+        width = len(names)
         if width == 1:
             if isinstance(key, tuple):
                 raise InvalidKeyError(
-                    f"SQLSource {self._where} has the single key column {self.key[0]!r}; "
+                    f"SQLSource {self._where} has the single key column {names[0]!r}; "
                     f"got the tuple key {key!r}"
                 )
         elif not isinstance(key, tuple) or len(key) != width:
             raise InvalidKeyError(
-                f"SQLSource {self._where} has key columns {list(self.key)}; a key is a tuple "
+                f"SQLSource {self._where} has key columns {list(names)}; a key is a tuple "
                 f"of {width} values in that order, got {key!r}"
             )
-        for name, kind, part in zip(self.key, self._key_kinds, self._parts(key), strict=True):
+        for name, kind, part in zip(names, kinds or (), self._parts(key), strict=False):
             if kind is not None and type(part) is not kind:
                 raise InvalidKeyError(
                     f"SQLSource {self._where}: key column {name!r} holds {kind.__name__} "
@@ -392,7 +418,23 @@ def _check_sqlite_file(url: sa.URL, table: str) -> None:
         )
 
 
-def _check_dialect(dialect: sa.Dialect) -> None:
+def check_arguments(
+    table: object, key: str | tuple[str, ...], version: object, schema: object, chunk_size: int
+) -> tuple[str, ...]:
+    """Validate a SQL source's arguments (sync or async) before anything connects."""
+    check_positive(chunk_size, "chunk_size", integer=True)
+    if not isinstance(table, str) or not table:
+        raise ConfigurationError(f"table must be a non-empty table name, got {table!r}")
+    key_columns = _key_columns(key)
+    if version is not None and (not isinstance(version, str) or not version):
+        raise ConfigurationError(f"version must be a column name or None, got {version!r}")
+    if schema is not None and (not isinstance(schema, str) or not schema):
+        raise ConfigurationError(f"schema must be a schema name or None, got {schema!r}")
+    return key_columns
+
+
+def check_dialect(dialect: sa.Dialect) -> None:
+    """ConfigurationError unless the dialect is one SQLSource builds statements for."""
     if dialect.name not in _upsert.FORMS:
         raise ConfigurationError(
             f"SQLSource supports SQLite, PostgreSQL and MariaDB/MySQL, not {dialect.name}"

@@ -20,6 +20,7 @@ and cannot tell a restart (grant ``+info``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from redis.exceptions import ResponseError
+
+from cachewise._flow import Flow, arun, run
 
 logger = logging.getLogger("cachewise")
 
@@ -86,35 +89,37 @@ class Epoch:
             )
         return b""
 
-    def check(self, client: Any) -> bytes:
-        """Check the epoch through ``client`` (a normal command); return the stamp."""
+    def check_flow(self, client: Any) -> Flow[bytes]:
+        """Check the epoch through ``client`` (normal commands); return the stamp."""
         try:
-            run_id = _run_id(client.info("server"))
+            run_id = _run_id((yield client.info, ("server",)))
         except ResponseError as exc:
             run_id = self._blind(exc)
-        self.adopt(bytes(client.eval(_EPOCH, 1, self.key, run_id, os.urandom(8))))
+        epoch = yield client.eval, (_EPOCH, 1, self.key, run_id, os.urandom(8))
+        self.adopt(bytes(epoch))
         assert self.stamp is not None
         return self.stamp
 
-    def on_connect(self, connection: Any) -> None:
+    def on_connect_flow(self, connection: Any) -> Flow[None]:
         """Check the epoch on a connection redis-py just opened, before its first command."""
-        connection.send_command("INFO", "server")
+        yield connection.send_command, ("INFO", "server")
         try:
-            run_id = _run_id(connection.read_response())
+            run_id = _run_id((yield connection.read_response, ()))
         except ResponseError as exc:
             run_id = self._blind(exc)
-        connection.send_command("EVAL", _EPOCH, 1, self.key, run_id, os.urandom(8))
-        self.adopt(bytes(connection.read_response()))
+        yield connection.send_command, ("EVAL", _EPOCH, 1, self.key, run_id, os.urandom(8))
+        self.adopt(bytes((yield connection.read_response, ())))
 
 
 class ConnectHooks:
     """A pool's ``redis_connect_func``: the usual handshake, then every epoch's check.
 
     One per connection pool, shared by every store on it; stores are held weakly, so a
-    client that outlives many stores does not keep them alive.
+    client that outlives many stores does not keep them alive. A redis.asyncio pool
+    gets :meth:`acall`, which redis-py awaits.
     """
 
-    def __init__(self, previous: Callable[[Any], None] | None) -> None:
+    def __init__(self, previous: Callable[[Any], Any] | None) -> None:
         self._previous = previous
         self._epochs: weakref.WeakSet[Epoch] = weakref.WeakSet()
 
@@ -127,13 +132,25 @@ class ConnectHooks:
         else:
             connection.on_connect()
         for epoch in list(self._epochs):
-            epoch.on_connect(connection)
+            run(epoch.on_connect_flow(connection))
+
+    async def acall(self, connection: Any) -> None:
+        """The same for a redis.asyncio connection."""
+        if self._previous is None:
+            await connection.on_connect()
+        elif inspect.iscoroutinefunction(self._previous):
+            await self._previous(connection)
+        else:
+            self._previous(connection)
+        for epoch in list(self._epochs):
+            await arun(epoch.on_connect_flow(connection))
 
 
-def watch(pool_kwargs: dict[str, Any], epoch: Epoch) -> None:
+def watch(pool_kwargs: dict[str, Any], epoch: Epoch, *, asynchronous: bool = False) -> None:
     """Make every connection the pool opens from now on check ``epoch``."""
-    hooks = pool_kwargs.get("redis_connect_func")
+    installed = pool_kwargs.get("redis_connect_func")
+    hooks = getattr(installed, "__self__", installed)  # acall is a bound method
     if not isinstance(hooks, ConnectHooks):
-        hooks = ConnectHooks(hooks)
-        pool_kwargs["redis_connect_func"] = hooks
+        hooks = ConnectHooks(installed)
+        pool_kwargs["redis_connect_func"] = hooks.acall if asynchronous else hooks
     hooks.add(epoch)

@@ -159,7 +159,7 @@ class WriteGuarded(Protocol):
         """Drop the cached copies and hold the keys; return what ``end_write`` takes."""
         ...
 
-    def end_write(self, held: PreparedWrite, *, saved: bool) -> list[Key]:
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
         """Store the values if ``saved`` (else keep them dropped), release the holds.
 
         Returns the keys whose values were stored.

@@ -14,7 +14,8 @@ and tries the lease in one script; ``end_load`` stores only if the version is un
 (one script), so a process that loaded an old value from the source while another
 process wrote never caches it (the cache-aside race), and only the lease holder loads
 while the others wait briefly for its value (the stampede). A lease holder that dies
-is replaced when its lease expires.
+is replaced when its lease expires. Every operation is written once as a flow
+(``_flow.py``): ``RedisStore`` runs it in place, ``AsyncRedisStore`` awaits it.
 
 A write that goes to the source (write-through, write-around, their deletes) is
 bracketed (``WriteGuarded``): ``begin_write`` drops the cached copy and holds the key
@@ -30,6 +31,7 @@ read as misses, counted in ``cold_reads``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -41,8 +43,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from cachewise._flow import Flow, run
 from cachewise._redact import leaks, parses, redact, secrets
 from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
@@ -120,6 +123,11 @@ class RedisStore:
     make it longer than your slowest source write.
     """
 
+    _sleep = staticmethod(time.sleep)
+    """How a lease waiter pauses (the async store awaits ``asyncio.sleep`` instead)."""
+    _asynchronous = False
+    """Whether ``client`` is a redis.asyncio client (its connect hook is awaited)."""
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
@@ -160,11 +168,10 @@ class RedisStore:
             client = self._connect(url, timeout)
         self.client: redis.Redis = client
         self._epoch = _epoch.Epoch(namespace)
-        _epoch.watch(client.connection_pool.connection_kwargs, self._epoch)
-        self._get = client.get
+        _epoch.watch(
+            client.connection_pool.connection_kwargs, self._epoch, asynchronous=self._asynchronous
+        )
         self._set = client.register_script(scripts.SET)
-        self._set_sha = self._set.sha
-        self._evalsha = client.evalsha
         self._default_px = _px(self._ttl)
         self._set_many = client.register_script(scripts.SET_MANY)
         self._delete = client.register_script(scripts.DELETE)
@@ -203,7 +210,7 @@ class RedisStore:
 
     @property
     def cold_reads(self) -> int:
-        """Values read that were stamped with an older epoch (written before a restart)."""
+        """Values read that were stamped with another epoch (written before a restart)."""
         return self._cold_reads.value
 
     @property
@@ -243,15 +250,21 @@ class RedisStore:
         return error
 
     def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one Redis call; a failure becomes StoreError chained to its cause.
+        """Run one Redis call; a failure becomes StoreError chained to its cause."""
+        return run(self._call_flow(op, fn, *args, **kwargs))
+
+    def _call_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
+        """One Redis call; a failure becomes StoreError chained to its cause.
 
         Raised outside the ``except`` so a cause that named a secret is not even
         attached as implicit context.
         """
         try:
-            return fn(*args, **kwargs)
+            result = yield functools.partial(fn, *args, **kwargs), ()
         except RedisError as exc:
             failure = exc
+        else:
+            return result
         raise self._translate(op, failure)
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:
@@ -270,16 +283,18 @@ class RedisStore:
             self._failed_reads.value,
         )
 
-    def _read(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Like :meth:`_call` for reads: with ``fail_open`` a failure returns _FAILED."""
+    def _read_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
+        """Like :meth:`_call_flow` for reads: with ``fail_open`` a failure returns _FAILED."""
         try:
-            return fn(*args, **kwargs)
+            result = yield functools.partial(fn, *args, **kwargs), ()
         except RedisError as exc:
             if self.fail_open:
                 self._failed_reads.add()
                 self._log_failed_read(op, exc)
                 return _FAILED
             failure = exc
+        else:
+            return result
         raise self._translate(op, failure)
 
     def _check_open(self) -> None:
@@ -291,39 +306,46 @@ class RedisStore:
 
         Checked with one round trip the first time (see ``_redis_epoch``).
         """
+        return run(self._stamp_flow())
+
+    def _stamp_flow(self) -> Flow[bytes]:
         stamp = self._epoch.stamp
-        if stamp is None:
-            stamp = self._call("epoch check", self._epoch.check, self.client)
-        return stamp
+        if stamp is not None:
+            return stamp
+        try:
+            stamp = yield from self._epoch.check_flow(self.client)
+        except RedisError as exc:
+            failure = exc
+        else:
+            return stamp
+        raise self._translate("epoch check", failure)
 
-    def _encode(self, value: Any, vkey: bytes) -> bytes:
-        """The codec's bytes for ``value`` (the scripts put the epoch's stamp before them)."""
-        return self.codec.encode(value, key=vkey)
-
-    def _write(self, op: str, script: Any, keys: list[bytes], args: list[Any]) -> None:
-        """:meth:`_stamped` for a plain set: a failure raises even with ``fail_open``."""
-        stamp = self.stamp()
-        self._call(op, script, keys=keys, args=[*args, stamp])
-        now = self._epoch.stamp
-        if now is not None and now != stamp:
-            self._call(op, script, keys=keys, args=[*args, now])
-
-    def _stamped(self, op: str, script: Any, keys: list[bytes], args: list[Any]) -> Any:
+    def _stamped_flow(
+        self, op: str, script: Any, keys: list[bytes], args: list[Any], *, read: bool = False
+    ) -> Flow[Any]:
         """Run a script that stores values, with the epoch's stamp as its last argument.
 
         If the epoch changed while it ran (redis-py reconnected to a restarted server,
         and the connect hook began a new epoch), the values went in with the old stamp
         and would read as misses: the script runs once more with the new stamp. Only
-        for scripts that may run twice (a set, or a version-guarded store).
+        for scripts that may run twice (a set, or a version-guarded store). ``read``:
+        with ``fail_open`` a failure returns _FAILED.
         """
-        stamp = self.stamp()
-        result = self._read(op, script, keys=keys, args=[*args, stamp])
+        call = self._read_flow if read else self._call_flow
+        stamp = yield from self._stamp_flow()
+        result = yield from call(op, script, keys=keys, args=[*args, stamp])
         now = self._epoch.stamp
         if now is not None and now != stamp and result is not _FAILED:
-            result = self._read(op, script, keys=keys, args=[*args, now])
+            result = yield from call(op, script, keys=keys, args=[*args, now])
         return result
 
     def _decode(self, data: bytes, wire: bytes) -> Any:
+        """The value ``data`` holds; MISSING if it is of another epoch or does not decode.
+
+        Called after a read that succeeded, so the connect hook has set the stamp (or
+        the first write did); a store given a client whose connections were already
+        open checks it here once.
+        """
         stamp = self._epoch.stamp or self.stamp()
         if not data.startswith(stamp):
             # Written before Redis restarted (maybe restored from an older snapshot),
@@ -341,22 +363,28 @@ class RedisStore:
 
     def get(self, key: Key) -> Any:
         """Return the value for ``key`` or ``MISSING`` (absent, expired, or rejected)."""
+        return run(self._get_flow(key))
+
+    def _get_flow(self, key: Key) -> Flow[Any]:
         if self._closed:
             self._check_open()
         wire = f"{self._prefix}{encode_key(key)}}}:v".encode()
-        data = self._read("GET", self._get, wire)
+        data = yield from self._read_flow("GET", self.client.get, wire)
         if data is None or data is _FAILED:
             return MISSING
         return self._decode(data, wire)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """One ``MGET`` for every key; absent and rejected keys are left out."""
+        return run(self._get_many_flow(keys))
+
+    def _get_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, Any]]:
         self._check_open()
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         wires = [self.wire_key(k) for k in wanted]
-        datas = self._read("MGET", self.client.mget, wires)
+        datas = yield from self._read_flow("MGET", self.client.mget, wires)
         if datas is _FAILED:
             return {}
         found: dict[Key, Any] = {}
@@ -374,39 +402,36 @@ class RedisStore:
 
     def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` and bump ``key``'s version, atomically (one script)."""
+        run(self._set_flow(key, value, ttl))
+
+    def _set_flow(self, key: Key, value: Any, ttl: float | None) -> Flow[None]:
         self._check_open()
         vkey, nkey = self._keys(key)
         px = self._default_px if ttl is None else _px(check_ttl(ttl))
-        payload = self._encode(value, vkey)
-        stamp = self.stamp()
-        failure: RedisError | None = None
-        try:
-            self._evalsha(self._set_sha, 2, vkey, nkey, payload, px, _VERSION_TTL_MS, stamp)
-        except NoScriptError:  # Redis restarted or SCRIPT FLUSH: the Script object reloads
-            pass
-        except RedisError as exc:
-            failure = exc
-        else:
-            if self._epoch.stamp == stamp:
-                return
-        if failure is not None:  # raised outside the handler: see _call
-            raise self._translate("SET", failure)
-        # The script was flushed, or a new epoch began while it ran: again, stamped anew.
-        self._write("SET", self._set, [vkey, nkey], [payload, px, _VERSION_TTL_MS])
+        payload = self.codec.encode(value, key=vkey)
+        # The Script object loads the script again when Redis lost it (restart, FLUSH).
+        yield from self._stamped_flow(
+            "SET", self._set, [vkey, nkey], [payload, px, _VERSION_TTL_MS]
+        )
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item and bump every version in one atomic script."""
+        run(self._set_many_flow(items, ttl))
+
+    def _set_many_flow(self, items: Mapping[Key, Any], ttl: float | None) -> Flow[None]:
         self._check_open()
         px = self._ttl_px(ttl)
         keys: list[bytes] = []
         payloads: list[bytes] = []
         for key, value in items.items():
             vkey, nkey = self._keys(key)
-            payloads.append(self._encode(value, vkey))
+            payloads.append(self.codec.encode(value, key=vkey))
             keys += (vkey, nkey)
         if not keys:
             return
-        self._write("SET (batch)", self._set_many, keys, [px, _VERSION_TTL_MS, *payloads])
+        yield from self._stamped_flow(
+            "SET (batch)", self._set_many, keys, [px, _VERSION_TTL_MS, *payloads]
+        )
 
     def delete(self, key: Key) -> bool:
         """Drop ``key`` and bump its version; return whether it was present."""
@@ -414,13 +439,17 @@ class RedisStore:
 
     def delete_many(self, keys: Iterable[Key]) -> int:
         """Drop every key and bump each version in one script; return how many existed."""
+        return run(self._delete_many_flow(keys))
+
+    def _delete_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         self._check_open()
         wires: list[bytes] = []
         for key in dict.fromkeys(keys):
             wires += self._keys(key)
         if not wires:
             return 0
-        return int(self._call("DEL", self._delete, keys=wires, args=[_VERSION_TTL_MS]))
+        found = yield from self._call_flow("DEL", self._delete, keys=wires, args=[_VERSION_TTL_MS])
+        return int(found)
 
     def clear(self) -> None:
         """Drop every value in this namespace (SCAN + UNLINK); other namespaces untouched.
@@ -428,28 +457,37 @@ class RedisStore:
         Versions are kept so a load that began before ``clear`` still cannot store a
         value older than a write made before it.
         """
+        run(self._clear_flow())
+
+    def _clear_flow(self) -> Flow[None]:
         self._check_open()
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + ":{*}:v"
         cursor = 0
         while True:
-            cursor, batch = self._call(
+            cursor, batch = yield from self._call_flow(
                 "SCAN", self.client.scan, cursor=cursor, match=pattern, count=1000
             )
             if batch:
-                self._call("UNLINK", self.client.unlink, *batch)
+                yield from self._call_flow("UNLINK", self.client.unlink, *batch)
             if cursor == 0:
                 return
 
     def ttl_left(self, key: Key) -> float | None:
         """Seconds until ``key`` expires in Redis (``None``: no expiry or absent)."""
+        return run(self._ttl_left_flow(key))
+
+    def _ttl_left_flow(self, key: Key) -> Flow[float | None]:
         self._check_open()
-        ms = int(self._call("PTTL", self.client.pttl, self.wire_key(key)))
-        return None if ms < 0 else ms / 1000.0
+        ms = yield from self._call_flow("PTTL", self.client.pttl, self.wire_key(key))
+        return None if int(ms) < 0 else int(ms) / 1000.0
 
     def ping(self) -> None:
         """Raise StoreError unless Redis answers."""
+        run(self._ping_flow())
+
+    def _ping_flow(self) -> Flow[None]:
         self._check_open()
-        self._call("PING", self.client.ping)
+        yield from self._call_flow("PING", self.client.ping)
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
 
@@ -460,6 +498,9 @@ class RedisStore:
         this one waited. After ``lease_wait`` seconds without the value or the lease,
         loads anyway (the ticket still carries the version, so the race stays closed).
         """
+        return run(self._begin_load_flow(key))
+
+    def _begin_load_flow(self, key: Key) -> Flow[LoadTicket]:
         self._check_open()
         vkey, nkey = self._keys(key)
         lkey, wkey = self.wire_key(key, "l"), self.wire_key(key, "w")
@@ -468,7 +509,7 @@ class RedisStore:
         pause = 0.002
         check_value = b"1"
         while True:
-            reply = self._read(
+            reply = yield from self._read_flow(
                 "lease",
                 self._begin,
                 keys=[vkey, nkey, lkey, wkey],
@@ -489,11 +530,16 @@ class RedisStore:
                 return LoadTicket(token=_Guard(version=data, lease=b"", storable=False))
             if time.monotonic() >= deadline:
                 return LoadTicket(token=_Guard(version=data, lease=b""))
-            time.sleep(pause)
+            yield self._sleep, (pause,)
             pause = min(pause * 2, 0.05)
 
     def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
         """Store ``value`` only if ``key``'s version is unchanged; release the lease."""
+        return run(self._end_load_flow(key, ticket, value, ttl))
+
+    def _end_load_flow(
+        self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None
+    ) -> Flow[bool]:
         self._check_open()
         guard = ticket.token
         if guard is None:  # Redis was down at begin_load (fail_open), or the key was filled
@@ -503,13 +549,14 @@ class RedisStore:
         vkey, nkey = self._keys(key)
         lkey = self.wire_key(key, "l")
         store = value is not MISSING and guard.storable
-        payload = self._encode(value, vkey) if store else b""
+        payload = self.codec.encode(value, key=vkey) if store else b""
         px = self._ttl_px(ttl)
-        stored = self._stamped(
+        stored = yield from self._stamped_flow(
             "conditional SET",
             self._end,
             [vkey, nkey, lkey],
             [guard.version, guard.lease, b"1" if store else b"0", payload, px],
+            read=True,
         )
         return stored is not _FAILED and bool(stored)
 
@@ -520,6 +567,9 @@ class RedisStore:
         leases (one slow key would hold back the batch); they are guarded by the
         versions alone, which is what keeps an old value from being cached.
         """
+        return run(self._begin_load_many_flow(keys))
+
+    def _begin_load_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, LoadTicket]]:
         self._check_open()
         wanted = list(dict.fromkeys(keys))
         wires: list[bytes] = []
@@ -527,7 +577,7 @@ class RedisStore:
             wires += (*self._keys(key), self.wire_key(key, "w"))
         if not wanted:
             return {}
-        replies = self._read("MGET", self.client.mget, wires)
+        replies = yield from self._read_flow("MGET", self.client.mget, wires)
         if replies is _FAILED:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
@@ -551,6 +601,11 @@ class RedisStore:
         :meth:`begin_load_many`; ``MISSING`` values and keys without a ticket token
         (already present, or Redis was down) are skipped.
         """
+        return run(self._end_load_many_flow(tickets, values, ttl))
+
+    def _end_load_many_flow(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> Flow[list[Key]]:
         self._check_open()
         px = self._ttl_px(ttl)
         keys: list[bytes] = []
@@ -566,11 +621,13 @@ class RedisStore:
                 continue
             vkey, nkey = self._keys(key)
             keys += (vkey, nkey)
-            args += (guard.version, self._encode(value, vkey))
+            args += (guard.version, self.codec.encode(value, key=vkey))
             order.append(key)
         if not order:
             return []
-        flags = self._stamped("conditional SET (batch)", self._end_many, keys, args)
+        flags = yield from self._stamped_flow(
+            "conditional SET (batch)", self._end_many, keys, args, read=True
+        )
         if flags is _FAILED:
             return []
         return [key for key, flag in zip(order, flags, strict=True) if flag]
@@ -590,7 +647,7 @@ class RedisStore:
         for key, value in values.items():
             vkey, nkey = self._keys(key)
             wires += (vkey, nkey, self.wire_key(key, "w"))
-            payloads.append(None if value is MISSING else self._encode(value, vkey))
+            payloads.append(None if value is MISSING else self.codec.encode(value, key=vkey))
         return PreparedWrite(dict(values), _Encoded(wires, payloads, px))
 
     def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
@@ -599,41 +656,52 @@ class RedisStore:
         A load in flight can no longer store (the versions moved), and no load that
         begins while a key is held may store. Returns what :meth:`end_write` takes.
         """
+        return run(self._begin_write_flow(prepared))
+
+    def _begin_write_flow(self, prepared: PreparedWrite) -> Flow[PreparedWrite]:
         self._check_open()
         encoded = _encoded(prepared)
         if not encoded.wires:
             return prepared
-        versions = self._call(
+        versions = yield from self._call_flow(
             "write hold", self._hold, keys=encoded.wires, args=[self._hold_ms, _VERSION_TTL_MS]
         )
         held = [str(int(v)).encode() for v in versions]
         return PreparedWrite(prepared.values, replace(encoded, held=held))
 
-    def end_write(self, held: PreparedWrite, *, saved: bool) -> list[Key]:
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
         """After the source write: store the values (``saved``) or keep them dropped.
 
         A key's value is stored only if no other write of it began since ours and none
         is still held; otherwise its cached copy stays dropped (a miss, never the
         loser of two racing writers). Releases the holds. Returns the keys stored.
         """
+        return run(self._end_write_flow(held, saved))
+
+    def _end_write_flow(self, held: PreparedWrite, saved: bool) -> Flow[list[Key]]:
         self._check_open()
         encoded = _encoded(held)
         if encoded.held is None:
             raise ConfigurationError("end_write takes what begin_write returned")
+        if not encoded.wires:
+            return []
         args: list[Any] = [encoded.px, _VERSION_TTL_MS]
         for version, payload in zip(encoded.held, encoded.payloads, strict=True):
             store = saved and payload is not None
             args += (version, b"1" if store else b"0", payload if store else b"")
-        if not encoded.wires:
-            return []
         # Not re-run if Redis restarted meanwhile: a value stored with the old stamp
         # reads as a miss, which is what a second run (versions moved) would leave too.
-        args.append(self.stamp())
-        flags = self._call("write release", self._release, keys=encoded.wires, args=args)
+        args.append((yield from self._stamp_flow()))
+        flags = yield from self._call_flow(
+            "write release", self._release, keys=encoded.wires, args=args
+        )
         return [key for key, flag in zip(held.values, flags, strict=True) if flag]
 
     def store_prepared(self, prepared: PreparedWrite) -> None:
         """Store a prepared write's values as :meth:`set_many` would (no hold)."""
+        run(self._store_prepared_flow(prepared))
+
+    def _store_prepared_flow(self, prepared: PreparedWrite) -> Flow[None]:
         self._check_open()
         encoded = _encoded(prepared)
         keys: list[bytes] = []
@@ -644,7 +712,7 @@ class RedisStore:
                 payloads.append(payload)
         if keys:
             args = [encoded.px, _VERSION_TTL_MS, *payloads]
-            self._write("SET (batch)", self._set_many, keys, args)
+            yield from self._stamped_flow("SET (batch)", self._set_many, keys, args)
 
     def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
         """A solo or shared claim on ``what`` in this namespace (see ``_redis_claim``)."""

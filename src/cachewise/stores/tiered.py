@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachewise._flow import Flow, run
 from cachewise._types import MISSING, Key, check_seconds
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
@@ -71,11 +72,7 @@ class TieredStore:
         self._generation = 0
         self._owns_bus = bus is None
         if bus is None:
-            bus = RedisBus(
-                channel=f"{l2.namespace}:invalidations",
-                client=l2.client,
-                ready_timeout=ready_timeout,
-            )
+            bus = self._default_bus(l2, ready_timeout)
         self.bus: InvalidationBus = bus
         self._closed = False
         self._set_serving(bus.live)
@@ -85,8 +82,14 @@ class TieredStore:
         self.invalidations_received = 0
         """Keys (or "everything" messages) dropped from L1 because another process said so."""
 
+    def _default_bus(self, l2: RedisStore, ready_timeout: float) -> InvalidationBus:
+        """Redis pub/sub on L2's own Redis, channel ``<namespace>:invalidations``."""
+        return RedisBus(
+            channel=f"{l2.namespace}:invalidations", client=l2.client, ready_timeout=ready_timeout
+        )
+
     def __repr__(self) -> str:
-        return f"TieredStore({self.l1!r}, {self.l2!r}, bus={self.bus!r})"
+        return f"{type(self).__name__}({self.l1!r}, {self.l2!r}, bus={self.bus!r})"
 
     # -- the bus ---------------------------------------------------------------------------
 
@@ -139,8 +142,11 @@ class TieredStore:
         return self._get_l2(key)
 
     def _get_l2(self, key: Key) -> Any:
+        return run(self._get_l2_flow(key))
+
+    def _get_l2_flow(self, key: Key) -> Flow[Any]:
         generation = self._generation
-        value = self.l2.get(key)
+        value = yield self.l2.get, (key,)
         if value is not MISSING:
             self._fill(generation, {key: value})
         return value
@@ -154,12 +160,15 @@ class TieredStore:
         return self.l1.hit_path()
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        return run(self._get_many_flow(keys))
+
+    def _get_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, Any]]:
         wanted = list(dict.fromkeys(keys))
         found = self.l1.get_many(wanted) if self._serving else {}
         missing = [k for k in wanted if k not in found]
         if missing:
             generation = self._generation
-            more = self.l2.get_many(missing)
+            more = yield self.l2.get_many, (missing,)
             if more:
                 self._fill(generation, more)
                 found.update(more)
@@ -171,51 +180,68 @@ class TieredStore:
         self.set_many({key: value}, ttl)
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        run(self._set_many_flow(items, ttl))
+
+    def _set_many_flow(self, items: Mapping[Key, Any], ttl: float | None) -> Flow[None]:
         if not items:
             return
-        self.l2.set_many(items, ttl)
+        yield self.l2.set_many, (items, ttl)
         with self._lock:
             self._generation += 1
             if self._serving:
                 self.l1.set_many(items, ttl)
-        self.bus.publish(list(items), origin=self.origin)
+        yield self.bus.publish, (list(items), self.origin)
 
     def delete(self, key: Key) -> bool:
         return self.delete_many([key]) == 1
 
     def delete_many(self, keys: Iterable[Key]) -> int:
+        return run(self._delete_many_flow(keys))
+
+    def _delete_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return 0
-        present = self.l2.delete_many(wanted)
+        present = yield self.l2.delete_many, (wanted,)
         with self._lock:
             self._generation += 1
             self.l1.delete_many(wanted)
-        self.bus.publish(wanted, origin=self.origin)
-        return present
+        yield self.bus.publish, (wanted, self.origin)
+        return int(present)
 
     def clear(self) -> None:
-        self.l2.clear()
+        run(self._clear_flow())
+
+    def _clear_flow(self) -> Flow[None]:
+        yield self.l2.clear, ()
         with self._lock:
             self._generation += 1
             self.l1.clear()
-        self.bus.publish(None, origin=self.origin)
+        yield self.bus.publish, (None, self.origin)
 
     # -- the load guard: L2's, plus an L1 fill ---------------------------------------------
 
     def begin_load(self, key: Key) -> LoadTicket:
+        return run(self._begin_load_flow(key))
+
+    def _begin_load_flow(self, key: Key) -> Flow[LoadTicket]:
         generation = self._generation
-        inner = self.l2.begin_load(key)
+        inner: LoadTicket = yield self.l2.begin_load, (key,)
         if inner.value is not MISSING:
             self._fill(generation, {key: inner.value})
             return inner
         return LoadTicket(token=_TieredToken(inner, generation))
 
     def end_load(self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None) -> bool:
+        return run(self._end_load_flow(key, ticket, value, ttl))
+
+    def _end_load_flow(
+        self, key: Key, ticket: LoadTicket, value: Any, ttl: float | None
+    ) -> Flow[bool]:
         token = ticket.token
         if not isinstance(token, _TieredToken):
             raise ConfigurationError(f"not a TieredStore load ticket: {ticket!r}")
-        stored = self.l2.end_load(key, token.inner, value, ttl)
+        stored: bool = yield self.l2.end_load, (key, token.inner, value, ttl)
         if stored:
             with self._lock:
                 if self._generation == token.generation and self._serving:
@@ -224,8 +250,11 @@ class TieredStore:
 
     def begin_load_many(self, keys: Iterable[Key]) -> dict[Key, LoadTicket]:
         """Batch form of :meth:`begin_load` (L2's versions; present values fill L1)."""
+        return run(self._begin_load_many_flow(keys))
+
+    def _begin_load_many_flow(self, keys: Iterable[Key]) -> Flow[dict[Key, LoadTicket]]:
         generation = self._generation
-        inner = self.l2.begin_load_many(keys)
+        inner = yield self.l2.begin_load_many, (keys,)
         present = {k: t.value for k, t in inner.items() if t.value is not MISSING}
         if present:
             self._fill(generation, present)
@@ -240,6 +269,11 @@ class TieredStore:
         self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
     ) -> list[Key]:
         """Batch form of :meth:`end_load`; the values L2 stored also go into L1."""
+        return run(self._end_load_many_flow(tickets, values, ttl))
+
+    def _end_load_many_flow(
+        self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
+    ) -> Flow[list[Key]]:
         inner: dict[Key, LoadTicket] = {}
         generation = self._generation
         for key in values:
@@ -249,7 +283,7 @@ class TieredStore:
                 generation = min(generation, token.generation)
             else:
                 inner[key] = tickets[key]
-        stored = self.l2.end_load_many(inner, values, ttl)
+        stored: list[Key] = yield self.l2.end_load_many, (inner, values, ttl)
         if stored:
             with self._lock:
                 if self._generation == generation and self._serving:
@@ -264,38 +298,47 @@ class TieredStore:
 
     def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
         """Drop and hold the keys in L2, drop them from every process's L1."""
+        return run(self._begin_write_flow(prepared))
+
+    def _begin_write_flow(self, prepared: PreparedWrite) -> Flow[PreparedWrite]:
         write = _tiered_write(prepared)
-        held = self.l2.begin_write(write.inner)
+        held = yield self.l2.begin_write, (write.inner,)
         keys = list(prepared.values)
         with self._lock:
             self._generation += 1
             self.l1.delete_many(keys)
-        self.bus.publish(keys, origin=self.origin)
+        yield self.bus.publish, (keys, self.origin)
         return PreparedWrite(prepared.values, _TieredWrite(held, write.ttl))
 
-    def end_write(self, held: PreparedWrite, *, saved: bool) -> list[Key]:
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
         """Store (or keep dropped) in L2, then L1; tell the other processes."""
+        return run(self._end_write_flow(held, saved))
+
+    def _end_write_flow(self, held: PreparedWrite, saved: bool) -> Flow[list[Key]]:
         write = _tiered_write(held)
-        stored = self.l2.end_write(write.inner, saved=saved)
+        stored: list[Key] = yield self.l2.end_write, (write.inner, saved)
         keys = list(held.values)
         with self._lock:
             self._generation += 1
             self.l1.delete_many(keys)
             if stored and self._serving:
                 self.l1.set_many({k: held.values[k] for k in stored}, write.ttl)
-        self.bus.publish(keys, origin=self.origin)
+        yield self.bus.publish, (keys, self.origin)
         return stored
 
     def store_prepared(self, prepared: PreparedWrite) -> None:
         """Store the prepared values in L2 and L1, as :meth:`set_many` does."""
+        run(self._store_prepared_flow(prepared))
+
+    def _store_prepared_flow(self, prepared: PreparedWrite) -> Flow[None]:
         write = _tiered_write(prepared)
-        self.l2.store_prepared(write.inner)
+        yield self.l2.store_prepared, (write.inner,)
         values = {k: v for k, v in prepared.values.items() if v is not MISSING}
         with self._lock:
             self._generation += 1
             if self._serving:
                 self.l1.set_many(values, write.ttl)
-        self.bus.publish(list(prepared.values), origin=self.origin)
+        yield self.bus.publish, (list(prepared.values), self.origin)
 
     def claim(self, what: str, *, solo: bool, ttl: float) -> Claim:
         """L2's claim (the namespace is L2's)."""

@@ -45,11 +45,9 @@ class FlushLoop:
         self._flush = flush
         self._pending = pending
         self.wake = wake if wake is not None else threading.Event()
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(policy, rng)
         self._lock = threading.Lock()
         self._stopped = False
-        self.attempt = 0
-        """Consecutive failed background flushes (0 after a success)."""
         self._thread = threading.Thread(target=self._run, name=f"{name}-flusher", daemon=True)
 
     def start(self) -> None:
@@ -72,31 +70,25 @@ class FlushLoop:
         finally:
             self._lock.release()
 
+    @property
+    def attempt(self) -> int:
+        """Consecutive failed background flushes (0 after a success)."""
+        return self._backoff.attempt
+
     def _run(self) -> None:
-        interval = self.policy.flush_interval
-        delay = interval
+        delay = self.policy.flush_interval
         while True:
             self.wake.wait(delay)
             self.wake.clear()
             if self._stopped:
                 return
             try:
-                if not self._pending():
-                    delay = interval
-                    continue
-                self._flush()
+                if self._pending():
+                    self._flush()
             except Exception:
-                self.attempt += 1
-                delay = self.policy.retry.delay(self.attempt, self._rng)
-                logger.warning(
-                    "write-back flush failed (attempt %d); retrying in %.2fs",
-                    self.attempt,
-                    delay,
-                    exc_info=True,
-                )
+                delay = self._backoff.failed()
             else:
-                self.attempt = 0
-                delay = interval
+                delay = self._backoff.succeeded()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
@@ -104,6 +96,36 @@ class FlushLoop:
         self.wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+class Backoff:
+    """When a flusher (thread or task) flushes next: the interval, or a retry's backoff.
+
+    The delay policy of both drivers' background flushers, kept apart from their waiting.
+    """
+
+    def __init__(self, policy: WriteBack, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self.attempt = 0
+        """Consecutive failed background flushes (0 after a success)."""
+
+    def succeeded(self) -> float:
+        """A flush (or a check that found nothing to flush) succeeded: the next interval."""
+        self.attempt = 0
+        return self.policy.flush_interval
+
+    def failed(self) -> float:
+        """The flush failed (logged here): the delay before retry number ``attempt``."""
+        self.attempt += 1
+        delay = self.policy.retry.delay(self.attempt, self._rng)
+        logger.warning(
+            "write-back flush failed (attempt %d); retrying in %.2fs",
+            self.attempt,
+            delay,
+            exc_info=True,
+        )
+        return delay
 
 
 class Closeable(Protocol):

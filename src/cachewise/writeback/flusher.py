@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from cachewise._flow import Flow, run
 from cachewise._types import Clock, Key
 from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
@@ -72,6 +73,19 @@ class Flusher:
         rng: random.Random | None = None,
         name: str = "cachewise",
     ) -> None:
+        self._init_state(policy, source, journal, clock)
+        self._room = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        if journal is not None:
+            self._replay(journal)
+        self._loop = FlushLoop(
+            policy, self.flush, lambda: len(self._dirty) > 0, wake=self._wake, rng=rng, name=name
+        )
+        self._loop.start()
+        close_at_exit(self)
+
+    def _init_state(self, policy: WriteBack, source: Any, journal: Any, clock: Clock) -> None:
+        """The state both drivers keep (this thread-driven one and ``aio``'s task-driven one)."""
         self.policy = policy
         self._source = source
         self._journal = journal
@@ -80,19 +94,11 @@ class Flusher:
         self._pending: set[int] = set()
         """Sequences handed out but not yet marked: they hold back journal compaction."""
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._wake = threading.Event()
+        """Held for dict work only, never across I/O (so never across an await either)."""
         self._closed = False
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
-        if journal is not None:
-            self._replay(journal)
-        self._loop = FlushLoop(
-            policy, self.flush, lambda: len(self._dirty) > 0, wake=self._wake, rng=rng, name=name
-        )
-        self._loop.start()
-        close_at_exit(self)
 
     # -- state ---------------------------------------------------------------
 
@@ -147,15 +153,18 @@ class Flusher:
         the caller does not overwrite the newer cached value. Callers serialise writes
         of one key (the cache's per-key lock), so sequence order is write order.
         """
+        return run(self._accept_flow(items))
+
+    def _accept_flow(self, items: Mapping[Key, Any]) -> Flow[list[Key]]:
         if self._closed:
             raise ClosedError("write-back is closed")
-        self._wait_for_room(items)
+        yield self._wait_for_room, (items,)
         with self._lock:
             records = [(self._dirty.next_seq(), key, value) for key, value in items.items()]
             self._pending.update(seq for seq, _, _ in records)
         try:
             if self._journal is not None:
-                self._journal.append(records)
+                yield self._journal.append, (records,)
             now = self._clock()
             with self._lock:
                 accepted = [
@@ -169,27 +178,40 @@ class Flusher:
             self._wake.set()
         return accepted
 
-    def _wait_for_room(self, items: Mapping[Key, Any]) -> None:
+    def _no_room(self, items: Mapping[Key, Any]) -> bool:
+        """Whether ``items`` would take the dirty set past ``max_dirty`` (under the lock)."""
         limit = self.policy.max_dirty
-        with self._lock:
-            new = sum(1 for key in items if key not in self._dirty)
-            if not new or len(self._dirty) + new <= limit:
-                return
-            if len(items) > limit:
-                raise CacheFullError(f"a batch of {len(items)} keys exceeds max_dirty={limit}")
+        new = sum(1 for key in items if key not in self._dirty)
+        if not new or len(self._dirty) + new <= limit:
+            return False
+        if len(items) > limit:
+            raise CacheFullError(f"a batch of {len(items)} keys exceeds max_dirty={limit}")
+        if self.policy.on_full == "raise":
             self._wake.set()
-            if self.policy.on_full == "raise":
-                raise CacheFullError(f"write-back holds max_dirty={limit} dirty keys")
+            raise CacheFullError(f"write-back holds max_dirty={limit} dirty keys")
+        return True
+
+    def _full_error(self) -> CacheFullError:
+        return CacheFullError(
+            f"write-back held max_dirty={self.policy.max_dirty} dirty keys for "
+            f"{self.policy.block_timeout}s (is the source down?)"
+        )
+
+    def _wait_for_room(self, items: Mapping[Key, Any]) -> None:
+        with self._lock:
+            if not self._no_room(items):
+                return
             deadline = time.monotonic() + self.policy.block_timeout
-            while len(self._dirty) + sum(1 for k in items if k not in self._dirty) > limit:
+            while self._no_room(items):
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
-                    raise CacheFullError(
-                        f"write-back held max_dirty={limit} dirty keys for "
-                        f"{self.policy.block_timeout}s (is the source down?)"
-                    )
+                    raise self._full_error()
                 self._wake.set()
                 self._room.wait(left)
+
+    def _made_room(self) -> None:
+        """Wake writers waiting for room (called under ``_lock``)."""
+        self._room.notify_all()
 
     # -- flushing ----------------------------------------------------------------
 
@@ -200,9 +222,10 @@ class Flusher:
         ``wait=False`` a flush already under way wakes the flusher instead of waiting.
         """
         only = None if keys is None else set(keys)
-        return self._loop.exclusive(lambda: self._flush_locked(only), wait=wait)
+        return self._loop.exclusive(lambda: run(self._flush_flow(only)), wait=wait)
 
-    def _flush_locked(self, only: set[Key] | None) -> int:
+    def _flush_flow(self, only: set[Key] | None) -> Flow[int]:
+        """Take batches out under the lock, write each outside it, settle under it again."""
         written = 0
         with self._lock:
             upto = self._dirty.last_seq
@@ -220,22 +243,22 @@ class Flusher:
                         watermark = self._dirty.low_watermark()
                         if self._pending:
                             watermark = min(watermark, min(self._pending) - 1)
-                    self._journal.flushed(watermark)
+                    yield self._journal.flushed, (watermark,)
                 return written
-            self._write_batch(batch)
+            yield from self._write_batch_flow(batch)
             with self._lock:
                 self._dirty.settle(batch)
-                self._room.notify_all()
+                self._made_room()
             written += len(batch)
 
-    def _write_batch(self, batch: list[tuple[Key, DirtyEntry]]) -> None:
+    def _write_batch_flow(self, batch: list[tuple[Key, DirtyEntry]]) -> Flow[None]:
         saves = {key: e.value for key, e in batch if e.value is not TOMBSTONE}
         removes = [key for key, e in batch if e.value is TOMBSTONE]
         try:
             if saves:
-                self._source.save_many(saves)
+                yield self._source.save_many, (saves,)
             if removes:
-                self._source.remove_many(removes)
+                yield self._source.remove_many, (removes,)
         except Exception as exc:
             self.flush_failures.add()
             raise FlushError(

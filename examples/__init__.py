@@ -1,0 +1,1 @@
+"""Runnable examples of cachewise in applications (each is tested in tests/)."""
