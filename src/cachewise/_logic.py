@@ -48,6 +48,7 @@ from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
     Claim,
+    Claimable,
     EvictionAware,
     LoadGuarded,
     LoadTicket,
@@ -63,6 +64,9 @@ logger = logging.getLogger("cachewise")
 
 Loader = Callable[[Key], Any]
 STRIPES = 64
+CLAIM_TTL = 10.0
+"""Seconds a dead process's write-back claim on a Redis namespace outlives it (another
+host must wait this long; on the same host a successor takes it over at once)."""
 
 
 class Load(Protocol):
@@ -540,6 +544,27 @@ class CacheLogic:
         finally:
             self._supersede(key)
             self._unlock(indexes)
+
+    def _claim_write_back(self, policy: WriteBack) -> Claim | None:
+        """One in-process write-back per Redis namespace, or only shared ones (issue 11).
+
+        Two processes that each flush their own dirty set to one namespace flush in no
+        order with each other: the source can end with one write and Redis another.
+        """
+        if not isinstance(self.store, Claimable):
+            return None
+        solo = policy.journal != "redis"
+        try:
+            return self.store.claim("writeback", solo=solo, ttl=CLAIM_TTL)
+        except ConfigurationError as exc:
+            mine = "an in-process WriteBack" if solo else "WriteBack(journal='redis')"
+            raise ConfigurationError(
+                f"{self.name}: {mine} cannot share this Redis namespace with the "
+                f"write-back running there ({exc}). In-process write-backs flush in no "
+                "order with each other, leaving the source and the cache with different "
+                "values: use WriteBack(journal='redis') (the shared write-back) in every "
+                "process, or give each its own namespace."
+            ) from None
 
     def _check_claim(self) -> None:
         if self._claim is not None and self._claim.lost:

@@ -42,8 +42,6 @@ from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
 from cachewise.sources.mapping import MappingSource
 from cachewise.stores.base import (
-    Claim,
-    Claimable,
     EvictionAware,
     HitPath,
     Inlinable,
@@ -61,10 +59,6 @@ logger = logging.getLogger("cachewise")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-_CLAIM_TTL = 10.0
-"""Seconds a dead process's write-back claim on a Redis namespace outlives it (another
-host must wait this long; on the same host a successor takes it over at once)."""
 
 
 class _Load:
@@ -178,27 +172,6 @@ class Cache(CacheLogic):
             if self._claim is not None:
                 self._claim.release()
             raise
-
-    def _claim_write_back(self, policy: WriteBack) -> Claim | None:
-        """One in-process write-back per Redis namespace, or only shared ones (issue 11).
-
-        Two processes that each flush their own dirty set to one namespace flush in no
-        order with each other: the source can end with one write and Redis another.
-        """
-        if not isinstance(self.store, Claimable):
-            return None
-        solo = policy.journal != "redis"
-        try:
-            return self.store.claim("writeback", solo=solo, ttl=_CLAIM_TTL)
-        except ConfigurationError as exc:
-            mine = "an in-process WriteBack" if solo else "WriteBack(journal='redis')"
-            raise ConfigurationError(
-                f"{self.name}: {mine} cannot share this Redis namespace with the "
-                f"write-back running there ({exc}). In-process write-backs flush in no "
-                "order with each other, leaving the source and the cache with different "
-                "values: use WriteBack(journal='redis') (the shared write-back) in every "
-                "process, or give each its own namespace."
-            ) from None
 
     def _open_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,3 +124,40 @@ async def test_an_async_store_starts_cold_after_redis_restarts_from_an_older_sna
     finally:
         await store.close()
         server.close()
+
+
+async def test_an_async_write_back_takes_the_namespace_claim_as_a_sync_one_does(
+    redis_url: str, unique_name: str
+) -> None:
+    """AsyncCache with an in-process WriteBack over Redis refuses a second process's too."""
+    from cachewise import Cache, WriteBack
+
+    cache = AsyncCache(
+        AsyncRedisStore(redis_url, namespace=unique_name),
+        MappingSource({}),
+        write=WriteBack(flush_interval=3600),
+    )
+    code = (
+        "import sys\n"
+        "from cachewise import Cache, MappingSource, RedisStore, WriteBack\n"
+        "Cache(RedisStore(sys.argv[1], namespace=sys.argv[2]), MappingSource(),\n"
+        "      write=WriteBack(flush_interval=3600))\n"
+    )
+    try:
+        other = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, redis_url, unique_name,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(other.communicate(), 60)
+        assert other.returncode != 0
+        assert b"ConfigurationError" in err
+        assert b"journal='redis'" in err
+        await cache.write("k", {"v": 1})
+    finally:
+        await cache.close()
+    again = Cache(  # closed: released, so the namespace is free again
+        RedisStore(redis_url, namespace=unique_name),
+        MappingSource({}),
+        write=WriteBack(flush_interval=3600),
+    )
+    again.close()

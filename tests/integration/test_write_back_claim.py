@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-import cachewise.cache
+import cachewise._logic
 from cachewise import Cache, MappingSource, RedisStore, TieredStore, WriteBack
 from cachewise.errors import ConfigurationError, StoreError
 from cachewise.stores.memory import MemoryStore
@@ -143,7 +143,7 @@ def test_shared_write_backs_join_each_other_and_exclude_an_in_process_one(
 def test_a_lapsed_claim_taken_by_another_process_refuses_further_writes(
     redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cachewise.cache, "_CLAIM_TTL", 0.6)  # renewed every 0.2 s
+    monkeypatch.setattr(cachewise._logic, "CLAIM_TTL", 0.6)  # renewed every 0.2 s
     cache = _cache(redis_url, namespace)
     try:
         cache.write("a", {"v": 1})

@@ -168,8 +168,14 @@ class AsyncCache(CacheLogic):
         return lambda _key: MISSING
 
     def _start_write_back(self, policy: WriteBack, journal: Any) -> None:
-        module = importlib.import_module("cachewise.aio.writeback")
-        self._flusher = module.open_flusher(policy, self.source, self.store, journal, self.name)
+        self._claim = self._claim_write_back(policy)
+        try:
+            module = importlib.import_module("cachewise.aio.writeback")
+            self._flusher = module.open_flusher(policy, self.source, self.store, journal, self.name)
+        except BaseException:
+            if self._claim is not None:
+                self._claim.release()
+            raise
         if hasattr(self.store, "add_eviction_listener") and not self._flusher.stores_values:
             self.store.add_eviction_listener(self._on_evicted)
 
@@ -402,6 +408,8 @@ class AsyncCache(CacheLogic):
             if self._flusher is not None:
                 await self._flusher.close()
         finally:
+            if self._claim is not None:  # after the final flush: the namespace is free
+                self._claim.release()
             for part in (self.store, self.source):
                 close = getattr(part, "close", None)
                 if callable(close):

@@ -20,6 +20,7 @@ from cachewise._types import Key
 from cachewise.aio._driven import AsyncFlows
 from cachewise.codecs import Codec
 from cachewise.errors import ConfigurationError
+from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.redis import RedisStore
 
 
@@ -89,6 +90,17 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"AsyncRedisStore({self._url!r}, namespace={self.namespace!r}, ttl={self.ttl})"
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
+        """``RedisStore.claim`` through a sync twin (the claim renews from its own thread)."""
+        twin = self.sync_twin()
+        try:
+            claim = twin.claim(what, solo=solo, ttl=ttl)
+        except BaseException:
+            twin.close()
+            raise
+        claim.on_release(twin.close)
+        return claim
 
     def sync_twin(self) -> RedisStore:
         """A sync ``RedisStore`` with the same settings (the shared write-back's thread uses it)."""

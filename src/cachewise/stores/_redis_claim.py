@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 from redis.exceptions import RedisError
@@ -108,6 +109,7 @@ class RedisClaim:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._stop = threading.Event()
+        self._on_release: list[Callable[[], None]] = []
         self._take()
         with _holders_lock:
             _holders[self._held] = _holders.get(self._held, 0) + 1
@@ -167,12 +169,23 @@ class RedisClaim:
                 )
                 return
 
+    def on_release(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the claim is released (closing what it runs on)."""
+        self._on_release.append(callback)
+
     def release(self) -> None:
         """Stop renewing and drop the claim (a no-op the second time)."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join(timeout=5.0)
+        try:
+            self._drop()
+        finally:
+            for callback in self._on_release:
+                callback()
+
+    def _drop(self) -> None:
         with _holders_lock:
             left = _holders.get(self._held, 1) - 1
             if left:
