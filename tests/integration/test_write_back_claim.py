@@ -75,6 +75,22 @@ def holder(redis_url: str, namespace: str) -> Iterator[Callable[[str], subproces
         child.communicate(timeout=60)
 
 
+def _refused_in_another_process(url: str, namespace: str) -> None:
+    """A process that opens an in-process write-back on the namespace is refused."""
+    refused = subprocess.run(
+        [sys.executable, "-c", HOLDER, url, namespace, ""],
+        cwd=ROOT,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "ConfigurationError" in refused.stderr
+    assert "journal='redis'" in refused.stderr
+
+
 def _cache(url: str, namespace: str, journal: str | None = None) -> Cache:
     policy = WriteBack(flush_interval=3600, journal=journal)
     return Cache(RedisStore(url, namespace=namespace), MappingSource(), write=policy)
@@ -124,18 +140,7 @@ def test_shared_write_backs_join_each_other_and_exclude_an_in_process_one(
     try:
         another = _cache(redis_url, namespace, journal="redis")  # as a second process would
         another.close()
-        refused = subprocess.run(
-            [sys.executable, "-c", HOLDER, redis_url, namespace, ""],
-            cwd=ROOT,
-            input="",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert refused.returncode != 0
-        assert "ConfigurationError" in refused.stderr
-        assert "journal='redis'" in refused.stderr
+        _refused_in_another_process(redis_url, namespace)
     finally:
         shared.close()
 
@@ -169,16 +174,7 @@ def test_caches_of_one_process_share_its_claim_until_the_last_closes(
     """The claim arbitrates between processes: one process may run a cache per table."""
     first = _cache(redis_url, namespace)
     second = _cache(redis_url, namespace)  # same process: shares the claim
-    refused = subprocess.run(
-        [sys.executable, "-c", HOLDER, redis_url, namespace, ""],
-        cwd=ROOT,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "ConfigurationError" in refused.stderr  # another process still may not
+    _refused_in_another_process(redis_url, namespace)  # another process still may not
     first.close()
     raw = redis.Redis.from_url(redis_url)
     try:
