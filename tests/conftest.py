@@ -11,7 +11,8 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,56 +37,104 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def cannot_run(reason: str) -> NoReturn:
+    """Skip with ``reason``, or fail under CI=true (a green CI means every suite ran)."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def need_server(kind: str, env: str, default: str) -> str:
     """Return the URL of a reachable server, or skip (fail under CI) with one line why."""
     url = os.environ.get(env) or default
     if _reachable(url):
         return url
-    reason = f"{kind} not reachable at {urlsplit(url).hostname}:{urlsplit(url).port} (set {env})"
-    if IN_CI:
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
+    cannot_run(f"{kind} not reachable at {urlsplit(url).hostname}:{urlsplit(url).port} (set {env})")
 
 
 VIA_PGBOUNCER = os.environ.get("CACHEWISE_VIA_PGBOUNCER", "").lower() in {"1", "true", "yes"}
 """Run the PostgreSQL suite through a PgBouncer in transaction mode (issue 6)."""
 
 
+VIA_PGPOOL = os.environ.get("CACHEWISE_VIA_PGPOOL", "").lower() in {"1", "true", "yes"}
+"""Run the PostgreSQL suite through a Pgpool-II in connection-pooling mode (issue 14)."""
+
+
 @pytest.fixture(scope="session")
 def postgres_url(request: pytest.FixtureRequest) -> str:
     if VIA_PGBOUNCER:
         return str(request.getfixturevalue("pgbouncer_url"))
+    if VIA_PGPOOL:
+        return str(request.getfixturevalue("pgpool_url"))
     return need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES)
+
+
+def _through_pooler(name: str, make: Callable[[str, int], Any], mode: str) -> Iterator[str]:
+    """A URL through a pooler of our own in front of the PostgreSQL server, then stop it.
+
+    ``?<mode>=true`` tells ``cachewise.connect()`` which pooler it is behind;
+    ``?direct=HOST:PORT`` where PostgreSQL itself is (session features, and tools that
+    start poolers of their own, go there instead of stacking poolers).
+    """
+    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
+    host, port = direct.hostname or "127.0.0.1", direct.port or 5432
+    try:
+        pooler = make(host, port)
+        pooler.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        cannot_run(f"cannot start {name}: {err}")
+    user = direct.username or "root"
+    through = pooler.url(direct.path.lstrip("/") or "test", user)
+    if direct.password:  # the pooler trusts or passes it on; PostgreSQL may need it
+        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
+    try:
+        yield f"{through}?{mode}=true&direct={host}:{port}"
+    finally:
+        pooler.close()
+
+
+@pytest.fixture(scope="session")
+def pgpool_url() -> Iterator[str]:
+    """A URL through our own Pgpool-II (connection pooling, raw mode): ``?pgpool=true``.
+
+    In that mode ``cachewise.connect()`` keeps reads from being load balanced away from a
+    write just made.
+    """
+    from cachewise._pgpool import Pgpool
+
+    yield from _through_pooler("pgpool", lambda h, p: Pgpool(((h, p, 1),)), "pgpool")
 
 
 @pytest.fixture(scope="session")
 def pgbouncer_url() -> Iterator[str]:
-    """A URL through our own PgBouncer (transaction mode) in front of the PostgreSQL server.
+    """A URL through our own PgBouncer (transaction mode): ``?pgbouncer=true``.
 
-    Its ``?pgbouncer=true&direct=HOST:PORT`` options are for ``cachewise.connect()``:
-    no server-side prepared statements, and session features go to PostgreSQL directly.
+    In that mode ``cachewise.connect()`` uses no server-side prepared statements, and
+    session features go to PostgreSQL directly.
     """
     from cachewise._pgbouncer import PgBouncer
 
-    direct = urlsplit(need_server("PostgreSQL", "DATABASE_URL", DEFAULT_POSTGRES))
+    yield from _through_pooler("pgbouncer", PgBouncer, "pgbouncer")
+
+
+@pytest.fixture(scope="session")
+def memcached_url() -> Iterator[str]:
+    """A memcached of our own for the session (``MEMCACHED_URL`` uses yours instead)."""
+    given = os.environ.get("MEMCACHED_URL")
+    if given:
+        yield need_server("memcached", "MEMCACHED_URL", given)
+        return
+    from tests.servers import MemcachedServer
+
     try:
-        bouncer = PgBouncer(direct.hostname or "127.0.0.1", direct.port or 5432)
-        bouncer.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        reason = f"cannot start pgbouncer: {err}"
-        if IN_CI:
-            pytest.fail(f"CI=true: {reason}", pytrace=False)
-        pytest.skip(reason)
-    database = direct.path.lstrip("/") or "test"
-    user = direct.username or "root"
-    through = bouncer.url(database, user)
-    if direct.password:  # PgBouncer trusts; the direct connection may need it
-        through = through.replace(f"//{user}@", f"//{user}:{direct.password}@", 1)
-    where = f"{direct.hostname or '127.0.0.1'}:{direct.port or 5432}"
+        server = MemcachedServer()
+        server.start()
+    except (OSError, RuntimeError) as err:
+        cannot_run(f"cannot start memcached: {err}")
     try:
-        yield f"{through}?pgbouncer=true&direct={where}"
+        yield server.url
     finally:
-        bouncer.close()
+        server.close()
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +158,14 @@ def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{os.fspath(tmp_path)}/cachewise-test.db"
 
 
-_SERVER_FIXTURES = {"postgres_url": "postgres", "redis_url": "redis", "mysql_url": "mysql"}
+_SERVER_FIXTURES = {
+    "postgres_url": "postgres",
+    "redis_url": "redis",
+    "mysql_url": "mysql",
+    "memcached_url": "memcached",
+    "pgpool_url": "pgpool",
+}
+_MUST_RUN_IN_CI = ("postgres", "redis", "memcached", "pgpool")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -125,16 +181,14 @@ _skipped_server_tests: list[str] = []
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Remember server tests that skipped: under CI that is a failure, not a pass."""
-    if report.skipped and any(m in report.keywords for m in ("postgres", "redis")):
+    if report.skipped and any(m in report.keywords for m in _MUST_RUN_IN_CI):
         _skipped_server_tests.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and _skipped_server_tests:
         shown = "\n  ".join(_skipped_server_tests[:20])
-        print(
-            f"\nCI=true but {len(_skipped_server_tests)} Redis/PostgreSQL tests skipped:\n  {shown}"
-        )
+        print(f"\nCI=true but {len(_skipped_server_tests)} server tests skipped:\n  {shown}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -217,3 +217,60 @@ class RedisServer:
         """Kill the server if it runs and delete its directory."""
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MemcachedServer:
+    """A throwaway memcached on a free port of 127.0.0.1 (foreground child), stopped by pid.
+
+    ``memory_mb`` is its cache size (``-m``); ``item_limit`` its item size limit (``-I``).
+    """
+
+    def __init__(self, *, memory_mb: int = 64, item_limit: str = "1m") -> None:
+        binary = shutil.which("memcached")
+        if binary is None:
+            raise RuntimeError("memcached is not installed (apt-get install -y memcached)")
+        self.port = free_port()
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        self.argv = [
+            binary, "-p", str(self.port), "-U", "0", "-l", "127.0.0.1", *user,
+            "-m", str(memory_mb), "-I", item_limit,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"memcached://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if not wait_for_port(self.port):
+            self.close()
+            raise RuntimeError(f"memcached did not listen on {self.port}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop it by its pid (SIGKILL by default: a crash)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, sig)
+        self.process.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+class StandbyServer(PostgresServer):
+    """A streaming-replication standby of ``primary`` (``pg_basebackup -R``), hot standby."""
+
+    def __init__(self, primary: PostgresServer) -> None:  # no initdb: a copy of the primary
+        self.bin = primary.bin
+        self.dir = _owned_tempdir("cw-pg-standby-")
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._run(
+            [str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+             "-U", "root", "-D", str(self.data), "-R", "-X", "stream"]
+        )  # fmt: skip

@@ -21,12 +21,17 @@ from cachewise.stats import Stats
 from cachewise.stores import MemoryStore, Store
 
 if TYPE_CHECKING:
+    from cachewise.stores.memcached import MemcachedStore
     from cachewise.stores.redis import RedisStore
     from cachewise.stores.tiered import TieredStore
 
-# Redis is an optional extra (pip install cachewise[redis]): RedisStore and TieredStore
-# resolve on first use, so `import cachewise` works without redis-py.
-_LAZY = {"RedisStore": "cachewise.stores.redis", "TieredStore": "cachewise.stores.tiered"}
+# Redis and memcached are optional extras (pip install cachewise[redis] / [memcached]):
+# these resolve on first use, so `import cachewise` works without redis-py or pymemcache.
+_LAZY = {
+    "MemcachedStore": "cachewise.stores.memcached",
+    "RedisStore": "cachewise.stores.redis",
+    "TieredStore": "cachewise.stores.tiered",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +51,7 @@ __all__ = [
     "Cron",
     "Every",
     "MappingSource",
+    "MemcachedStore",
     "MemoryStore",
     "OnChange",
     "PoolStats",

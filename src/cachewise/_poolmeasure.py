@@ -3,7 +3,9 @@
 The contenders answer the same request (``SELECT id, name, price FROM t WHERE id = k``)
 with a new connection each time, with ``cachewise.connect()`` (through SQLAlchemy's Engine
 and through ``dbapi_connection()``), with psycopg_pool, with SQLAlchemy's stock
-``QueuePool`` engine, and with a new client connection each time through PgBouncer.
+``QueuePool`` engine, with Django's persistent connection per thread (its implicit
+pooling), and with a new client connection each time through PgBouncer and through
+Pgpool-II.
 They run interleaved in short rounds, so the noise of a shared machine falls on all of
 them alike; requests/s is the median over rounds, latencies are pooled over rounds.
 Used by ``python -m bench pooling`` and by the lab.
@@ -27,7 +29,9 @@ import psycopg_pool
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from cachewise._djangopool import django_requests
 from cachewise._pgbouncer import PgBouncer
+from cachewise._pgpool import Pgpool
 from cachewise.pool import DEFAULT_POOL_SIZE, connect, dbapi_connection, direct_url
 
 Request = Callable[[int], object]
@@ -37,9 +41,13 @@ CONTENDERS = (
     "cachewise.connect() Engine",
     "cachewise.connect() dbapi_connection",
     "psycopg_pool",
+    "psycopg_pool autocommit",
     "SQLAlchemy stock QueuePool",
+    "Django persistent connection",
     "PgBouncer new connection",
+    "Pgpool-II new connection",
 )
+_POOLERS = ("PgBouncer new connection", "Pgpool-II new connection")
 """Every contender, in report order."""
 
 
@@ -48,6 +56,8 @@ class _Contender:
     name: str
     request: Request
     close: Callable[[], None]
+    thread_exit: Callable[[], None] = lambda: None
+    """Run by each worker thread when it ends (a per-thread connection to close)."""
 
 
 def _conninfo(url: URL) -> str:
@@ -84,9 +94,29 @@ def _engine_request(engine: Engine, table: str) -> Request:
     return request
 
 
-def _build(
-    name: str, url: URL, table: str, pool_size: int, bouncer_conninfo: str | None
-) -> _Contender:
+def _build_outside(name: str, url: URL, sql: str, poolers: dict[str, str]) -> _Contender | None:
+    """The contenders whose pooling lives outside our process's pool: poolers, Django."""
+    if name in _POOLERS:
+        through = poolers[name]
+        # PgBouncer (transaction mode) cannot keep prepared statements; Pgpool-II can.
+        prepare = None if name.startswith("PgBouncer") else 5
+
+        def bounced(key: int) -> object:
+            with psycopg.connect(through, prepare_threshold=prepare) as conn:
+                return conn.execute(sql, (key,)).fetchone()
+
+        return _Contender(name, bounced, lambda: None)
+    if name == "Django persistent connection":
+        django = django_requests(url)
+
+        def persistent(key: int) -> object:
+            return django.query(sql, (key,))
+
+        return _Contender(name, persistent, lambda: None, django.close_thread)
+    return None
+
+
+def _build(name: str, url: URL, table: str, pool_size: int, poolers: dict[str, str]) -> _Contender:
     conninfo = _conninfo(url)
     sql = f"SELECT id, name, price FROM {table} WHERE id = %s"
     if name == "new connection":
@@ -96,19 +126,18 @@ def _build(
                 return conn.execute(sql, (key,)).fetchone()
 
         return _Contender(name, fresh, lambda: None)
-    if name == "PgBouncer new connection":
-        if bouncer_conninfo is None:
-            raise RuntimeError("PgBouncer is not running")
-        through = bouncer_conninfo
-
-        def bounced(key: int) -> object:
-            with psycopg.connect(through, prepare_threshold=None) as conn:
-                return conn.execute(sql, (key,)).fetchone()
-
-        return _Contender(name, bounced, lambda: None)
-    if name == "psycopg_pool":
+    outside = _build_outside(name, url, sql, poolers)
+    if outside is not None:
+        return outside
+    if name.startswith("psycopg_pool"):
+        # "autocommit": one round trip per SELECT, as Django runs by default (no BEGIN/COMMIT).
+        autocommit = name.endswith("autocommit")
         pool = psycopg_pool.ConnectionPool(
-            conninfo, min_size=pool_size, max_size=pool_size, open=True
+            conninfo,
+            min_size=pool_size,
+            max_size=pool_size,
+            open=True,
+            kwargs={"autocommit": autocommit},
         )
         pool.wait(30.0)
 
@@ -139,7 +168,11 @@ def _build(
 
 
 def _run_round(
-    request: Request, threads: int, seconds: float, rows: int
+    request: Request,
+    threads: int,
+    seconds: float,
+    rows: int,
+    thread_exit: Callable[[], None] = lambda: None,
 ) -> tuple[int, float, list[float], float]:
     """Run ``threads`` workers for ``seconds``: (requests, elapsed, latencies, client CPU)."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
@@ -165,6 +198,7 @@ def _run_round(
         except BaseException as err:  # reported by the caller
             errors.append(err)
         cpu[slot] = time.thread_time() - cpu0
+        thread_exit()
 
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for w in workers:
@@ -247,22 +281,31 @@ def _layers(url: URL, table: str, repeat: int = 2000) -> dict[str, float]:
 
 
 @contextmanager
-def _maybe_bouncer(url: URL, wanted: bool, notes: list[str]) -> Iterator[str | None]:
-    """A conninfo through a PgBouncer of our own, or None if unwanted or it cannot start."""
-    if not wanted:
-        yield None
-        return
+def _maybe_poolers(url: URL, wanted: Sequence[str], notes: list[str]) -> Iterator[dict[str, str]]:
+    """Conninfos through a PgBouncer and a Pgpool-II of our own, for those wanted and startable."""
+    started: dict[str, PgBouncer | Pgpool] = {}
+    through: dict[str, str] = {}
+    host, port = url.host or "127.0.0.1", url.port or 5432
     try:
-        bouncer = PgBouncer(url.host or "127.0.0.1", url.port or 5432)
-        bouncer.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        notes.append(f"PgBouncer left out: {str(err).splitlines()[0]}")
-        yield None
-        return
-    try:
-        yield _conninfo(url.set(host="127.0.0.1", port=bouncer.port))
+        for name in wanted:
+            if name not in _POOLERS:
+                continue
+            try:
+                server = (
+                    PgBouncer(host, port)
+                    if name.startswith("PgBouncer")
+                    else Pgpool(((host, port, 1),), children=32, max_pool=1)
+                )
+                started[name] = server
+                server.start()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                notes.append(f"{name.split()[0]} left out: {str(err).splitlines()[0]}")
+                continue
+            through[name] = _conninfo(url.set(host="127.0.0.1", port=server.port))
+        yield through
     finally:
-        bouncer.close()
+        for server in started.values():
+            server.close()
 
 
 def measure(
@@ -300,23 +343,27 @@ def measure(
         "results": [],
     }
     try:
-        wanted = "PgBouncer new connection" in contenders
-        with _maybe_bouncer(parsed, wanted, out["notes"]) as bounced:
-            names = [
-                n for n in contenders if bounced is not None or n != "PgBouncer new connection"
-            ]
-            built = [_build(name, parsed, table, size, bounced) for name in names]
+        with _maybe_poolers(parsed, contenders, out["notes"]) as poolers:
+            names = [n for n in contenders if n not in _POOLERS or n in poolers]
+            built = []
+            for name in names:
+                try:
+                    built.append(_build(name, parsed, table, size, poolers))
+                except ImportError as err:  # Django is an optional extra
+                    out["notes"].append(f"{name} left out: {err}")
             try:
                 for n_threads in threads:
                     for c in built:  # warm up: fill pools, prepare statements
-                        _run_round(c.request, n_threads, min(0.2, seconds), rows)
+                        _run_round(c.request, n_threads, min(0.2, seconds), rows, c.thread_exit)
                     per: dict[str, dict[str, Any]] = {
                         c.name: {"rates": [], "lat": [], "cpu": 0.0, "n": 0} for c in built
                     }
                     for r in range(rounds):
                         order = built[r % len(built) :] + built[: r % len(built)]
                         for c in order:
-                            n, elapsed, lat, cpu = _run_round(c.request, n_threads, seconds, rows)
+                            n, elapsed, lat, cpu = _run_round(
+                                c.request, n_threads, seconds, rows, c.thread_exit
+                            )
                             slot = per[c.name]
                             slot["rates"].append(n / elapsed)
                             slot["lat"].extend(lat)

@@ -13,6 +13,10 @@ for the URL's dialect and makes it observable:
   turns off psycopg's server-side prepared statements, which a transaction pooler cannot
   keep on one server connection; session features (LISTEN, session advisory locks) go to
   PostgreSQL itself through ``direct_url()`` / ``connect_direct()``.
+* Pgpool-II (``pgpool=True`` or ``?pgpool=true``) pools by session, so prepared
+  statements, LISTEN and session locks work through it; what it adds is load balancing
+  of reads to standbys, which may not yet have a write just made. Every statement gets
+  Pgpool-II's ``/*NO LOAD BALANCE*/`` hint (reads see writes) unless ``load_balance=True``.
 * SQLite files run in WAL mode with a busy timeout, so readers do not block the writer.
 * Waiting callers are served first come, first served: the pool's queue hands a returned
   connection straight to the oldest waiter (psycopg_pool's discipline) instead of
@@ -30,6 +34,7 @@ none of them carries a password, not even in the ``__cause__`` chain.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import select
@@ -53,6 +58,8 @@ from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
 from cachewise.stats import Counter, PoolStats
 
+logger = logging.getLogger("cachewise")
+
 __all__ = [
     "PoolStats",
     "connect",
@@ -60,6 +67,7 @@ __all__ = [
     "dbapi_connection",
     "direct_url",
     "is_pgbouncer",
+    "is_pgpool",
     "pool_stats",
     "redact",
 ]
@@ -75,7 +83,9 @@ _WAIT_WINDOW: Final = 4096
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
-_OUR_QUERY_KEYS: Final = ("pgbouncer", "direct")
+_OUR_QUERY_KEYS: Final = ("pgbouncer", "direct", "pgpool", "load_balance")
+NO_LOAD_BALANCE: Final = "/*NO LOAD BALANCE*/ "
+"""Pgpool-II sends a statement that starts with this comment to the primary."""
 """URL query options ``connect()`` consumes; the driver would reject them."""
 
 
@@ -100,6 +110,8 @@ class _Plan:
     pgbouncer: bool
     direct: URL | None
     memory_sqlite: bool
+    pgpool: bool = False
+    load_balance: bool = False
 
 
 def _parse_url(url: str | URL) -> URL:
@@ -181,6 +193,8 @@ def plan(
     lifetime_jitter: float = DEFAULT_LIFETIME_JITTER,
     pgbouncer: bool | None = None,
     direct_url: str | URL | None = None,
+    pgpool: bool | None = None,
+    load_balance: bool | None = None,
 ) -> _Plan:
     """Validate ``connect()``'s arguments and decide the engine's shape, without I/O."""
     parsed = _parse_url(url)
@@ -202,6 +216,11 @@ def plan(
     option = _query_value(parsed, "pgbouncer")
     url_bouncer = _flag(option, "pgbouncer", parsed) if option is not None else None
     direct_option = _query_value(parsed, "direct")
+    pool_flags = {}
+    for name, given in (("pgpool", pgpool), ("load_balance", load_balance)):
+        value = _query_value(parsed, name)
+        from_url = _flag(value, name, parsed) if value is not None else False
+        pool_flags[name] = bool(given) if given is not None else from_url
     parsed = parsed.difference_update_query(_OUR_QUERY_KEYS)
 
     family = _family(parsed)
@@ -211,6 +230,12 @@ def plan(
         raise ConfigurationError(
             f"pgbouncer mode and direct URLs are for PostgreSQL, not {redact(parsed)}"
         )
+    if pool_flags["pgpool"] and (family != "postgresql" or bouncer):
+        raise ConfigurationError(
+            f"pgpool mode is for PostgreSQL through Pgpool-II, not PgBouncer: {redact(parsed)}"
+        )
+    if pool_flags["load_balance"] and not pool_flags["pgpool"]:
+        raise ConfigurationError("load_balance is a Pgpool-II option: add pgpool=True")
 
     direct: URL | None = None
     if direct_url is not None:
@@ -232,6 +257,8 @@ def plan(
         pgbouncer=bouncer,
         direct=direct,
         memory_sqlite=memory,
+        pgpool=pool_flags["pgpool"],
+        load_balance=pool_flags["load_balance"],
     )
 
 
@@ -465,6 +492,7 @@ def pool_stats(engine: Engine) -> PoolStats:
 class _EngineInfo:
     pgbouncer: bool
     direct: URL | None
+    pgpool: bool = False
 
 
 _INFO: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
@@ -558,6 +586,49 @@ def _install_connect_translation(engine: Engine, p: _Plan) -> None:
     event.listen(engine, "do_connect", do_connect)
 
 
+def _install_pgpool(engine: Engine, p: _Plan) -> None:
+    """Pgpool-II mode: reads go to the primary unless balanced on purpose; a sizing check."""
+    if not p.load_balance:
+
+        def to_primary(*args: Any) -> tuple[str, Any]:
+            # (conn, cursor, statement, parameters, context, executemany): SQLAlchemy's
+            statement, params = args[2], args[3]
+            return NO_LOAD_BALANCE + statement, params
+
+        event.listen(engine, "before_cursor_execute", to_primary, retval=True)
+    wanted = p.pool_size + p.max_overflow
+
+    def on_first_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        children = _pgpool_children(dbapi_conn)
+        if children is not None and wanted > children:
+            logger.warning(
+                "pool of %d connections through Pgpool-II with num_init_children=%d: "
+                "Pgpool-II serves one client per child, the rest wait in its listen queue",
+                wanted,
+                children,
+            )
+
+    event.listen(engine, "first_connect", on_first_connect)
+
+
+def _pgpool_children(dbapi_conn: Any) -> int | None:
+    """Pgpool-II's ``num_init_children`` (``SHOW pool_status``), None if it will not say."""
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("SHOW pool_status")
+        rows = cursor.fetchall()
+    except Exception:  # not Pgpool-II, or an older one: no check
+        return None
+    finally:
+        cursor.close()
+        with suppress(Exception):
+            dbapi_conn.rollback()
+    for row in rows:
+        if row[0] == "num_init_children":
+            return int(row[1])
+    return None
+
+
 def connect(
     url: str | URL,
     *,
@@ -569,6 +640,8 @@ def connect(
     lifetime_jitter: float = DEFAULT_LIFETIME_JITTER,
     pgbouncer: bool | None = None,
     direct_url: str | URL | None = None,
+    pgpool: bool | None = None,
+    load_balance: bool | None = None,
     echo: bool = False,
     connect_args: Mapping[str, Any] | None = None,
 ) -> Engine:
@@ -582,6 +655,8 @@ def connect(
     server closed before they are handed out. ``pgbouncer`` (or ``?pgbouncer=true``)
     makes the engine safe behind PgBouncer in transaction mode; ``direct_url`` (or
     ``?direct=HOST:PORT``) says where PostgreSQL itself is, for ``connect_direct()``.
+    ``pgpool`` (or ``?pgpool=true``) makes reads through Pgpool-II see writes (no load
+    balancing) unless ``load_balance`` (or ``?load_balance=true``) allows it.
     No connection is opened until the engine is first used.
     """
     p = plan(
@@ -594,6 +669,8 @@ def connect(
         lifetime_jitter=lifetime_jitter,
         pgbouncer=pgbouncer,
         direct_url=direct_url,
+        pgpool=pgpool,
+        load_balance=load_balance,
     )
     cargs: dict[str, Any] = dict(connect_args or {})
     if p.pgbouncer and p.url.get_driver_name() == "psycopg":
@@ -641,14 +718,22 @@ def connect(
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
     else:
         _recorder_of(engine)  # count from the start with what events show
+    if p.pgpool:
+        _install_pgpool(engine, p)
     _INFO[engine.dialect] = _EngineInfo(
-        pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url)
+        pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url), pgpool=p.pgpool
     )
     _BUILT.add(engine)
     return engine
 
 
 # --------------------------------------------------------------------------- direct access
+
+
+def is_pgpool(engine: Engine) -> bool:
+    """True if ``engine`` was built by ``connect()`` in Pgpool-II mode."""
+    info = _INFO.get(engine.dialect)
+    return info.pgpool if info is not None else False
 
 
 def is_pgbouncer(engine: Engine) -> bool:

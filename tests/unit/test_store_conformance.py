@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cachewise import MISSING, MemoryStore
-from cachewise.stores.base import Store
+from cachewise.stores.base import CompareAndSet, Store
 
 
 class FakeClock:
@@ -90,16 +90,39 @@ def tiered_store(request: pytest.FixtureRequest) -> StoreUnderTest:
     return StoreUnderTest(store, time.sleep, ttl_unit=0.2)
 
 
+def memcached_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    from cachewise import MemcachedStore
+
+    url: str = request.getfixturevalue("memcached_url")
+    store = MemcachedStore(url, namespace=request.getfixturevalue("unique_name"))
+    return StoreUnderTest(store, time.sleep, ttl_unit=0.2)
+
+
 STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
     memory_store,
     memory_store_lfu,
     memory_store_copying,
     redis_store,
     tiered_store,
+    memcached_store,
 ]
 
 
-@pytest.fixture(params=STORE_FACTORIES, ids=lambda f: f.__name__)
+_SERVER_MARKS = {
+    "redis_store": pytest.mark.redis,
+    "tiered_store": pytest.mark.redis,
+    "memcached_store": pytest.mark.memcached,
+}
+"""Marks for the factories that need a server: ``-m memcached`` selects them, and under
+CI=true their skips count as failures (tests/conftest.py)."""
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(f, id=f.__name__, marks=_SERVER_MARKS.get(f.__name__, ()))
+        for f in STORE_FACTORIES
+    ]
+)
 def sut(request: pytest.FixtureRequest) -> Iterator[StoreUnderTest]:
     under_test = request.param(request)
     yield under_test
@@ -195,3 +218,96 @@ class TestStoreContract:
         values = sut.store.get_many([("k", i) for i in range(10)])
         assert len(values) == 10
         assert set(values.values()) <= {0, 1, 2, 3}
+
+
+class TestCompareAndSet:
+    """Every store with ``gets``/``cas``/``add`` (all four kinds here) behaves alike."""
+
+    @pytest.fixture
+    def cas_store(self, sut: StoreUnderTest) -> CompareAndSet:
+        assert isinstance(sut.store, CompareAndSet)
+        return sut.store
+
+    def test_cas_stores_when_unchanged(self, cas_store: CompareAndSet) -> None:
+        cas_store.set("k", 1)
+        value, token = cas_store.gets("k")
+        assert value == 1
+        assert cas_store.cas("k", 2, token) is True
+        assert cas_store.get("k") == 2
+
+    def test_cas_refuses_after_a_write(self, cas_store: CompareAndSet) -> None:
+        cas_store.set("k", 1)
+        _, token = cas_store.gets("k")
+        cas_store.set("k", 5)
+        assert cas_store.cas("k", 2, token) is False
+        assert cas_store.get("k") == 5
+
+    def test_cas_refuses_after_a_delete(self, cas_store: CompareAndSet) -> None:
+        cas_store.set("k", 1)
+        _, token = cas_store.gets("k")
+        cas_store.delete("k")
+        assert cas_store.cas("k", 2, token) is False
+        assert cas_store.get("k") is MISSING
+
+    def test_cas_of_an_absent_key_stores_only_while_absent(self, cas_store: CompareAndSet) -> None:
+        value, token = cas_store.gets("new")
+        assert value is MISSING
+        cas_store.set("new", "theirs")
+        assert cas_store.cas("new", "mine", token) is False
+        assert cas_store.get("new") == "theirs"
+        _, token = cas_store.gets("other")
+        assert cas_store.cas("other", "mine", token) is True
+        assert cas_store.get("other") == "mine"
+
+    def test_add_only_if_absent(self, cas_store: CompareAndSet) -> None:
+        assert cas_store.add("a", 1) is True
+        assert cas_store.add("a", 2) is False
+        assert cas_store.get("a") == 1
+
+    def test_cas_keep_ttl_keeps_the_expiry(self, sut: StoreUnderTest) -> None:
+        store = sut.store
+        assert isinstance(store, CompareAndSet)
+        store.set("short", 1, ttl=sut.ttl_unit)
+        _, token = store.gets("short")
+        assert store.cas("short", 2, token, keep_ttl=True) is True
+        sut.advance(sut.ttl_unit * 1.5)
+        assert store.get("short") is MISSING
+
+    def test_cas_with_ttl_replaces_the_expiry(self, sut: StoreUnderTest) -> None:
+        store = sut.store
+        assert isinstance(store, CompareAndSet)
+        store.set("k", 1, ttl=sut.ttl_unit)
+        _, token = store.gets("k")
+        assert store.cas("k", 1, token, ttl=100 * sut.ttl_unit) is True
+        sut.advance(sut.ttl_unit * 1.5)
+        assert store.get("k") == 1
+
+    def test_concurrent_increments_are_not_lost(self, cas_store: CompareAndSet) -> None:
+        cas_store.set("n", 0)
+
+        def bump() -> None:
+            for _ in range(25):
+                while True:
+                    value, token = cas_store.gets("n")
+                    if cas_store.cas("n", value + 1, token, keep_ttl=True):
+                        break
+
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert cas_store.get("n") == 100
+
+    def test_gets_and_cas_copy_in_a_copying_store(self, cas_store: CompareAndSet) -> None:
+        cas_store.set("k", {"items": [1]})
+        value, token = cas_store.gets("k")
+        if getattr(cas_store, "copies", True) is False:  # MemoryStore(copy=False): references
+            assert value is cas_store.get("k")
+            return
+        value["items"].append(2)  # a copy: the cached value is unchanged
+        assert cas_store.get("k") == {"items": [1]}
+        new = {"items": [1, 3]}
+        assert cas_store.cas("k", new, token) is True
+        new["items"].append(4)
+        assert cas_store.get("k") == {"items": [1, 3]}

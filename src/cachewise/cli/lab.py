@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--database", metavar="URL", help="SQL database (default: temp SQLite)")
     parser.add_argument("--redis", metavar="URL", help="cache in Redis instead of in memory")
     parser.add_argument(
+        "--store", metavar="URL", help="cache in redis://... or memcached://... instead of memory"
+    )
+    parser.add_argument(
         "--json", metavar="FILE", help="write the JSON report here (checked before the run)"
     )
     parser.add_argument(
@@ -153,6 +156,24 @@ class _ReportFile:
                 os.unlink(self.path)
 
 
+def _store_urls(args: argparse.Namespace) -> None:
+    """``--store`` into ``args.redis`` (redis://...) or ``args.memcached`` (memcached://...)."""
+    args.memcached = None
+    store = args.store
+    if store is None:
+        return
+    if args.redis is not None:
+        raise ConfigurationError("give --store or --redis, not both")
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        args.redis = store
+    elif store.startswith("memcached://"):
+        args.memcached = store
+    else:
+        raise ConfigurationError(
+            f"--store takes redis://... or memcached://..., got {redact(store)!r}"
+        )
+
+
 def _check_redis(url: str) -> None:
     """A --redis URL redis-py would misread (or not a Redis URL) fails before the run."""
     try:
@@ -179,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = parse_params(args.param)
         _check_params(names, params, args.quick)
+        _store_urls(args)
         if args.redis is not None:
             _check_redis(args.redis)
         json_file = _ReportFile(args.json, "--json") if args.json else None
@@ -207,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "quick": bool(args.quick),
         "database": redact(args.database) if args.database else "sqlite (temporary file)",
-        "store": "redis" if args.redis else "memory",
+        "store": "redis" if args.redis else "memcached" if args.memcached else "memory",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if json_file is not None:
@@ -227,7 +249,7 @@ def _run(
 ) -> list[CaseResult] | None:
     """Run the cases with a progress bar; None (reported in one line) if a service failed."""
     database = Database(args.database)
-    env = Environment(database, redis_url=args.redis)
+    env = Environment(database, redis_url=args.redis, memcached_url=args.memcached)
     total = sum(
         len(POOLING.kinds[0].candidates) if n == POOLING.name else steps(_case(n)) for n in names
     )

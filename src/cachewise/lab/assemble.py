@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from cachewise.lab.database import Database, DerivedSource, sources
 from cachewise.lab.metrics import CountingSource
 from cachewise.lab.scenario import Kind, Scenario
-from cachewise.lab.stores import LabMemoryStore, redis_store
+from cachewise.lab.stores import LabMemoryStore, memcached_store, redis_store
 from cachewise.lab.strategies import App, Strategy
 
 
@@ -22,6 +22,8 @@ class Environment:
 
     database: Database
     redis_url: str | None = None
+    memcached_url: str | None = None
+    """``--store memcached://...``: the cache in memcached (``redis_url`` wins if both)."""
     kill: bool = True
     """Measure lost writes by SIGKILLing a child (off only in unit tests of other parts)."""
 
@@ -30,6 +32,8 @@ def make_store(env: Environment, scenario: Scenario, namespace: str | None = Non
     """A fresh counting store for one run (Redis: in ``namespace``, unique by default)."""
     if env.redis_url is not None:
         return redis_store(env.redis_url, namespace or f"cwlab-{uuid.uuid4().hex[:12]}")
+    if env.memcached_url is not None:
+        return memcached_store(env.memcached_url, namespace or f"cwlab-{uuid.uuid4().hex[:12]}")
     return LabMemoryStore(scenario.cache_entries, scenario.eviction)
 
 

@@ -1,17 +1,21 @@
-"""The pooling case: the same requests with a new connection each, with the pool, via PgBouncer.
+"""The pooling case: the same requests with a new connection each, pooled, and through poolers.
 
 Each request opens (or borrows) a connection, reads one row by key and gives the
 connection back. "new-connection" opens a fresh DBAPI connection per request
 (SQLAlchemy ``NullPool``); "pool" borrows from ``cachewise.connect()``'s pool;
-"pgbouncer" opens a new connection per request to PgBouncer, which keeps the server
-connections: the one given with ``--param pooling.pgbouncer=URL``, or on PostgreSQL one
-the lab starts for the run (when the ``pgbouncer`` binary is installed). In the report's columns,
+"django-persistent" is Django's implicit pooling (its persistent connection per
+thread, ``CONN_MAX_AGE=None``, through Django's own connection handling; PostgreSQL and
+Django only); "pgbouncer" and "pgpool" open a new connection per request to PgBouncer or
+Pgpool-II, which keep the server connections: the ones given with
+``--param pooling.pgbouncer=URL`` / ``pooling.pgpool=URL``, or on PostgreSQL ones the
+lab starts for the run (when their binaries are installed). In the report's columns,
 read latency is request latency, source reads are requests and the hit ratio is the
 share of requests served by a reused connection.
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 import subprocess
 import time
@@ -20,7 +24,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cachewise._djangopool import django_requests
 from cachewise._pgbouncer import PgBouncer
+from cachewise._pgpool import Pgpool
 from cachewise._redact import redact
 from cachewise.errors import ConfigurationError
 from cachewise.lab.assemble import Environment
@@ -41,8 +47,9 @@ POOLING = Case(
     name="pooling",
     title="Connection pooling",
     story=(
-        "The same request load three ways: a new database connection per request, "
-        "connections reused from a pool, and (where available) through PgBouncer."
+        "The same request load five ways: a new database connection per request, "
+        "connections reused from a pool, Django's persistent connection per thread, and "
+        "(where available) through PgBouncer and Pgpool-II."
     ),
     kinds=(
         Kind(
@@ -57,58 +64,72 @@ POOLING = Case(
                 ),
                 "request latency first, then its tail, then fewest connections opened",
             ),
-            candidates=("new-connection", "pool", "pgbouncer"),
+            candidates=("new-connection", "pool", "django-persistent", "pgbouncer", "pgpool"),
         ),
     ),
-    defaults={"requests": 2000, "rows": 200, "pgbouncer": ""},
+    defaults={"requests": 2000, "rows": 200, "pgbouncer": "", "pgpool": ""},
     quick={"requests": 400},
     build=_no_scenario,
     workshop_says="a pool (PgBouncer for many processes)",
 )
 
 
-def _bouncer(env: Environment, params: Params, notes: list[str]) -> tuple[str, PgBouncer | None]:
-    """The PgBouncer URL to measure through ("" to skip), and the one we started, if any."""
-    if params["pgbouncer"]:
-        return str(params["pgbouncer"]), None
-    # PostgreSQL itself: a --database URL through PgBouncer (?pgbouncer=true&direct=...)
-    # must not get a second PgBouncer stacked on the first.
-    try:
-        url = direct_url(str(env.database.url))
-    except ConfigurationError:
-        notes.append("pgbouncer: skipped (the database URL is a PgBouncer without ?direct=)")
-        return "", None
-    if url.get_backend_name() != "postgresql":
-        notes.append(
-            "pgbouncer: skipped (a PostgreSQL pooler; run with --database postgresql://... "
-            "or give --param pooling.pgbouncer=URL)"
-        )
-        return "", None
-    try:
-        bouncer = PgBouncer(url.host or "127.0.0.1", url.port or 5432)
-    except (OSError, RuntimeError) as exc:
-        notes.append(f"pgbouncer: skipped ({str(exc).splitlines()[0]})")
-        return "", None
-    try:
-        bouncer.start()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        bouncer.close()
-        notes.append(f"pgbouncer: skipped (could not start it: {str(exc).splitlines()[0]})")
-        return "", None
-    notes.append(f"pgbouncer: started for this run on port {bouncer.port} (transaction mode)")
-    return bouncer.url(database=url.database or "postgres", user=url.username or "root"), bouncer
+_POOLERS = {"pgbouncer": "PgBouncer (transaction mode)", "pgpool": "Pgpool-II (pooling mode)"}
 
 
-def _engines(env: Environment, bouncer_url: str) -> dict[str, Engine]:
+def _poolers(
+    env: Environment, params: Params, notes: list[str]
+) -> tuple[dict[str, str], list[PgBouncer | Pgpool]]:
+    """URLs through PgBouncer and Pgpool-II to measure ("" skips one), and those we started."""
+    urls: dict[str, str] = {}
+    started: list[PgBouncer | Pgpool] = []
+    for name, title in _POOLERS.items():
+        if params[name]:
+            urls[name] = str(params[name])
+            continue
+        # PostgreSQL itself: a --database URL through a pooler (?pgbouncer=true&direct=...)
+        # must not get a second pooler stacked on the first.
+        try:
+            url = direct_url(str(env.database.url))
+        except ConfigurationError:
+            notes.append(f"{name}: skipped (the database URL is a PgBouncer without ?direct=)")
+            continue
+        if url.get_backend_name() != "postgresql":
+            notes.append(
+                f"{name}: skipped (a PostgreSQL pooler; run with --database postgresql://... "
+                f"or give --param pooling.{name}=URL)"
+            )
+            continue
+        host, port = url.host or "127.0.0.1", url.port or 5432
+        try:
+            server = PgBouncer(host, port) if name == "pgbouncer" else Pgpool(((host, port, 1),))
+        except (OSError, RuntimeError) as exc:
+            notes.append(f"{name}: skipped ({str(exc).splitlines()[0]})")
+            continue
+        try:
+            server.start()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            server.close()
+            notes.append(f"{name}: skipped (could not start it: {str(exc).splitlines()[0]})")
+            continue
+        started.append(server)
+        notes.append(f"{name}: started for this run on port {server.port}, {title}")
+        urls[name] = server.url(database=url.database or "postgres", user=url.username or "root")
+    return urls, started
+
+
+def _engines(env: Environment, poolers: dict[str, str]) -> dict[str, Engine]:
     url = str(env.database.url)
     engines = {
         # connect() reads the URL's ?pgbouncer=/?direct= options; pool_size=0 is NullPool.
         "new-connection": connect(url, pool_size=0),
         "pool": connect(url, pool_size=5),
     }
-    if bouncer_url:
-        # A new client connection per request; no server-side prepares (transaction mode).
-        engines["pgbouncer"] = connect(bouncer_url, pool_size=0, pgbouncer=True)
+    # A new client connection per request through each pooler.
+    if "pgbouncer" in poolers:  # no server-side prepares (transaction mode)
+        engines["pgbouncer"] = connect(poolers["pgbouncer"], pool_size=0, pgbouncer=True)
+    if "pgpool" in poolers:
+        engines["pgpool"] = connect(poolers["pgpool"], pool_size=0, pgpool=True)
     return engines
 
 
@@ -144,21 +165,25 @@ def run_pooling(
         setup.dispose()
         raise
     engines: dict[str, Engine] = {}
-    bouncer: PgBouncer | None = None
+    servers: list[PgBouncer | Pgpool] = []
     try:
         table = sa.Table(names["conn"], sa.MetaData(), autoload_with=setup)
-        bouncer_url, bouncer = _bouncer(env, params, notes)
-        engines = _engines(env, bouncer_url)
+        poolers, servers = _poolers(env, params, notes)
+        engines = _engines(env, poolers)
         for name, engine in engines.items():
             results[name] = _measure(engine, table, keys)
             progress()
+        django = _measure_django(env, names["conn"], keys, notes)
+        if django is not None:
+            results["django-persistent"] = django
+        progress()
     finally:
         for engine in engines.values():
             engine.dispose()
         drop_tables(setup, names)
         setup.dispose()
-        if bouncer is not None:
-            bouncer.close()
+        for server in servers:
+            server.close()
     order = [c for c in kind.candidates if c in results]
     decision = decide(results, kind.objective, order)
     runner_up = decision.runner_up
@@ -179,11 +204,49 @@ def run_pooling(
         title=POOLING.title,
         story=POOLING.story,
         workshop_says=POOLING.workshop_says,
-        params={**params, "pgbouncer": redact(params["pgbouncer"])},  # reports show params
+        # reports show params: the poolers' URLs without passwords
+        params={**params, **{name: redact(params[name]) for name in _POOLERS}},
         kinds=kinds,
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _measure_django(
+    env: Environment, table: str, keys: list[str], notes: list[str]
+) -> dict[str, float] | None:
+    """Django's persistent connection (its defaults: autocommit, ``CONN_MAX_AGE=None``)."""
+    url = direct_url(str(env.database.url))
+    if url.get_backend_name() != "postgresql":
+        notes.append("django-persistent: skipped (measured on PostgreSQL)")
+        return None
+    try:
+        django = django_requests(url)
+        signals = importlib.import_module("django.db.backends.signals")
+    except ImportError:
+        notes.append("django-persistent: skipped (pip install 'cachewise[django]')")
+        return None
+    opened = [0]
+
+    def on_created(sender: Any, connection: Any, **_: Any) -> None:
+        opened[0] += 1
+
+    signals.connection_created.connect(on_created, weak=False)
+    sql = f'SELECT * FROM "{table}" WHERE k = %s'
+    samples: list[float] = []
+    try:
+        for key in keys:
+            start = time.perf_counter_ns()
+            django.query(sql, (key,))
+            samples.append((time.perf_counter_ns() - start) / 1000)
+    finally:
+        signals.connection_created.disconnect(on_created)
+        django.close_thread()
+    notes.append(
+        "django-persistent: Django's defaults (autocommit, CONN_MAX_AGE=None): one round "
+        "trip per request, where the SQLAlchemy engines also send BEGIN and ROLLBACK"
+    )
+    return _figures(samples, len(keys), opened[0])
 
 
 def _measure(engine: Engine, table: sa.Table, keys: list[str]) -> dict[str, float]:
@@ -203,9 +266,13 @@ def _measure(engine: Engine, table: sa.Table, keys: list[str]) -> dict[str, floa
             samples.append((time.perf_counter_ns() - start) / 1000)
     finally:
         sa.event.remove(engine, "connect", on_connect)
+    return _figures(samples, len(keys), opened[0])
+
+
+def _figures(samples: list[float], requests: int, opened: int) -> dict[str, float]:
     return {
-        "hit_ratio": 1.0 - opened[0] / len(keys) if keys else 0.0,
-        "source_reads": len(keys),
+        "hit_ratio": 1.0 - opened / requests if requests else 0.0,
+        "source_reads": requests,
         "source_writes": 0,
         "read_p50_us": percentile(samples, 0.5),
         "read_p99_us": percentile(samples, 0.99),
@@ -213,8 +280,8 @@ def _measure(engine: Engine, table: sa.Table, keys: list[str]) -> dict[str, floa
         "write_p99_us": 0.0,
         "stale_reads": 0,
         "lost_writes": 0,
-        "app_calls": len(keys),
+        "app_calls": requests,
         "cache_ops": 0,
         "evictions": 0,
-        "connections_opened": opened[0],
+        "connections_opened": opened,
     }

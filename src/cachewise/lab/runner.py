@@ -231,6 +231,8 @@ def run_case(
     notes: list[str] = []
     if env.redis_url is not None:
         notes.append("store: Redis (capacity is Redis's own maxmemory, not cache_entries)")
+    elif env.memcached_url is not None:
+        notes.append("store: memcached (capacity is memcached's own -m, not cache_entries)")
     journal = env.kill and crash.journal_available()
     if env.kill and not journal:
         notes.append("write-back journal not installed: journaled loss not measured")

@@ -47,43 +47,55 @@ class LabMemoryStore(MemoryStore):
         super().close()
 
 
+class _CountingRemote:
+    """Counts sets and deletes of a shared store (Redis, memcached) and outlives its caches.
+
+    Mixed in before the store's class; ``shutdown()`` drops this run's keys, then closes.
+    """
+
+    ops: Counter
+
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
+        self.ops.add()
+        super().set(key, value, ttl)  # type: ignore[misc]
+
+    def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
+        self.ops.add_many(len(items))
+        super().set_many(items, ttl)  # type: ignore[misc]
+
+    def delete(self, key: Key) -> bool:
+        self.ops.add()
+        return bool(super().delete(key))  # type: ignore[misc]
+
+    def delete_many(self, keys: Iterable[Key]) -> int:
+        wanted = list(keys)
+        self.ops.add_many(len(wanted))
+        return int(super().delete_many(wanted))  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Closed by ``shutdown()``."""
+
+    def shutdown(self) -> None:
+        """Drop this run's keys, then close the connection."""
+        try:
+            super().clear()  # type: ignore[misc]
+        finally:
+            super().close()  # type: ignore[misc]
+
+
+def _remote_store(module: str, name: str, url: str, namespace: str) -> Any:
+    base: type[Any] = getattr(importlib.import_module(module), name)
+    counting = type(f"Lab{name}", (_CountingRemote, base), {})
+    store = counting(url, namespace=namespace)
+    store.ops = Counter()
+    return store
+
+
 def redis_store(url: str, namespace: str) -> Any:
     """A counting RedisStore in ``namespace`` (ImportError if RedisStore is not there)."""
-    module = importlib.import_module("cachewise.stores.redis")
-    base: type[Any] = module.RedisStore
+    return _remote_store("cachewise.stores.redis", "RedisStore", url, namespace)
 
-    class LabRedisStore(base):  # type: ignore[misc]
-        """A RedisStore that counts sets and deletes and outlives its caches."""
 
-        def __init__(self) -> None:
-            super().__init__(url, namespace=namespace)
-            self.ops = Counter()
-
-        def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
-            self.ops.add()
-            super().set(key, value, ttl)
-
-        def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
-            self.ops.add_many(len(items))
-            super().set_many(items, ttl)
-
-        def delete(self, key: Key) -> bool:
-            self.ops.add()
-            return bool(super().delete(key))
-
-        def delete_many(self, keys: Iterable[Key]) -> int:
-            wanted = list(keys)
-            self.ops.add_many(len(wanted))
-            return int(super().delete_many(wanted))
-
-        def close(self) -> None:
-            """Closed by ``shutdown()``."""
-
-        def shutdown(self) -> None:
-            """Drop this run's keys, then close the connection."""
-            try:
-                super().clear()
-            finally:
-                super().close()
-
-    return LabRedisStore()
+def memcached_store(url: str, namespace: str) -> Any:
+    """A counting MemcachedStore in ``namespace`` (ImportError without pymemcache)."""
+    return _remote_store("cachewise.stores.memcached", "MemcachedStore", url, namespace)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from cachewise.stores.base import EvictionAware, LoadGuarded, LoadTicket, Store
+from cachewise.stores.base import CompareAndSet, EvictionAware, LoadGuarded, LoadTicket, Store
 from cachewise.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from cachewise.stores.memcached import MemcachedStore
     from cachewise.stores.redis import RedisStore
     from cachewise.stores.tiered import TieredStore
 
-# Redis is an optional extra: these resolve on first use, so `import cachewise`
-# works without redis-py installed.
-_LAZY = {"RedisStore": "cachewise.stores.redis", "TieredStore": "cachewise.stores.tiered"}
+# Redis and memcached are optional extras: these resolve on first use, so
+# `import cachewise` works without redis-py or pymemcache installed.
+_LAZY = {
+    "MemcachedStore": "cachewise.stores.memcached",
+    "RedisStore": "cachewise.stores.redis",
+    "TieredStore": "cachewise.stores.tiered",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -25,9 +30,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CompareAndSet",
     "EvictionAware",
     "LoadGuarded",
     "LoadTicket",
+    "MemcachedStore",
     "MemoryStore",
     "RedisStore",
     "Store",

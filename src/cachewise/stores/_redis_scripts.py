@@ -177,3 +177,42 @@ for i = 1, #KEYS, 3 do
 end
 return out
 """
+
+# KEYS: value, version. ARGV: version seen, present seen ('1'/'0'), payload,
+# px (0 = no expiry, -1 = keep the current one), version ttl ms, stamp. Compare-and-set:
+# "present" means a value of this epoch (one from before a restart counts as absent).
+CAS: Final = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+local cur = redis.call('GET', KEYS[1])
+local here = 0
+if cur and string.sub(cur, 1, #ARGV[6]) == ARGV[6] then here = 1 end
+if here ~= tonumber(ARGV[2]) then return 0 end
+local px = tonumber(ARGV[4])
+if px < 0 then
+  redis.call('SET', KEYS[1], ARGV[6] .. ARGV[3], 'KEEPTTL')
+elseif px > 0 then
+  redis.call('SET', KEYS[1], ARGV[6] .. ARGV[3], 'PX', px)
+else
+  redis.call('SET', KEYS[1], ARGV[6] .. ARGV[3])
+end
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+# KEYS: value, version. ARGV: px (0 = no expiry), version ttl ms, payload, stamp.
+# Set if absent (a value of another epoch counts as absent).
+ADD: Final = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[4]) == ARGV[4] then return 0 end
+if tonumber(ARGV[1]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[4] .. ARGV[3], 'PX', ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[4] .. ARGV[3])
+end
+if redis.call('INCR', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""

@@ -197,6 +197,34 @@ class Claimable(Protocol):
         ...
 
 
+@runtime_checkable
+class CompareAndSet(Store, Protocol):
+    """A store that changes a key only if nobody changed it since it was read.
+
+    What counters, ``touch`` and "add if absent" need across threads and processes
+    (the Django backend's ``incr``, ``touch`` and ``add``). A token stands for the
+    state ``gets`` saw, absence included: ``cas`` with the token of an absent key
+    stores only if the key is still absent.
+    """
+
+    def gets(self, key: Key) -> tuple[Any, Any]:
+        """The value (or ``MISSING``) and a token for :meth:`cas`."""
+        ...
+
+    def cas(
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """Store ``value`` if ``key`` is as ``token`` saw it; return whether it stored.
+
+        ``keep_ttl=True`` keeps the entry's expiry instead of applying ``ttl``.
+        """
+        ...
+
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no live value; return whether it stored."""
+        ...
+
+
 class HitPath(NamedTuple):
     """A store's lock-free hit, for a Cache to inline into ``read`` (one frame per hit).
 

@@ -243,6 +243,39 @@ class MemoryStore:
         """Drop every key; return how many live entries were there."""
         return sum(self.delete(key) for key in keys)
 
+    # -- compare-and-set (CompareAndSet) ------------------------------------------
+
+    def gets(self, key: Key) -> tuple[Any, Any]:
+        """The live value (or MISSING) and its entry as the token (None: absent)."""
+        entry = self._data.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= self._clock()):
+            return MISSING, None
+        return (deepcopy(entry[0]) if self.copies else entry[0]), entry
+
+    def cas(
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """Store ``value`` if ``key`` still holds the entry ``token`` (None: still absent)."""
+        if self.copies:
+            value = deepcopy(value)
+        expires_at = None if keep_ttl else self._expires_at(ttl)
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[1] is not None and entry[1] <= self._clock():
+                entry = None  # expired: as good as absent
+            if entry is not token:
+                return False
+            if keep_ttl and entry is not None:
+                expires_at = entry[1]
+            evicted = self._put(key, (value, expires_at))
+        if evicted:
+            self._notify(evicted)
+        return True
+
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no live value."""
+        return self.cas(key, value, None, ttl)
+
     def purge_expired(self) -> int:
         """Drop every expired entry now; return how many."""
         now = self._clock()

@@ -180,6 +180,8 @@ class RedisStore:
         self._end_many = client.register_script(scripts.END_MANY)
         self._hold = client.register_script(scripts.HOLD)
         self._release = client.register_script(scripts.RELEASE)
+        self._cas = client.register_script(scripts.CAS)
+        self._add = client.register_script(scripts.ADD)
         self._closed = False
         self._rejected = Counter()
         self._cold_reads = Counter()
@@ -488,6 +490,40 @@ class RedisStore:
     def _ping_flow(self) -> Flow[None]:
         self._check_open()
         yield from self._call_flow("PING", self.client.ping)
+
+    # -- compare-and-set (CompareAndSet) ------------------------------------------------
+
+    def gets(self, key: Key) -> tuple[Any, Any]:
+        """The value (or MISSING) and a token: the key's version and whether it was present.
+
+        A value of another epoch (from before a Redis restart) reads as absent.
+        """
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        data, version = self._call("MGET", self.client.mget, [vkey, nkey])
+        value = MISSING if data is None else self._decode(data, vkey)
+        present = data is not None and data.startswith(self.stamp())
+        return value, (version or b"", present)
+
+    def cas(
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """Store ``value`` if ``key``'s version and presence are as :meth:`gets` saw them."""
+        self._check_open()
+        version, present = token
+        vkey, nkey = self._keys(key)
+        px = -1 if keep_ttl else self._ttl_px(ttl)
+        payload = self.codec.encode(value, key=vkey)
+        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS, self.stamp()]
+        return bool(self._call("CAS", self._cas, keys=[vkey, nkey], args=args))
+
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no value of this epoch; bump the version."""
+        self._check_open()
+        vkey, nkey = self._keys(key)
+        payload = self.codec.encode(value, key=vkey)
+        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload, self.stamp()]
+        return bool(self._call("ADD", self._add, keys=[vkey, nkey], args=args))
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
 

@@ -219,6 +219,34 @@ class TieredStore:
             self.l1.clear()
         yield self.bus.publish, (None, self.origin)
 
+    # -- compare-and-set: L2's, then L1 dropped everywhere ---------------------------------
+
+    def gets(self, key: Key) -> tuple[Any, Any]:
+        """L2's value and token (L2 is where every process's changes meet)."""
+        return self.l2.gets(key)
+
+    def cas(
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """L2's compare-and-set; when it stores, every process's L1 copy is dropped."""
+        stored = self.l2.cas(key, value, token, ttl, keep_ttl=keep_ttl)
+        if stored:
+            self._changed_in_l2([key])
+        return stored
+
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
+        """L2's add-if-absent; when it stores, every process's L1 copy is dropped."""
+        stored = self.l2.add(key, value, ttl)
+        if stored:
+            self._changed_in_l2([key])
+        return stored
+
+    def _changed_in_l2(self, keys: list[Key]) -> None:
+        with self._lock:
+            self._generation += 1
+            self.l1.delete_many(keys)
+        self.bus.publish(keys, origin=self.origin)
+
     # -- the load guard: L2's, plus an L1 fill ---------------------------------------------
 
     def begin_load(self, key: Key) -> LoadTicket:

@@ -1,0 +1,1 @@
+"""The example shop: products read through cachewise, page views counted with write-back."""

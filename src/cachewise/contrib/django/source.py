@@ -1,0 +1,130 @@
+"""``ModelSource``: a Django model as the authoritative data source (every strategy, on the ORM).
+
+A value is a row as a plain ``dict`` of field values (``Model.objects.values()``: a
+foreign key appears as ``<name>_id``), so it crosses Redis and the write-back journal
+with the project codec, never as a pickled model instance. Batches are one query each:
+``load_many`` one ``IN (...)`` select, ``save_many`` one ``bulk_create`` upsert
+(``update_conflicts``; idempotent, as write-back replays need), ``remove_many`` one
+``IN (...)`` delete (through the ORM, so cascades and signals run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import DatabaseError, router, transaction
+from django.db.models import Model
+
+from cachewise._types import MISSING, Key
+from cachewise.errors import ConfigurationError, SourceError
+
+
+class ModelSource:
+    """The rows of ``model`` keyed by ``key`` (``"pk"`` or any unique field).
+
+    ``using`` picks the database alias (default: the router's choice for writes).
+    """
+
+    def __init__(self, model: type[Model], key: str = "pk", *, using: str | None = None) -> None:
+        meta = getattr(model, "_meta", None)
+        if not isinstance(model, type) or meta is None or meta.abstract:
+            raise ConfigurationError(f"ModelSource needs a concrete Django model, got {model!r}")
+        try:
+            field = meta.pk if key == "pk" else meta.get_field(key)
+        except Exception:
+            raise ConfigurationError(f"{meta.label} has no field {key!r}") from None
+        if not (field.primary_key or field.unique):
+            raise ConfigurationError(f"{meta.label}.{key} is not unique: it cannot key a cache")
+        self.model = model
+        self.using = using
+        self._key = field
+        self._fields = {f.attname: f for f in meta.concrete_fields}
+
+    def __repr__(self) -> str:
+        return f"ModelSource({self.model._meta.label}, key={self._key.name!r})"
+
+    def _db(self, write: bool) -> str:
+        if self.using is not None:
+            return self.using
+        route = router.db_for_write if write else router.db_for_read
+        return str(route(self.model))
+
+    def _rows(self) -> Any:
+        return self.model._default_manager.using(self._db(write=False))
+
+    @contextmanager
+    def _errors(self, what: str) -> Any:
+        try:
+            yield
+        except DatabaseError as exc:
+            raise SourceError(f"{self!r}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def load(self, key: Key) -> Any:
+        with self._errors("load"):
+            row = self._rows().filter(**{self._key.attname: key}).values().first()
+        return MISSING if row is None else row
+
+    def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        name = self._key.attname
+        with self._errors("load_many"):
+            rows = list(self._rows().filter(**{f"{name}__in": wanted}).values())
+        return {row[name]: row for row in rows}
+
+    # -- writes --------------------------------------------------------------------------
+
+    def save(self, key: Key, value: Any) -> None:
+        self.save_many({key: value})
+
+    def _instance(self, key: Key, value: Any) -> Model:
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"a {self.model._meta.label} value is a dict, got {value!r}")
+        unknown = sorted(set(value) - set(self._fields))
+        if unknown:
+            raise ConfigurationError(f"{self.model._meta.label} has no field(s) {unknown}")
+        name = self._key.attname
+        if name in value and value[name] != key:
+            raise ConfigurationError(f"value's {name}={value[name]!r} differs from its key {key!r}")
+        return self.model(**{**value, name: key})
+
+    def save_many(self, items: Mapping[Key, Any]) -> None:
+        """One ``bulk_create`` upsert of every item (validated before anything is sent)."""
+        if not items:
+            return
+        objects = [self._instance(k, v) for k, v in items.items()]
+        given = {name for value in items.values() for name in value}
+        update = [
+            self._fields[n].name
+            for n in self._fields
+            if n in given and n != self._key.attname and not self._fields[n].primary_key
+        ]
+        db = self._db(write=True)
+        from django.db import connections  # noqa: PLC0415 - the alias is known only now
+
+        # MySQL/MariaDB's ON DUPLICATE KEY UPDATE takes no conflict target.
+        unique = None if connections[db].vendor == "mysql" else [self._key.name]
+        with self._errors("save_many"), transaction.atomic(using=db):
+            if update:
+                self.model._default_manager.using(db).bulk_create(
+                    objects, update_conflicts=True, unique_fields=unique, update_fields=update
+                )
+            else:  # only the key: insert what is missing
+                self.model._default_manager.using(db).bulk_create(objects, ignore_conflicts=True)
+
+    def remove(self, key: Key) -> None:
+        self.remove_many([key])
+
+    def remove_many(self, keys: Iterable[Key]) -> None:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        db = self._db(write=True)
+        with self._errors("remove_many"), transaction.atomic(using=db):
+            manager = self.model._default_manager.using(db)
+            manager.filter(**{f"{self._key.attname}__in": wanted}).delete()
