@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from cachewise._flow import arun
 from cachewise._types import Key
 from cachewise.aio import AsyncCache, AsyncRedisStore
 from cachewise.errors import InvalidKeyError, StoreError
+from tests.integration.test_aio_redis import astore  # noqa: F401 - the fixture
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -65,17 +65,10 @@ class GatedSource(MappingSource):
         super().save(key, value)
 
 
-@pytest.fixture
-async def astore(redis_url: str, unique_name: str) -> AsyncIterator[AsyncRedisStore]:
-    store = AsyncRedisStore(redis_url, namespace=unique_name)
-    yield store
-    if not store._closed:
-        await store.clear()
-        await store.close()
-
-
 async def test_async_write_through_is_bracketed_and_shares_the_stamp_with_sync_stores(
-    astore: AsyncRedisStore, redis_url: str, unique_name: str
+    astore: AsyncRedisStore,  # noqa: F811 - the fixture
+    redis_url: str,
+    unique_name: str,
 ) -> None:
     source = GatedSource()
     cache = AsyncCache(astore, source, write=WriteThrough())
