@@ -23,6 +23,7 @@ BENCHMARKS = {
     "redis": "bench.redis",
     "writeback": "bench.writeback",
     "shared-writeback": "bench.shared_writeback",
+    "writeback-lag": "bench.writeback_lag",
     "aggregates": "bench.aggregates",
     "copying": "bench.copying",
     "aio": "bench.aio",

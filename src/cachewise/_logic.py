@@ -43,7 +43,7 @@ from cachewise.policies import (
     WritePolicy,
     WriteThrough,
 )
-from cachewise.sources.base import KeyChecked
+from cachewise.sources.base import KeyChecked, ValidatingSource
 from cachewise.stats import Counter, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
@@ -123,6 +123,7 @@ class CacheLogic:
             isinstance(write, WriteBack) and write.journal is not None
         )
         self._claim: Claim | None = None
+        self._validate = source.validate if isinstance(source, ValidatingSource) else None
         self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
         self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
         self._inflight = {}
@@ -349,6 +350,7 @@ class CacheLogic:
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
+            self._check_open()  # under the lock: close() waits for writes inside one
             yield from self._write_locked_flow({key: value}, ttl)
         finally:
             self._supersede(key)
@@ -396,6 +398,7 @@ class CacheLogic:
         # stays dropped: a crash must not leave Redis serving a write the source will
         # never get. Reads of a dirty key are answered from the dirty set meanwhile.
         values = {k: MISSING if v is TOMBSTONE else v for k, v in items.items()}
+        self._validate_all(values)
         held = yield from self._hold_flow(guard, guard.prepare_write(values, ttl), items)
         try:
             accepted = yield flusher.accept, (items,)
@@ -441,6 +444,7 @@ class CacheLogic:
             else:
                 yield from self._drop_after_source_flow(list(items))
             return
+        self._validate_all(items)
         prepared = guard.prepare_write(items if keep else dict.fromkeys(items, MISSING), ttl)
         held = yield from self._hold_flow(guard, prepared, items)
         try:
@@ -454,6 +458,13 @@ class CacheLogic:
         except Exception as exc:
             what = "cache" if keep else "drop the cached copy of"
             raise StoreError(f"saved to the source but could not {what} {shown(items)}") from exc
+
+    def _validate_all(self, items: dict[Key, Any]) -> None:
+        """What the source would refuse, refused before the store's hold (no I/O)."""
+        validate = self._validate
+        if validate is not None:
+            for key, value in items.items():
+                validate(key, value)
 
     def _hold_flow(self, guard: Any, prepared: PreparedWrite, keys: Any) -> Flow[PreparedWrite]:
         """``begin_write``; if the store cannot, say that nothing was written."""
@@ -507,6 +518,7 @@ class CacheLogic:
         indexes = self._indexes(items)
         yield self._lock(indexes)
         try:
+            self._check_open()
             yield from self._write_many_locked_flow(items, ttl)
         finally:
             for key in items:
@@ -532,6 +544,7 @@ class CacheLogic:
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
+            self._check_open()
             policy = self.write_policy
             if policy is None:
                 yield self.store.delete, (key,)
@@ -578,6 +591,7 @@ class CacheLogic:
     def _invalidate_flow(self, key: Key) -> Flow[bool]:
         """Drop ``key`` from the cache only (never the source, never a dirty entry)."""
         self._check_key(key)
+        self._check_open()
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
@@ -595,6 +609,7 @@ class CacheLogic:
     def _invalidate_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
         wanted = [self._check_key(k) for k in keys]
+        self._check_open()
         if not wanted:
             return 0
         indexes = self._indexes(wanted)
@@ -618,6 +633,7 @@ class CacheLogic:
     def _tag_keys(self, tag: str) -> set[Key]:
         """Take the keys written with ``tags=[tag]`` (for ``invalidate_tag``)."""
         check_tags([tag])
+        self._check_open()
         with self._tags_lock:
             return self._tags.pop(tag, set())
 
@@ -634,6 +650,33 @@ class CacheLogic:
             dirty = [k for k in keys if flusher.is_dirty(k)]
             if dirty:
                 self._evicted_dirty.extend(dirty)
+
+    def _retry_rejected_flow(self, keys: list[Key]) -> Flow[int]:
+        """Write each parked key's refused value again, as a new write, under its lock."""
+        retried = 0
+        for key in keys:
+            self._check_key(key)
+            indexes = self._indexes((key,))
+            yield self._lock(indexes)
+            try:
+                self._check_open()
+                entry = yield self._flusher.rejected_entry, (key,)
+                if entry is None:
+                    continue  # not parked (or written again meanwhile)
+                yield from self._write_back_flow({key: entry.value}, None)
+                retried += 1
+            finally:
+                self._supersede(key)
+                self._unlock(indexes)
+        return retried
+
+    def _drop_refused(self, keys: list[Key]) -> Any:
+        """Keys a flush parked: stop serving the refused values (the source has its own).
+
+        No key lock is needed: a key written again since is dirty, and a read of a dirty
+        key is served (and cached again) from the dirty set.
+        """
+        return self.store.delete_many(keys)
 
     def _relieve_pressure_flow(self) -> Flow[None]:
         """Flush dirty keys the store just evicted, so ``max_entries`` bounds memory."""
@@ -682,6 +725,7 @@ class CacheLogic:
         expirations = store.expirations if isinstance(store, EvictionAware) else 0
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
+        lag = flusher.lag() if flusher else None
         return Stats(
             hits=self._hits.value + self._reader_hits(),
             misses=self._misses.value,
@@ -696,6 +740,10 @@ class CacheLogic:
             flush_failures=flusher.flush_failures.value if flusher else 0,
             coalesced=flusher.coalesced if flusher else 0,
             oldest_dirty_age=flusher.oldest_dirty_age() if flusher else 0.0,
+            rejected=flusher.rejected_count if flusher else 0,
+            lag_p50=lag.p50 if lag else 0.0,
+            lag_p99=lag.p99 if lag else 0.0,
+            lag_max=lag.max if lag else 0.0,
             pool=self._pool_stats(),
         )
 

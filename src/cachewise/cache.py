@@ -35,8 +35,8 @@ from sqlalchemy.engine import Engine
 from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._flow import Call, run
 from cachewise._logic import STRIPES, CacheLogic, Loader, compose
-from cachewise._types import MISSING, Key
-from cachewise.errors import BlockingCallWarning, ConfigurationError
+from cachewise._types import MISSING, Key, check_key
+from cachewise.errors import BlockingCallWarning, ClosedError, ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
@@ -49,6 +49,7 @@ from cachewise.stores.base import (
     TTLAware,
 )
 from cachewise.stores.memory import MemoryStore
+from cachewise.writeback.dirty import Rejected
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
@@ -184,7 +185,9 @@ class Cache(CacheLogic):
             return
         if journal is None and policy.journal is not None:
             journal = _open_journal(policy, self.store)
-        self._flusher = Flusher(policy, self.source, journal=journal, name=self.name)
+        self._flusher = Flusher(
+            policy, self.source, journal=journal, name=self.name, on_rejected=self._drop_refused
+        )
         if isinstance(self.store, EvictionAware):
             self.store.add_eviction_listener(self._on_evicted)
 
@@ -318,6 +321,7 @@ class Cache(CacheLogic):
         if self._blocks:
             self._warn_in_loop("read_many")
         wanted = list(dict.fromkeys(self._check_key(k) for k in keys))
+        self._check_open()
         found = self.store.get_many(wanted)
         todo = self._batch_misses(wanted, found)
         if todo is None:
@@ -405,6 +409,7 @@ class Cache(CacheLogic):
         If the source fails the entries stay dirty (the background flusher retries with
         backoff) and FlushError is raised promptly. Without write-back: returns 0.
         """
+        self._check_open()
         if self._flusher is None:
             return 0
         if self._blocks:
@@ -413,7 +418,42 @@ class Cache(CacheLogic):
 
     def dirty_keys(self) -> list[Key]:
         """Keys holding writes not yet in the source, oldest first."""
+        self._check_open()
         return [] if self._flusher is None else self._flusher.dirty_keys()
+
+    def rejected(self) -> dict[Key, Rejected]:
+        """Write-back's parked keys: each one's refused value and the source's reason.
+
+        A parked key is out of the dirty set (it blocks nothing), kept in the journal
+        and not served from the cache. Write it again, :meth:`retry_rejected` it or
+        :meth:`discard_rejected` it.
+        """
+        self._check_open()
+        return {} if self._flusher is None else self._flusher.rejected()
+
+    def retry_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Write parked keys (all, or those of ``keys``) again, as new writes; return how many.
+
+        For after the cause is fixed (a constraint relaxed, a missing parent row added):
+        each becomes dirty again and goes out with the next flush, which parks it again
+        if the source still refuses it.
+        """
+        self._check_open()
+        if self._flusher is None:
+            return 0
+        wanted = list(self._flusher.rejected()) if keys is None else list(keys)
+        return run(self._retry_rejected_flow(wanted))
+
+    def discard_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Forget parked keys (all, or those of ``keys``); return how many were parked.
+
+        The source keeps the value it has; with a journal the discard is durable when
+        this returns.
+        """
+        self._check_open()
+        if self._flusher is None:
+            return 0
+        return self._flusher.discard(None if keys is None else [check_key(k) for k in keys])
 
     def _reader_hits(self) -> int:
         return self._reader.hits if self._reader is not None else 0
@@ -423,10 +463,19 @@ class Cache(CacheLogic):
         return pool_stats(engine) if isinstance(engine, Engine) else None
 
     def close(self) -> None:
-        """Flush, stop background work and release the store's and source's connections."""
+        """Flush, stop background work and release the store's and source's connections.
+
+        Every write either returned before the final flush (and is in it) or raises
+        ClosedError; every later call raises ClosedError (``stats`` stays readable). A
+        second ``close()`` does nothing.
+        """
         if self._closed:
             return
         self._closed = True
+        self.read = self._read_closed  # type: ignore[method-assign]
+        for stripe in self._stripes:  # writes inside a stripe finish; later ones see closed
+            with stripe:
+                pass
         if self._refresher is not None:
             self._refresher.shutdown(wait=True)
         try:
@@ -439,6 +488,10 @@ class Cache(CacheLogic):
                 close = getattr(part, "close", None)
                 if callable(close):
                     close()
+
+    def _read_closed(self, key: Key, default: Any = None, *, loader: Loader | None = None) -> Any:
+        """``read`` once the cache is closed."""
+        raise ClosedError(f"{self.name} cache is closed")
 
     def __enter__(self) -> Cache:
         return self

@@ -4,11 +4,13 @@
 
     CachewiseError
      ├── ConfigurationError (ValueError)   a bad argument or setting, raised before any change
-     │    └── InvalidKeyError (TypeError)   a key of an unsupported type
+     │    ├── InvalidKeyError (TypeError)   a key of an unsupported type
+     │    └── InvalidValueError             a value the source can be known to refuse
      ├── ClosedError                       the cache was used after close()
      ├── StoreError                        the cache's storage failed (Redis down, ...)
      ├── SourceError                       the authoritative data source failed
-     │    └── FlushError                   write-back could not write dirty entries; they stay dirty
+     │    ├── FlushError                   write-back could not write dirty entries; they stay dirty
+     │    └── RejectedError                the source refused a row (constraint, type, range)
      ├── CacheFullError                    write-back is at max_dirty: no room for a new dirty key
      ├── CodecError (ValueError)           a value could not be encoded or decoded
      │    └── SignatureError               a signed value failed verification
@@ -25,6 +27,8 @@ Every foreign exception (SQLAlchemy, redis-py, OS) is re-raised as one of these 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CachewiseError(Exception):
     """Base of every error cachewise raises on purpose."""
@@ -36,6 +40,14 @@ class ConfigurationError(CachewiseError, ValueError):
 
 class InvalidKeyError(ConfigurationError, TypeError):
     """A cache key of an unsupported type (keys are str, int, bytes or tuples of them)."""
+
+
+class InvalidValueError(ConfigurationError):
+    """A value the source can be known to refuse without asking it.
+
+    Not a row, an unknown column, a missing required column, a key column that
+    disagrees with the key: refused at ``write()``, before anything changes.
+    """
 
 
 class ClosedError(CachewiseError):
@@ -51,7 +63,24 @@ class SourceError(CachewiseError):
 
 
 class FlushError(SourceError):
-    """Write-back could not write its dirty entries; they stay dirty and are retried."""
+    """Write-back could not write its dirty entries; they stay dirty and are retried.
+
+    When the source refused some rows for what they hold, the others were written and
+    ``rejected`` maps each refused key to the source's reason: those keys are parked
+    (``Cache.rejected()``), not retried.
+    """
+
+    def __init__(self, message: str, rejected: dict[Any, str] | None = None) -> None:
+        super().__init__(message)
+        self.rejected: dict[Any, str] = rejected or {}
+
+
+class RejectedError(SourceError):
+    """The source refused a row for what it holds, not for being unreachable.
+
+    A constraint, a type or range error: the same write fails the same way every time.
+    Sources raise it so that write-back can isolate the row and flush the rest.
+    """
 
 
 class CacheFullError(CachewiseError):
@@ -104,10 +133,12 @@ __all__ = [
     "ConfigurationError",
     "FlushError",
     "InvalidKeyError",
+    "InvalidValueError",
     "JournalCorruptError",
     "JournalError",
     "LeaseError",
     "PoolTimeout",
+    "RejectedError",
     "SignatureError",
     "SourceError",
     "StoreError",

@@ -44,7 +44,8 @@ class Stats:
     ``source_reads``/``source_writes`` count keys, not round trips; ``loads`` counts
     misses the cache itself loaded; ``dirty`` counts dirty keys now (the write-back
     backlog); ``flushes`` counts flush batches; ``coalesced`` counts writes absorbed
-    by a later write to the same key before it was flushed.
+    by a later write to the same key before it was flushed. ``oldest_dirty_age``,
+    ``rejected`` and the ``lag_*`` fields describe write-back (docs/write-back.md, *Lag*).
     """
 
     hits: int = 0
@@ -60,7 +61,19 @@ class Stats:
     flush_failures: int = 0
     coalesced: int = 0
     oldest_dirty_age: float = 0.0
-    """Seconds the oldest unflushed write has waited (0.0 when nothing is dirty)."""
+    """Seconds since the oldest write not yet in the source was made (0.0 when nothing is
+    dirty): a key flushed and rewritten since counts from its first write after the flush."""
+    rejected: int = 0
+    """Keys whose last write the source refused, parked (``Cache.rejected()``)."""
+    lag_p50: float = 0.0
+    """Write-back lag, median: seconds from a write's acknowledgement to the commit of the
+    flush that wrote it or a later write of its key, over the last minute (at most its
+    newest 4,096 samples)."""
+    lag_p99: float = 0.0
+    """Write-back lag, 99th percentile (see ``lag_p50``)."""
+    lag_max: float = 0.0
+    """Write-back lag, the largest in the last minute (exact: every flushed key's oldest
+    covered write counts)."""
     pool: PoolStats | None = None
     """The source's connection pool (``cachewise.pool_stats``), when it has one."""
 

@@ -7,8 +7,11 @@ import sqlalchemy as sa
 from cachewise import connect
 
 
-def create_table(url: str, table: str) -> None:
-    """Create ``table`` (id integer key, v bigint) if it does not exist."""
+def create_table(url: str, table: str, *, check: bool = False) -> None:
+    """Create ``table`` (id integer key, v bigint) if it does not exist.
+
+    ``check=True`` adds ``CHECK (v >= 0)``: negative values are rows the database refuses.
+    """
     engine = connect(url, pool_size=0)
     try:
         meta = sa.MetaData()
@@ -17,6 +20,7 @@ def create_table(url: str, table: str) -> None:
             meta,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("v", sa.BigInteger, nullable=False),
+            *([sa.CheckConstraint("v >= 0", name=f"{table}_v_check")] if check else []),
         )
         meta.create_all(engine)
     finally:

@@ -1,8 +1,9 @@
 """Crash tests of the shared write-back (``WriteBack(journal="redis")``) with real processes.
 
 - Two flusher processes on one namespace; one is SIGKILLed inside a batch (keys claimed,
-  source not written; or source written, marks not cleared): its claims expire, the
-  keys are taken over, and every acknowledged write reaches PostgreSQL.
+  source not written; or in the middle of isolating a row the table refuses; or source
+  written, marks not cleared): its claims expire, the keys are taken over, every
+  acknowledged write reaches PostgreSQL, and the refused write ends up parked.
 - A writer SIGKILLed right after its last acknowledgement, nothing flushed: another
   process reads every write (read-your-writes across processes) and flushes it.
 - A Redis started with ``--appendonly yes --appendfsync always`` is SIGKILLed while
@@ -17,12 +18,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from cachewise import Cache, RedisStore, SQLSource, WriteBack
-from cachewise.errors import StoreError
+from cachewise._types import Key
+from cachewise.errors import FlushError, StoreError
 from tests.faults._tables import create_table, drop_table, read_rows
 from tests.servers import RedisServer
 
@@ -126,21 +129,33 @@ def _drain(cache: Cache, timeout: float = 20.0) -> int:
     written = 0
     deadline = time.monotonic() + timeout
     while True:
-        written += cache.flush()
+        try:
+            written += cache.flush()
+        except FlushError as exc:
+            if not exc.rejected:
+                raise  # refused rows are parked; anything else is a failure
         if not cache.stats.dirty:
             return written
         assert time.monotonic() < deadline, f"still dirty: {cache.dirty_keys()}"
         time.sleep(0.05)
 
 
+REFUSED = 1000
+"""A key written with a value the table's CHECK refuses before the flusher starts."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["claimed", "saved"])
+@pytest.mark.parametrize("point", ["claimed", "isolate", "saved"])
 def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
     redis_url: str, postgres_url: str, namespace: str, unique_name: str, point: str,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     table = unique_name
-    create_table(postgres_url, table)
+    create_table(postgres_url, table, check=True)
+    setup = _shared_cache(redis_url, namespace, postgres_url, table)  # closed at the end:
+    extra = (2000, 2001, 2002)  # closing flushes; the flusher takes them with the refused
+    batch: dict[Key, Any] = {k: {"id": k, "v": k} for k in extra}
+    setup.write_many({REFUSED: {"id": REFUSED, "v": -1}, **batch})
     common = [redis_url, namespace, postgres_url, table]
     flusher_log, writer_log = tmp_path / "flusher.log", tmp_path / "writer.log"
     flusher = _start(["flusher", *common, str(flusher_log), point], flusher_log)
@@ -161,14 +176,18 @@ def test_a_flusher_killed_mid_batch_loses_no_acknowledged_write(
             # Read-your-writes from another process: every key reads as its last write.
             assert {k: cache.read(k)["v"] for k in history.acked} == history.acked
             _drain(cache)
+            parked = {k: p.value for k, p in cache.rejected().items()}
         rows = read_rows(postgres_url, table)
+        assert {k: rows.pop(k) for k in extra} == {k: k for k in extra}
         assert not history.problems(rows), history.problems(rows)[:5]
         assert rows == history.acked  # the writer finished: every key at its last write
+        assert parked == {REFUSED: {"id": REFUSED, "v": -1}}  # refused, never dropped
     finally:
         for proc in (flusher, writer):
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        setup.close()
         drop_table(postgres_url, table)
 
 

@@ -239,3 +239,18 @@ def test_write_back_over_redis_while_redis_is_down_refuses_the_write(tmp_path: P
         server.close()
     assert dirty == [1]  # the first write only
     assert read_rows(db_url, "items") == {1: 1}
+
+
+def test_a_row_the_source_would_refuse_is_refused_before_the_cached_copy_is_dropped(
+    world: dict[str, Any],
+) -> None:
+    """The bracket's hold drops the cached copy: what the source refuses must fail first."""
+    from cachewise.errors import InvalidValueError
+
+    cache = world["cache"]
+    with pytest.raises(InvalidValueError):
+        cache.write(1, {"id": 1, "no_such_column": 2})
+    with pytest.raises(InvalidValueError):
+        cache.write_many({1: {"id": 1, "v": 2}, 2: "not a row"})
+    assert world["store"].get(1) == {"id": 1, "v": 1}  # still cached: nothing changed
+    assert read_rows(world["db"], "items") == {1: 1}

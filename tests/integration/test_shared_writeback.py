@@ -32,7 +32,13 @@ from cachewise import (
 )
 from cachewise._types import Key
 from cachewise.codecs import encode_key
-from cachewise.errors import CacheFullError, ConfigurationError, FlushError
+from cachewise.errors import (
+    CacheFullError,
+    ConfigurationError,
+    FlushError,
+    InvalidValueError,
+    RejectedError,
+)
 from cachewise.policies import Retry
 from cachewise.writeback import shared
 
@@ -459,3 +465,141 @@ def test_batches_larger_than_one_script_call(
         assert cache.stats.dirty == 0
         if cluster_slots:
             assert len(slots) > 100  # 700 keys spread over many slots, each its own call
+
+
+# -- issue 19: the age of the oldest write not yet in the source, and the lag -------------
+
+
+def _after(moment: float) -> None:
+    """Wait until the wall clock is past ``moment`` (so two writes get distinct ms stamps)."""
+    while time.time() <= moment:
+        time.sleep(0.005)
+
+
+def test_a_key_written_during_its_flush_counts_from_that_write(
+    redis_url: str, namespace: str, raw: redis.Redis, no_fault_hook: None
+) -> None:
+    source = CountingSource({})
+    with _cache(redis_url, namespace, source) as cache:
+        first = time.time()
+        cache.write("hot", 1)
+        _after(first + 0.2)
+        during: list[float] = []
+
+        def write_meanwhile(point: str, keys: list[Key]) -> None:
+            if point == "claimed" and not during:
+                during.append(time.time())
+                cache.write("hot", 2)
+
+        shared.fault_hook = write_meanwhile
+        assert cache.flush() == 1
+        shared.fault_hook = None
+        since_ms = int(raw.hget(_wire(namespace, "hot", "d"), "f") or 0)
+        score = raw.zscore(_index(namespace)[0], encode_key("hot"))
+        assert since_ms == score  # the index entry moved with it
+        assert since_ms >= int(during[0] * 1000) - 1  # the write during the flush, not the first
+        age = cache.stats.oldest_dirty_age
+        assert age < time.time() - first - 0.1  # younger than the first write by far
+        assert cache.flush() == 1
+        assert cache.stats.oldest_dirty_age == 0.0
+
+
+def test_shared_lag_counts_each_flushed_keys_oldest_write(redis_url: str, namespace: str) -> None:
+    source = CountingSource({})
+    with _cache(redis_url, namespace, source) as cache:
+        written = time.time()
+        cache.write_many({1: "a", 2: "b", 3: "c"})
+        _after(written + 0.1)
+        cache.flush()
+        flushed = time.time()
+        stats = cache.stats
+        assert 0.1 <= stats.lag_p50 <= stats.lag_p99 <= stats.lag_max <= flushed - written + 0.01
+
+
+# -- issue 11 item 2: rows the source refuses, in the shared write-back -------------------
+
+
+@pytest.fixture
+def checked_table(sqlite_url: str) -> str:
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER NOT NULL CHECK (qty >= 0))"
+        )
+    engine.dispose()
+    return sqlite_url
+
+
+def _qty(url: str) -> dict[int, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = {int(r[0]): int(r[1]) for r in conn.exec_driver_sql("SELECT id, qty FROM items")}
+    engine.dispose()
+    return found
+
+
+def test_shared_refuses_at_write_what_the_table_cannot_take(
+    redis_url: str, namespace: str, checked_table: str, raw: redis.Redis
+) -> None:
+    with _cache(redis_url, namespace, SQLSource(checked_table, table="items")) as cache:
+        with pytest.raises(InvalidValueError, match="no column 'colour'"):
+            cache.write(1, {"id": 1, "qty": 1, "colour": "red"})
+        assert cache.dirty_keys() == []
+        assert not list(raw.scan_iter(match=f"{namespace}:*"))  # nothing written to Redis
+
+
+def test_shared_isolates_refused_rows_parks_them_and_flushes_the_rest(
+    redis_url: str, namespace: str, checked_table: str, raw: redis.Redis
+) -> None:
+    source = SQLSource(checked_table, table="items")
+    with _cache(redis_url, namespace, source) as cache:
+        cache.write_many({k: {"id": k, "qty": -1 if k in (2, 5) else k} for k in range(1, 8)})
+        with pytest.raises(FlushError, match="refused the writes of 2 keys") as info:
+            cache.flush()
+        assert set(info.value.rejected) == {2, 5}
+        assert set(_qty(checked_table)) == {1, 3, 4, 6, 7}
+        assert cache.dirty_keys() == []  # out of the dirty index: they block nothing
+        assert not raw.exists(_wire(namespace, 2, "v"))  # the refused value is not served
+        assert cache.read(2) is None
+        # Another process (here: another cache on the namespace) sees them too.
+        other = _cache(redis_url, namespace, SQLSource(checked_table, table="items"))
+        try:
+            parked = other.rejected()
+            assert {k: p.value for k, p in parked.items()} == {
+                2: {"id": 2, "qty": -1},
+                5: {"id": 5, "qty": -1},
+            }
+            assert all("CHECK constraint failed" in p.error for p in parked.values())
+            assert other.stats.rejected == 2
+        finally:
+            other.close()
+        cache.write(2, {"id": 2, "qty": 2})  # a new write replaces the parked one
+        assert set(cache.rejected()) == {5}
+        assert cache.flush() == 1
+        assert cache.discard_rejected() == 1
+        assert cache.rejected() == {}
+        assert cache.stats.rejected == 0
+    assert _qty(checked_table) == {1: 1, 2: 2, 3: 3, 4: 4, 6: 6, 7: 7}
+
+
+def test_shared_retry_writes_the_parked_value_again(
+    redis_url: str, namespace: str, checked_table: str
+) -> None:
+    class Strict(SQLSource):
+        refuse = True
+
+        def save_many(self, items: Mapping[Key, Any]) -> None:
+            if self.refuse and 9 in items:
+                raise RejectedError("key 9 is refused today")
+            super().save_many(items)
+
+    source = Strict(checked_table, table="items")
+    with _cache(redis_url, namespace, source) as cache:
+        cache.write(9, {"id": 9, "qty": 9})
+        with pytest.raises(FlushError, match="refused today"):
+            cache.flush()
+        source.refuse = False  # the cause is fixed
+        assert cache.retry_rejected() == 1
+        assert cache.rejected() == {}
+        assert cache.flush() == 1
+    assert _qty(checked_table) == {9: 9}

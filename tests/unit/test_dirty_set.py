@@ -66,3 +66,63 @@ def test_oldest_since_and_watermark() -> None:
     assert dirty.low_watermark() == 1  # b (seq 2) is the oldest still-dirty write
     dirty.settle(dirty.take(10))
     assert dirty.low_watermark() == 3
+
+
+# -- issue 19: the age of the oldest write not yet in the source ---------------------------
+
+
+def test_a_key_rewritten_during_its_flush_counts_from_its_first_write_after_the_take() -> None:
+    dirty = DirtySet()
+    dirty.mark("hot", 1, dirty.next_seq(), now=0.0)
+    batch = dirty.take(10)  # a flush takes seq 1 at t=0..
+    dirty.mark("hot", 2, dirty.next_seq(), now=5.0)  # ..written again while it runs
+    dirty.mark("hot", 3, dirty.next_seq(), now=7.0)
+    assert dirty.oldest_since() == 0.0  # seq 1 is not committed yet
+    dirty.settle(batch)  # committed: what is left started at t=5
+    entry = dirty.get("hot")
+    assert entry is not None
+    assert (entry.seq, entry.since) == (3, 5.0)
+    assert dirty.oldest_since() == 5.0
+
+
+def test_a_failed_flush_changes_no_age_and_the_next_take_starts_over() -> None:
+    dirty = DirtySet()
+    dirty.mark("k", 1, dirty.next_seq(), now=0.0)
+    dirty.take(10)  # this flush fails: never settled
+    dirty.mark("k", 2, dirty.next_seq(), now=4.0)
+    batch = dirty.take(10)  # the retry takes seq 2
+    dirty.mark("k", 3, dirty.next_seq(), now=9.0)
+    assert dirty.oldest_since() == 0.0
+    dirty.settle(batch)
+    assert dirty.oldest_since() == 9.0  # not 4.0: seq 2 went out with the retry
+
+
+def test_the_oldest_age_stays_exact_when_a_resumed_key_is_older_than_a_new_one() -> None:
+    dirty = DirtySet()
+    dirty.mark("a", 1, dirty.next_seq(), now=0.0)
+    batch = dirty.take(10)
+    dirty.mark("a", 2, dirty.next_seq(), now=1.0)  # a: rewritten at t=1 during the flush
+    dirty.mark("b", 1, dirty.next_seq(), now=2.0)  # b: new at t=2, ahead of a in the order
+    dirty.settle(batch)
+    assert dirty.keys() == ["b", "a"]
+    assert dirty.oldest_since() == 1.0  # a's, though b comes first
+    dirty.settle(dirty.take(10))
+    assert dirty.oldest_since() is None
+
+
+def test_the_eviction_flush_takes_keys_the_same_way() -> None:
+    dirty = DirtySet()
+    dirty.mark("k", 1, dirty.next_seq(), now=0.0)
+    batch = dirty.take_keys(["k", "clean"])
+    assert [k for k, _ in batch] == ["k"]
+    dirty.mark("k", 2, dirty.next_seq(), now=3.0)
+    dirty.settle(batch)
+    assert dirty.oldest_since() == 3.0
+
+
+def test_discard_forgets_only_the_latest_write() -> None:
+    dirty = DirtySet()
+    dirty.mark("k", 1, dirty.next_seq(), now=0.0)
+    assert not dirty.discard("k", 0)
+    assert dirty.discard("k", 1)
+    assert len(dirty) == 0

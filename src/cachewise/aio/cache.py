@@ -41,6 +41,7 @@ from cachewise.sources.base import Source
 from cachewise.sources.mapping import MappingSource
 from cachewise.stores.base import Inlinable, Store
 from cachewise.stores.memory import MemoryStore
+from cachewise.writeback.dirty import Rejected
 
 if TYPE_CHECKING:
     from cachewise.aio.writeback import AsyncFlusher, AsyncSharedFlusher
@@ -171,7 +172,9 @@ class AsyncCache(CacheLogic):
         self._claim = self._claim_write_back(policy)
         try:
             module = importlib.import_module("cachewise.aio.writeback")
-            self._flusher = module.open_flusher(policy, self.source, self.store, journal, self.name)
+            self._flusher = module.open_flusher(
+                policy, self.source, self.store, journal, self.name, on_rejected=self._drop_refused
+            )
         except BaseException:
             if self._claim is not None:
                 self._claim.release()
@@ -385,22 +388,49 @@ class AsyncCache(CacheLogic):
         If the source fails the entries stay dirty (the flusher task retries with
         backoff) and FlushError is raised promptly. Without write-back: returns 0.
         """
+        self._check_open()
         if self._flusher is None:
             return 0
         return await self._flusher.flush()
 
     async def dirty_keys(self) -> list[Key]:
         """Keys holding writes not yet in the source, oldest first."""
+        self._check_open()
         if self._flusher is None:
             return []
         keys = self._flusher.dirty_keys()
         return await keys if inspect.isawaitable(keys) else keys
+
+    async def rejected(self) -> dict[Key, Rejected]:
+        """Write-back's parked keys: refused values and the source's reasons (``Cache``'s)."""
+        self._check_open()
+        if self._flusher is None:
+            return {}
+        parked = self._flusher.rejected()
+        return await parked if inspect.isawaitable(parked) else parked
+
+    async def retry_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Write parked keys again, as new writes; return how many (``Cache``'s)."""
+        wanted = list(await self.rejected()) if keys is None else list(keys)
+        if self._flusher is None:
+            return 0
+        return await arun(self._retry_rejected_flow(wanted))
+
+    async def discard_rejected(self, keys: Iterable[Key] | None = None) -> int:
+        """Forget parked keys; return how many were parked (``Cache``'s)."""
+        self._check_open()
+        if self._flusher is None:
+            return 0
+        return int(await self._flusher.discard(None if keys is None else list(keys)))
 
     async def close(self) -> None:
         """Flush, stop background tasks and release the store's and source's connections."""
         if self._closed:
             return
         self._closed = True
+        everything = list(range(len(self._stripes)))
+        await self._acquire(everything)  # writes holding a stripe finish; later ones see closed
+        self._unlock(everything)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

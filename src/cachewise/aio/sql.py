@@ -137,6 +137,15 @@ class AsyncSQLSource(SQLSource):
     def __repr__(self) -> str:
         return f"<AsyncSQLSource {self._where}>"
 
+    def validate(self, key: Key, value: Any) -> None:
+        """SQLSource's check of a write, once the table is reflected (at the first I/O).
+
+        Before that nothing is known about the table: the flush's own checks then catch
+        what this would have, and write-back parks the row instead of refusing it.
+        """
+        if self._prepared:
+            super().validate(key, value)
+
     @property
     def engine(self) -> AsyncEngine:  # type: ignore[override]
         """The async engine (and its pool) this source reads and writes through."""

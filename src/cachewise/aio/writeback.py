@@ -27,14 +27,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
-from cachewise._flow import arun
+from cachewise._flow import Flow, arun
 from cachewise._types import Clock, Key
-from cachewise.errors import ConfigurationError, FlushError
+from cachewise.errors import ClosedError, ConfigurationError, FlushError
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source
 from cachewise.writeback.background import Backoff
-from cachewise.writeback.dirty import DirtyEntry
+from cachewise.writeback.dirty import DirtyEntry, Rejected
 from cachewise.writeback.flusher import Flusher, Journal
+from cachewise.writeback.lag import LagSummary
+from cachewise.writeback.rejection import refused_error
 
 logger = logging.getLogger("cachewise.writeback")
 
@@ -45,6 +47,8 @@ class ThreadedJournal:
     def __init__(self, journal: Journal, *, fsync: str) -> None:
         self.inner = journal
         self._inline_append = fsync != "always"
+        if hasattr(journal, "park"):  # a ParkingJournal only if the journal inside is one
+            self.park = self._park
 
     @property
     def last_seq(self) -> int:
@@ -62,6 +66,9 @@ class ThreadedJournal:
     async def flushed(self, upto: int) -> None:
         await asyncio.to_thread(self.inner.flushed, upto)
 
+    async def _park(self, records: list[tuple[int, Key, Any]]) -> None:
+        await asyncio.to_thread(self.inner.park, records)  # type: ignore[attr-defined]
+
     async def close(self) -> None:
         await asyncio.to_thread(self.inner.close)
 
@@ -78,12 +85,14 @@ class AsyncFlusher(Flusher):
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         name: str = "cachewise",
+        on_rejected: Callable[[list[Key]], object] | None = None,
     ) -> None:
-        self._init_state(policy, source, journal, clock)
+        self._init_state(policy, source, journal, clock, on_rejected)
         if journal is not None:
             self._replay(journal.inner)
         self._wake: asyncio.Event = asyncio.Event()  # type: ignore[assignment]
         self._room_event = asyncio.Event()
+        self._pending_event = asyncio.Event()
         self._exclusive = asyncio.Lock()
         self._backoff = Backoff(policy, rng)
         self._task: asyncio.Task[None] | None = None
@@ -111,8 +120,10 @@ class AsyncFlusher(Flusher):
                 if not self._no_room(items):
                     return
                 self._room_event.clear()
+            if self._closing:
+                raise ClosedError("write-back is closed")
             left = deadline - time.monotonic()
-            if left <= 0 or self._closed:
+            if left <= 0:
                 raise self._full_error()
             self._wake.set()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -121,6 +132,22 @@ class AsyncFlusher(Flusher):
     def _made_room(self) -> None:
         self._room_event.set()
 
+    def _pending_done(self) -> None:
+        self._pending_event.set()
+
+    async def _wait_for_pending(self, upto: int) -> None:  # type: ignore[override]
+        while True:
+            with self._lock:
+                if not self._pending or min(self._pending) > upto:
+                    return
+                self._pending_waiters += 1
+                self._pending_event.clear()
+            try:
+                await self._pending_event.wait()
+            finally:
+                with self._lock:
+                    self._pending_waiters -= 1
+
     # -- flushing ----------------------------------------------------------------------
 
     async def flush(  # type: ignore[override]
@@ -128,66 +155,91 @@ class AsyncFlusher(Flusher):
     ) -> int:
         """Write dirty entries (all, or those of ``keys``) to the source now; return how many.
 
-        Raises FlushError promptly if the source fails; the entries stay dirty.
+        Raises FlushError promptly if the source fails; the entries stay dirty. If the
+        source refused some rows, the others are written, the refused keys are parked
+        and FlushError names them (``.rejected``).
         """
         self._ensure_task()
-        only = None if keys is None else set(keys)
+        only = None if keys is None else list(keys)
         if not wait and self._exclusive.locked():
             self._wake.set()
             return 0
+        refused: dict[Key, str] = {}
+        written = await self._exclusively(self._flush_flow(only, refused))
+        if refused:
+            raise refused_error(refused, written)
+        return written
+
+    async def _exclusively(self, flow: Flow[int]) -> int:
+        """Run ``flow`` as the one flush (or discard) of this runtime at a time."""
         timeout = self.policy.flush_timeout
         try:
             await asyncio.wait_for(self._exclusive.acquire(), timeout)
         except asyncio.TimeoutError:
+            flow.close()
             raise FlushError(f"a flush has been running for over {timeout}s") from None
         try:
-            return await arun(self._flush_flow(only))
+            return await arun(flow)
         finally:
             self._exclusive.release()
+
+    async def _flush_in_background(self) -> int:  # type: ignore[override]
+        """The task's flush: refused keys are parked and logged, not raised."""
+        return await self._exclusively(self._flush_flow(None, {}))
+
+    async def discard(self, keys: Iterable[Key] | None = None) -> int:  # type: ignore[override]
+        """Forget parked keys (all, or those of ``keys``); return how many were parked."""
+        return await self._exclusively(self._discard_flow(None if keys is None else list(keys)))
 
     async def _run(self) -> None:
         delay = self.policy.flush_interval
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
+            deadline = time.monotonic() + delay
+            while True:  # a wake does not cut a backoff short (Backoff.cut_short)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - time.monotonic()))
+                self._wake.clear()
+                if self._closed or self._backoff.cut_short(deadline - time.monotonic()):
+                    break
             if self._closed:
                 return
+            started = time.monotonic()
             try:
                 if self.dirty_count:
-                    await self.flush()
+                    await self._flush_in_background()
             except Exception:
                 delay = self._backoff.failed()
             else:
-                delay = self._backoff.succeeded()
+                delay = self._backoff.succeeded(time.monotonic() - started)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def close(self, timeout: float = 5.0) -> None:  # type: ignore[override]
-        """Flush what is dirty, stop the task and close the journal.
+        """Refuse new writes, flush the rest, stop the task and close the journal.
 
-        If the final flush fails the entries are still in the journal (if any) and
-        FlushError is raised after the task has stopped.
+        Every write is either in the final flush or refused with ClosedError. If the
+        final flush fails the entries are still in the journal (if any) and FlushError
+        is raised after the task has stopped.
         """
-        if self._closed:
-            return
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._room_event.set()  # writers waiting for room give up
+        await self._wait_for_pending(self._dirty.last_seq)
         error: Exception | None = None
         try:
-            await self.flush()
+            await self._flush_in_background()
         except Exception as exc:
             error = exc
         self._closed = True
-        self._room_event.set()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout)
         if self._journal is not None:
             await self._journal.close()
-        if error is not None:
-            lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
-            logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
-            raise error
+        self._after_close(error)
 
 
 class AsyncSharedFlusher:
@@ -244,6 +296,25 @@ class AsyncSharedFlusher:
     def oldest_dirty_age(self) -> float:
         return self._shared.oldest_dirty_age()
 
+    def lag(self) -> LagSummary:
+        return self._shared.lag()
+
+    @property
+    def rejected_count(self) -> int:
+        return self._shared.rejected_count
+
+    async def rejected(self) -> dict[Key, Rejected]:
+        parked: dict[Key, Rejected] = await self._off_loop(self._shared.rejected)
+        return parked
+
+    async def rejected_entry(self, key: Key) -> Rejected | None:
+        entry: Rejected | None = await self._off_loop(self._shared.rejected_entry, key)
+        return entry
+
+    async def discard(self, keys: Iterable[Key] | None = None) -> int:
+        count: int = await self._off_loop(self._shared.discard, keys)
+        return count
+
     async def flush(self, keys: Iterable[Key] | None = None, *, wait: bool = True) -> int:
         self._bridge.loop = asyncio.get_running_loop()
         written: int = await asyncio.to_thread(self._shared.flush, keys, wait=wait)
@@ -288,7 +359,15 @@ class _LoopSource:
         self._call("remove_many", keys)
 
 
-def open_flusher(policy: WriteBack, source: Any, store: Any, journal: Any, name: str) -> Any:
+def open_flusher(
+    policy: WriteBack,
+    source: Any,
+    store: Any,
+    journal: Any,
+    name: str,
+    *,
+    on_rejected: Callable[[list[Key]], object] | None = None,
+) -> Any:
     """The write-back runtime a WriteBack policy asks for, for an AsyncCache."""
     if policy.journal == "redis":
         if journal is not None:
@@ -299,4 +378,4 @@ def open_flusher(policy: WriteBack, source: Any, store: Any, journal: Any, name:
 
         journal = FileJournal(policy.journal, fsync=policy.fsync)
     wrapped = None if journal is None else ThreadedJournal(journal, fsync=policy.fsync)
-    return AsyncFlusher(policy, source, journal=wrapped, name=name)
+    return AsyncFlusher(policy, source, journal=wrapped, name=name, on_rejected=on_rejected)

@@ -62,7 +62,7 @@ def _print_records(report: Inspection, *, unflushed_only: bool) -> None:
     for record in report.records:
         if unflushed_only and record.flushed:
             continue
-        state = "flushed" if record.flushed else "pending"
+        state = "rejected" if record.rejected else "flushed" if record.flushed else "pending"
         where = f"{record.segment}@{record.offset}"
         if record.error is not None:
             print(f"seq={record.seq} {where} {state} UNDECODABLE: {record.error}")
@@ -76,13 +76,16 @@ def _print_records(report: Inspection, *, unflushed_only: bool) -> None:
 
 
 def _print_summary(report: Inspection) -> int:
-    pending = sum(1 for r in report.records if not r.flushed)
+    pending = sum(1 for r in report.records if not r.flushed and not r.rejected)
+    rejected = sum(1 for r in report.records if r.rejected)
     print(f"journal: {report.path}")
     segments = ", ".join(f"{name} ({size} bytes)" for name, size in report.segments)
     print(f"segments: {len(report.segments)}{': ' + segments if segments else ''}")
     print(f"last flushed sequence: {report.flushed}")
     print(f"highest sequence: {report.last_seq}")
     print(f"records: {len(report.records)} ({pending} above the flushed sequence)")
+    if rejected:
+        print(f"rejected: {rejected} writes the source refused (replayed at start-up)")
     status = EXIT_OK
     if report.meta_damaged:
         print("damage: the meta file is damaged (start-up stops: JournalCorruptError)")

@@ -54,3 +54,21 @@ class KeyChecked(Protocol):
     def check_key(self, key: Key) -> Key:
         """Return ``key`` if this source can hold it, else raise InvalidKeyError."""
         ...
+
+
+@runtime_checkable
+class ValidatingSource(Source, Protocol):
+    """A source that can tell, without I/O, that it would refuse a write.
+
+    Write-back calls ``validate`` before it acknowledges a write, so a value the source
+    can be known to refuse is refused at ``write()`` instead of failing a flush later.
+    Only what needs no database belongs here: constraints the database checks (CHECK,
+    foreign keys, ranges) are found at flush time, where the row is isolated and parked.
+    """
+
+    def validate(self, key: Key, value: Any) -> None:
+        """Raise InvalidKeyError or InvalidValueError if the write cannot succeed.
+
+        ``value`` is what would be saved under ``key``, or ``MISSING`` for a removal.
+        """
+        ...

@@ -32,6 +32,8 @@ from cachewise.errors import (
     ClosedError,
     ConfigurationError,
     InvalidKeyError,
+    InvalidValueError,
+    RejectedError,
     SourceError,
 )
 from cachewise.pool import connect
@@ -103,8 +105,14 @@ class SQLSource:
         self._target = self._check_columns(key_columns, version)
         self._key_cols = [self._table.c[name] for name in key_columns]
         self._key_kinds = [_key_kind(col) for col in self._key_cols]
+        self._key_names = key_columns
+        self._single_key = key_columns[0] if len(key_columns) == 1 else None
         self._column_order = [c.name for c in self._table.c]
         self._column_names = frozenset(self._column_order)
+        self._required = frozenset(
+            c.name for c in self._table.c if c.name not in key_columns and _required(c)
+        )
+        """Columns every saved row must carry: NOT NULL, no default, not generated."""
         self._dialect = self._engine.dialect.name
         self._keyset = _keysets.KeySet(self._table, key_columns, self._engine.dialect)
         self._form_name = _upsert.DEFAULT_FORMS[self._dialect]
@@ -213,6 +221,35 @@ class SQLSource:
 
     def save(self, key: Key, value: Any) -> None:
         self.save_many({key: value})
+
+    def validate(self, key: Key, value: Any) -> None:
+        """Refuse, without I/O, a write this table cannot take (``ValidatingSource``).
+
+        The key must fit the key columns; a value (``MISSING`` for a removal) must be a
+        mapping of existing columns that carries every NOT NULL column without a default
+        and agrees with the key on the key columns. Raises InvalidKeyError or
+        InvalidValueError; write-back calls it before acknowledging a write.
+        """
+        checked = self.check_key(key)
+        if value is MISSING:
+            return
+        # The common case in a few set operations (this runs on every write-back
+        # write); anything unusual goes through _row_for, which says what is wrong.
+        if (
+            type(value) is dict
+            and self._column_names.issuperset(value)
+            and self._required.issubset(value)
+            and self._target.version is None
+        ):
+            single = self._single_key
+            if single is not None:
+                if value.get(single, checked) == checked:
+                    return
+            elif isinstance(checked, tuple) and all(
+                value.get(n, p) == p for n, p in zip(self._key_names, checked, strict=True)
+            ):
+                return
+        self._row_for(checked, value)
 
     def save_many(self, items: Mapping[Key, Any]) -> None:
         groups = self._row_groups(items)
@@ -341,15 +378,20 @@ class SQLSource:
         has to be added. This runs per row of every flush, hence the set arithmetic.
         """
         if not isinstance(value, Mapping):
-            raise ConfigurationError(
+            raise InvalidValueError(
                 f"SQLSource {self._where}: a value is a mapping of column -> value, "
                 f"got {type(value).__name__} for key {key!r}"
             )
-        unknown = value.keys() - self._column_names
-        if unknown:
-            name = sorted(unknown, key=repr)[0]
-            raise ConfigurationError(
+        if not self._column_names.issuperset(value):
+            name = sorted(value.keys() - self._column_names, key=repr)[0]
+            raise InvalidValueError(
                 f"SQLSource {self._where}: no column {name!r} (value for key {key!r})"
+            )
+        if not self._required.issubset(value):
+            absent = sorted(self._required - value.keys())
+            raise InvalidValueError(
+                f"SQLSource {self._where}: the value for key {key!r} lacks the column(s) "
+                f"{', '.join(map(repr, absent))}, NOT NULL without a default"
             )
         row: Mapping[str, Any] = value
         for name, part in zip(self.key, self._parts(key), strict=True):
@@ -358,7 +400,7 @@ class SQLSource:
                     row = dict(value)
                 row[name] = part  # type: ignore[index]
             elif row[name] != part:
-                raise ConfigurationError(
+                raise InvalidValueError(
                     f"SQLSource {self._where}: key {key!r} but the value's column "
                     f"{name!r} is {row[name]!r}"
                 )
@@ -366,7 +408,7 @@ class SQLSource:
         if version is not None:
             stamp = row.get(version)
             if isinstance(stamp, bool) or not isinstance(stamp, int):
-                raise ConfigurationError(
+                raise InvalidValueError(
                     f"SQLSource {self._where}: a versioned save needs an integer "
                     f"{version!r} in every value, got {stamp!r} for key {key!r}"
                 )
@@ -395,7 +437,8 @@ class SQLSource:
         cause = getattr(exc, "orig", None) or exc
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         hidden = secrets(self._engine.url)
-        error = SourceError(
+        kind = RejectedError if _row_level(exc, cause) else SourceError
+        error = kind(
             f"SQLSource {self._where}: {operation} failed: {type(cause).__name__}: "
             f"{scrub(reason, hidden)}"
         )
@@ -416,6 +459,51 @@ def _check_sqlite_file(url: sa.URL, table: str) -> None:
             f"SQLSource: no table {table!r}: the SQLite database {path!r} does not exist "
             f"(in {os.getcwd()!r})"
         )
+
+
+_ROW_LEVEL_SQLSTATE_CLASSES = ("22", "23")
+"""SQLSTATE classes of errors about the data itself: data exception, integrity violation."""
+
+_MYSQL_ROW_LEVEL_CODES = frozenset({1364, 3819, 4025})
+"""MySQL/MariaDB row errors PyMySQL raises as OperationalError: a NOT NULL column without
+a default left out (1364), a CHECK constraint violated (MySQL 3819, MariaDB 4025)."""
+
+
+def _row_level(exc: Exception, cause: object) -> bool:
+    """Whether the database refused the rows themselves, not the connection or the query.
+
+    Retrying such a batch fails the same way; write-back isolates the rows instead.
+    """
+    if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError)):
+        return True
+    state = getattr(cause, "sqlstate", None)
+    if isinstance(state, str) and state[:2] in _ROW_LEVEL_SQLSTATE_CLASSES:
+        return True
+    args: tuple[Any, ...] = getattr(cause, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_ROW_LEVEL_CODES
+
+
+def _required(column: sa.Column[Any]) -> bool:
+    """Whether an inserted row must name ``column``: NOT NULL, no default, not generated.
+
+    A lone integer primary key may be generated without saying so (SQLite's
+    ``INTEGER PRIMARY KEY`` is the rowid): never required here; if the database does
+    need it, it refuses the row at flush time instead.
+    """
+    table = column.table
+    lone_integer_key = (
+        column.primary_key
+        and len(table.primary_key.columns) == 1
+        and isinstance(column.type, sa.Integer)
+    )
+    return (
+        not column.nullable
+        and column.server_default is None
+        and column.computed is None
+        and column.identity is None
+        and column.autoincrement is not True
+        and not lone_integer_key
+    )
 
 
 def check_arguments(

@@ -15,7 +15,13 @@ or after a crash) zeros up to its preallocated size. A record is::
                       encoded by the project codec (exact SQL row types, no pickle)
 
 All integers little-endian. The meta file holds the highest sequence known flushed
-(everything at or below it is in the source or superseded), with its own CRC.
+(everything at or below it is in the source or superseded), with its own CRC, in two
+slots written alternately in place: a write torn by a crash leaves the other slot, and
+an update needs no new disk block (it succeeds on a full disk). A file of one slot is
+the older layout and still reads.
+
+The rejected file holds the writes the source refused (parked keys): ``REJECTED_MAGIC``
+then records in the segment format, replaced as a whole (temporary file and rename).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ MAGIC: Final = b"CWJRNL01"
 
 META_MAGIC: Final = b"CWJMETA1"
 
+REJECTED_MAGIC: Final = b"CWJREJ01"
+"""The first bytes of the rejected file (records in the segment format)."""
+
 PUT: Final = 1
 DELETE: Final = 2
 _KINDS: Final = frozenset((PUT, DELETE))
@@ -53,7 +62,9 @@ _SEQ_KIND: Final = struct.Struct("<QB")
 _KEY_LEN: Final = struct.Struct("<I")
 _META: Final = struct.Struct("<8sQI")
 MAX_PAYLOAD: Final = 1 << 30
-"""A length beyond this is damage, not a record (no cached row is a gigabyte)."""
+"""The largest record payload (key and value encoded): ``append`` refuses a bigger write
+with CodecError before acknowledging it, and a scan reads a bigger length as damage.
+Both read this one constant, so what is acknowledged is always replayed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +106,19 @@ def encode_payload(codec: Codec, key: Key, value: Any) -> tuple[int, bytes]:
     """The kind and payload of a write of ``value`` (or TOMBSTONE) to ``key``."""
     key_bytes = codec.encode(key)
     if value is TOMBSTONE:
-        return DELETE, _KEY_LEN.pack(len(key_bytes)) + key_bytes
-    return PUT, _KEY_LEN.pack(len(key_bytes)) + key_bytes + codec.encode(value, key)
+        return DELETE, check_size(_KEY_LEN.pack(len(key_bytes)) + key_bytes, key)
+    payload = _KEY_LEN.pack(len(key_bytes)) + key_bytes + codec.encode(value, key)
+    return PUT, check_size(payload, key)
+
+
+def check_size(payload: bytes, key: Key) -> bytes:
+    """``payload`` if a journal can hold it, else CodecError naming the key and the limit."""
+    if len(payload) > MAX_PAYLOAD:
+        raise CodecError(
+            f"the write of {key!r:.80} encodes to {len(payload):,} bytes, over the journal's "
+            f"record limit of {MAX_PAYLOAD:,} bytes"
+        )
+    return payload
 
 
 def decode_payload(codec: Codec, kind: int, payload: bytes) -> tuple[Key, Any]:
@@ -167,9 +189,11 @@ class RecordEncoder:
                 keys.clear()
             keys[key] = key_part
         if value is TOMBSTONE:
-            return encode_record(seq, DELETE, key_part)
+            return encode_record(seq, DELETE, check_size(key_part, key))
         payload = key_part + self._encode(value, key)
         length = len(payload)
+        if length > MAX_PAYLOAD:
+            check_size(payload, key)
         tail = _SEQ_KIND.pack(seq, PUT)
         crc = zlib.crc32(payload, zlib.crc32(tail))
         return _LENGTHS.pack(length, length ^ 0xFFFFFFFF, crc) + tail + payload
@@ -193,13 +217,13 @@ def _record_at(data: bytes | memoryview, offset: int) -> tuple[RawRecord | None,
     return RawRecord(offset, seq, kind, body[HEADER.size - _CRC_FROM :]), None
 
 
-def scan(data: bytes) -> Scan:
+def scan(data: bytes, magic: bytes = MAGIC) -> Scan:
     """Parse a whole segment: its header, then records until the end or the first bad one."""
-    if not data.startswith(MAGIC):
+    if not data.startswith(magic):
         return Scan([], 0, "not a cachewise journal segment (bad magic)")
     view = memoryview(data)
     records: list[RawRecord] = []
-    offset = len(MAGIC)
+    offset = len(magic)
     size = len(data)
     while offset < size:
         record, problem = _record_at(view, offset)
@@ -233,17 +257,32 @@ def valid_record_after(data: bytes, offset: int) -> int | None:
     return None
 
 
+META_SLOT: Final = _META.size
+"""Bytes of one meta slot; the meta file holds two."""
+
+
 def encode_meta(flushed: int) -> bytes:
-    """The meta file's bytes: the highest sequence known flushed."""
+    """One meta slot's bytes: the highest sequence known flushed."""
     head = META_MAGIC + flushed.to_bytes(8, "little")
     return _META.pack(META_MAGIC, flushed, zlib.crc32(head))
 
 
-def decode_meta(data: bytes) -> int | None:
-    """The flushed sequence a meta file holds, or None if it is damaged."""
-    if len(data) != _META.size:
-        return None
+def _decode_slot(data: bytes) -> int | None:
     magic, flushed, crc = _META.unpack(data)
     if magic != META_MAGIC or zlib.crc32(data[: _META.size - 4]) != crc:
         return None
     return int(flushed)
+
+
+def decode_meta_slots(data: bytes) -> list[int | None] | None:
+    """Each slot's flushed sequence (None where a slot is damaged); None if not a meta file."""
+    if len(data) not in (META_SLOT, 2 * META_SLOT):
+        return None
+    return [_decode_slot(data[i : i + META_SLOT]) for i in range(0, len(data), META_SLOT)]
+
+
+def decode_meta(data: bytes) -> int | None:
+    """The flushed sequence a meta file holds (its best intact slot), or None if damaged."""
+    slots = decode_meta_slots(data)
+    intact = [slot for slot in slots or () if slot is not None]
+    return max(intact) if intact else None

@@ -12,6 +12,7 @@ import atexit
 import logging
 import random
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -27,8 +28,11 @@ T = TypeVar("T")
 class FlushLoop:
     """A daemon thread that calls ``flush()`` when woken or every interval, with backoff.
 
-    ``pending()`` tells whether there is anything to flush (a failure there counts as a
-    failed flush). ``exclusive`` runs a flush under the per-process flush lock.
+    Flushes start every ``flush_interval`` seconds, counted from the start of the last
+    one (not its end): a write then waits at most one interval for a flush to begin,
+    plus that flush's own duration, for its commit. ``pending()`` tells whether there is
+    anything to flush (a failure there counts as a failed flush). ``exclusive`` runs a
+    flush under the per-process flush lock.
     """
 
     def __init__(
@@ -78,17 +82,30 @@ class FlushLoop:
     def _run(self) -> None:
         delay = self.policy.flush_interval
         while True:
-            self.wake.wait(delay)
-            self.wake.clear()
-            if self._stopped:
+            if not self._sleep(delay):
                 return
+            started = time.monotonic()
             try:
                 if self._pending():
                     self._flush()
             except Exception:
                 delay = self._backoff.failed()
             else:
-                delay = self._backoff.succeeded()
+                delay = self._backoff.succeeded(time.monotonic() - started)
+
+    def _sleep(self, delay: float) -> bool:
+        """Wait ``delay`` seconds or until woken; False once stopped.
+
+        After a failure a wake does not cut the backoff short (``Backoff.cut_short``).
+        """
+        deadline = time.monotonic() + delay
+        while True:
+            self.wake.wait(max(0.0, deadline - time.monotonic()))
+            self.wake.clear()
+            if self._stopped:
+                return False
+            if self._backoff.cut_short(deadline - time.monotonic()):
+                return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (after the flush it is running, if any), waiting up to ``timeout``."""
@@ -110,10 +127,23 @@ class Backoff:
         self.attempt = 0
         """Consecutive failed background flushes (0 after a success)."""
 
-    def succeeded(self) -> float:
-        """A flush (or a check that found nothing to flush) succeeded: the next interval."""
+    def succeeded(self, elapsed: float = 0.0) -> float:
+        """A flush (or a check that found nothing to flush) succeeded: the next interval.
+
+        Counted from the flush's start (``elapsed`` ago): flushes start every
+        ``flush_interval``, so a write waits at most one interval for a flush to begin.
+        """
         self.attempt = 0
-        return self.policy.flush_interval
+        return max(0.0, self.policy.flush_interval - elapsed)
+
+    def cut_short(self, left: float) -> bool:
+        """Whether a wake ``left`` seconds before the delay ends should flush now.
+
+        Not while backing off after a failure: during an outage every write past
+        ``max_batch`` wakes the flusher, and retrying on each would hammer the source
+        (the backoff would never grow). ``flush()`` still runs at once when asked.
+        """
+        return self.attempt == 0 or left <= 0
 
     def failed(self) -> float:
         """The flush failed (logged here): the delay before retry number ``attempt``."""

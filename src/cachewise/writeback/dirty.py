@@ -5,6 +5,12 @@ a flush of its *latest* write succeeds: ``settle`` forgets a key only if the seq
 that was flushed is still the key's sequence, so a write that lands while its key is
 being flushed keeps the key dirty (sequence numbers, not flags). Repeated writes to one
 key coalesce into one entry (the last value) and are counted.
+
+Age. An entry's ``since`` is when the oldest write of the key not yet in the source was
+made. A key rewritten while a flush of it is under way stays dirty, but the flush did
+commit everything up to the sequence it took: ``since`` then restarts at the first
+write after the take (``resume``), so a hot key rewritten between every flush is as old
+as its newest unflushed writes, not as old as the first write it ever had.
 """
 
 from __future__ import annotations
@@ -30,11 +36,35 @@ TOMBSTONE: Final = _Tombstone.TOMBSTONE
 
 @dataclass(frozen=True, slots=True)
 class DirtyEntry:
-    """One dirty key: its latest sequence, value (or TOMBSTONE) and when it became dirty."""
+    """One dirty key: its latest sequence, value (or TOMBSTONE) and its oldest unflushed write.
+
+    ``flushing`` is set while a flush holds the key (:meth:`DirtySet.take`); ``resume`` is
+    when the first write after that take was made, the key's ``since`` if the flush
+    commits.
+    """
 
     seq: int
     value: Any
     since: float
+    resume: float | None = None
+    flushing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A write the source refused (a constraint, a value its column cannot hold): parked.
+
+    It is out of the dirty set, so it neither blocks other keys nor counts against
+    ``max_dirty``; it stays in the journal until retried, discarded or replaced by a new
+    write of its key.
+    """
+
+    value: Any
+    """The refused value (``TOMBSTONE`` for a refused delete)."""
+    error: str
+    """The source's reason, as it gave it."""
+    seq: int
+    """The refused write's sequence number."""
 
 
 class DirtySet:
@@ -42,6 +72,8 @@ class DirtySet:
 
     def __init__(self) -> None:
         self._entries: dict[Key, DirtyEntry] = {}
+        self._resumed: dict[Key, float] = {}
+        """Keys moved to the back by ``settle`` with their new ``since`` (out of age order)."""
         self._seq = 0
         self.coalesced = 0
         """Writes absorbed by a later write to the same key before a flush."""
@@ -83,13 +115,18 @@ class DirtySet:
         if old.seq >= seq:
             return False
         self.coalesced += 1
-        self._entries[key] = DirtyEntry(seq, value, old.since)
+        if old.flushing:
+            resume = now if old.resume is None else old.resume
+            self._entries[key] = DirtyEntry(seq, value, old.since, resume, True)
+        else:
+            self._entries[key] = DirtyEntry(seq, value, old.since)
         return True
 
     def take(self, limit: int, upto: int | None = None) -> list[tuple[Key, DirtyEntry]]:
         """Up to ``limit`` dirty entries, oldest first, with ``seq <= upto`` if given.
 
-        Taking does not clean: call :meth:`settle` once the source has them.
+        Taking does not clean: call :meth:`settle` once the source has them (a failed
+        flush simply takes them again).
         """
         batch: list[tuple[Key, DirtyEntry]] = []
         for key, entry in self._entries.items():
@@ -97,23 +134,69 @@ class DirtySet:
                 batch.append((key, entry))
                 if len(batch) >= limit:
                     break
-        return batch
+        return self._hold(batch)
+
+    def take_keys(self, keys: Iterable[Key]) -> list[tuple[Key, DirtyEntry]]:
+        """The dirty entries of ``keys`` (the clean ones are skipped), held like :meth:`take`."""
+        entries = self._entries
+        return self._hold([(key, e) for key in keys if (e := entries.get(key)) is not None])
+
+    def _hold(self, batch: list[tuple[Key, DirtyEntry]]) -> list[tuple[Key, DirtyEntry]]:
+        """Mark the batch's entries as being flushed: writes from now on count as after it."""
+        held = []
+        entries = self._entries
+        for key, entry in batch:
+            mine = entry
+            if not entry.flushing or entry.resume is not None:
+                mine = entries[key] = DirtyEntry(entry.seq, entry.value, entry.since, None, True)
+            held.append((key, mine))
+        return held
 
     def settle(self, flushed: Iterable[tuple[Key, DirtyEntry]]) -> int:
-        """Forget keys whose flushed sequence is still their latest; return how many."""
+        """Forget keys whose flushed sequence is still their latest; return how many.
+
+        A key written since it was taken stays dirty, its age restarting at the first of
+        those writes (it moves to the back: the dirty order is by age).
+        """
         cleaned = 0
+        entries = self._entries
         for key, entry in flushed:
-            current = self._entries.get(key)
-            if current is not None and current.seq == entry.seq:
-                del self._entries[key]
+            current = entries.get(key)
+            if current is None:
+                continue
+            if current.seq == entry.seq:
+                del entries[key]
+                self._resumed.pop(key, None)
                 cleaned += 1
+            elif current.seq > entry.seq and current.resume is not None:
+                del entries[key]
+                entries[key] = DirtyEntry(current.seq, current.value, current.resume)
+                self._resumed[key] = current.resume
         return cleaned
 
+    def discard(self, key: Key, seq: int) -> bool:
+        """Forget ``key`` if ``seq`` is still its latest write (a write the source refused)."""
+        current = self._entries.get(key)
+        if current is None or current.seq != seq:
+            return False
+        del self._entries[key]
+        self._resumed.pop(key, None)
+        return True
+
     def oldest_since(self) -> float | None:
-        """When the oldest dirty key became dirty, or None when nothing is dirty."""
+        """When the oldest write not yet in the source was made, or None when nothing is dirty.
+
+        The first entry is the oldest of those never settled while rewritten; keys that
+        were (``_resumed``, few: rewritten during a flush) are checked one by one.
+        """
+        oldest = None
         for entry in self._entries.values():
-            return entry.since
-        return None
+            oldest = entry.since
+            break
+        for since in self._resumed.values():
+            if oldest is None or since < oldest:
+                oldest = since
+        return oldest
 
     def low_watermark(self) -> int:
         """Every write with a sequence at or below this is in the source or superseded."""

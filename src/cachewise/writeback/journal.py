@@ -1,11 +1,13 @@
 """The write-back journal: an append-only, CRC-checked local log that makes writes durable.
 
 Design. The journal is a directory of segment files (``<index>.seg``, records in
-``_journal_format``), a ``meta`` file holding the highest sequence known flushed, and a
-``LOCK`` file (``flock``: one process per journal; the kernel drops the lock when the
-process dies, so a crash never leaves it stuck). Appends go to the newest segment with
-``os.write`` (no user-space buffer: a process crash loses nothing that ``append``
-returned for; ``fsync`` is about the *machine* crashing).
+``_journal_format``), a ``meta`` file holding the highest sequence known flushed, a
+``rejected`` file holding the writes the source refused (parked keys), and a ``LOCK``
+file (``flock``: one process per journal; the kernel drops the lock when the process
+dies, so a crash never leaves it stuck). The directory is 0700 and its files 0600
+(they hold row contents); existing ones are tightened on open. Appends are stores into
+the newest segment's memory map (no user-space buffer: a process crash loses nothing
+that ``append`` returned for; ``fsync`` is about the *machine* crashing).
 
 - ``fsync="always"``: ``append`` returns after an ``fsync`` that covers its records.
   Group commit: writers write under ``_write_lock``, then sync under ``_sync_lock``; a
@@ -18,20 +20,36 @@ dirty pages and reports the error once. The write is not acknowledged, JournalEr
 raised, and every later append is refused until the journal is reopened (reopening
 replays what the file really holds).
 
-Compaction. ``flushed(upto)`` records that every sequence at or below ``upto`` is in the
-source. Segments holding only such records are deleted, after ``upto`` is made durable
-in ``meta`` (so a restart never replays below it and sequences stay monotonic even with
-no records left). A fully flushed active segment is rotated out first, so a drained
-journal is one empty segment. While the source is down nothing is flushed, so closed
-segments are rewritten instead: the latest record per key above ``upto`` goes to a
-temporary file that is fsynced and renamed over the newest of them. Both keep the
-journal proportional to the dirty set, not to history. The directory is fsynced after
-every create, rename and delete.
+Rotation. The next segment is created (preallocated, fsynced) under a temporary name
+with no lock writers need, then renamed in and swapped for the active one under the
+write lock. Appends are copies made under that lock, so no append is half done when
+the new segment appears: a record torn by a crash can only be in the newest segment.
+
+Flushed. ``flushed(upto)`` records that every sequence at or below ``upto`` is in the
+source. It makes ``upto`` durable in ``meta`` before it returns (so a flush is never
+acknowledged before its watermark is: a restart never replays a record at or below it,
+which would write an old value over a later change made outside the cache), then
+deletes the closed segments that hold only such records, then rotates a fully flushed
+active segment out (a drained journal is one empty segment). Deleting comes first: on
+a full disk a rotation may fail, and the space must still come back. While the source
+is down nothing is flushed, so closed segments are rewritten instead: the latest record
+per key above ``upto`` goes to a temporary file that is fsynced and renamed over the
+newest of them. Both keep the journal proportional to the dirty set, not to history.
+The directory is fsynced after every create, rename and delete.
+
+Rejected writes. ``park(records)`` durably replaces the set of writes the source refused
+(``rejected``, replaced whole by a temporary file and a rename): they stay out of the
+way of the watermark, and a restart replays them like any unflushed write (the flush
+then refuses them again, and parks them again). A parked record is dropped at open when
+a later record of the same key exists.
 
 Open and damage. Opening scans every segment before anything is replayed. A torn last
 record of the newest segment (a crash mid-append: nothing intact follows it) is
-truncated and logged. Anything else that fails its checks raises JournalCorruptError
-naming the file and offset, and nothing is replayed or flushed.
+truncated; the zero tail of a preallocated segment is trimmed; segments the meta file
+says are flushed are deleted (so a restart frees space before it needs any); leftover
+temporary files are deleted. Each of these is logged with its byte count. Anything else
+that fails its checks raises JournalCorruptError naming the file and offset, and
+nothing is replayed or flushed.
 """
 
 from __future__ import annotations
@@ -70,15 +88,21 @@ SEGMENT_BYTES: Final = 16 << 20
 _SUFFIX: Final = ".seg"
 _META: Final = "meta"
 _LOCK: Final = "LOCK"
+_REJECTED: Final = "rejected"
 _TMP_SUFFIX: Final = ".tmp"
+_DIR_MODE: Final = 0o700
+_FILE_MODE: Final = 0o600
 
 fault_hook: Callable[[str], None] | None = None
 """Test seam: called with a point name at each crash point; crash tests SIGKILL there.
 
 Points: ``append.written`` (records written, not yet fsynced), ``append.synced``
 (fsynced, not yet acknowledged), ``flushed`` (the source committed, the journal not yet
-compacted), ``compact.meta`` (flushed sequence durable, segments not yet deleted),
-``compact.renamed`` (a rewritten segment renamed in, older ones not yet deleted).
+told), ``compact.meta`` (flushed sequence durable, segments not yet deleted),
+``compact.renamed`` (a rewritten segment renamed in, older ones not yet deleted),
+``rotate.created`` (the next segment created under its temporary name while writers
+still append to the active one), ``rotate.renamed`` (the next segment renamed in, not
+yet the active one: the write lock is held).
 """
 
 
@@ -166,6 +190,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Make ``data`` the whole content of ``path``, atomically and durably.
+
+    A temporary file is written, fsynced and renamed over ``path``, then the directory
+    is fsynced: a crash leaves the old file or the new one (and a ``.tmp`` that opening
+    deletes), never a mix.
+    """
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _read_meta(directory: Path) -> int:
     path = directory / _META
     try:
@@ -176,6 +218,54 @@ def _read_meta(directory: Path) -> int:
     if flushed is None:
         raise JournalCorruptError(str(path), 0, "damaged meta file")
     return flushed
+
+
+class _MetaFile:
+    """The durable flushed sequence: two slots overwritten in turn, each with its CRC.
+
+    An update is one ``pwrite`` of a slot and one ``fdatasync``: no rename, and no new
+    disk block, so it works on a full disk. A crash tearing the slot being written
+    leaves the other, which holds the previous value (never a newer one than was made
+    durable). A failed sync is retried by writing the slot again, which dirties the page
+    again: nothing is trusted that was not written after the failure.
+    """
+
+    def __init__(self, directory: Path, flushed: int) -> None:
+        self.path = directory / _META
+        data = self.path.read_bytes() if self.path.exists() else b""
+        slots = fmt.decode_meta_slots(data) if data else None
+        if slots is None or len(slots) != 2:
+            # New journal, or the one-slot layout of earlier versions: write both slots
+            # once (temporary file, rename), so later updates are in place.
+            _replace_durably(self.path, fmt.encode_meta(flushed) * 2)
+            slots = [flushed, flushed]
+        self.fd = os.open(self.path, os.O_RDWR)
+        self.value = flushed
+        values = [-1 if slot is None else slot for slot in slots]
+        self._next = 0 if values[0] < values[1] else 1
+        """The slot not holding the newest value: the one the next update overwrites."""
+
+    def write(self, flushed: int) -> None:
+        """Make ``flushed`` durable (raises OSError if the disk refuses)."""
+        os.pwrite(self.fd, fmt.encode_meta(flushed), self._next * fmt.META_SLOT)
+        os.fdatasync(self.fd)
+        self._next ^= 1
+        self.value = flushed
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _tighten(directory: Path) -> None:
+    """Make the journal directory 0700 and its files 0600: they hold row contents."""
+    try:
+        if directory.stat().st_mode & 0o777 != _DIR_MODE:
+            directory.chmod(_DIR_MODE)
+        for entry in directory.iterdir():
+            if entry.is_file() and entry.stat().st_mode & 0o777 != _FILE_MODE:
+                entry.chmod(_FILE_MODE)
+    except OSError as exc:
+        logger.warning("journal %s: cannot restrict its permissions: %s", directory, exc.strerror)
 
 
 @dataclass(frozen=True)
@@ -251,13 +341,14 @@ class FileJournal:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._compact_wanted = False
+        self._parked_file = True
+        """Whether the rejected file exists (``park([])`` then deletes it)."""
+        self._dir_unsynced = False
+        """A segment was renamed in and the directory not yet fsynced (``_sync`` does it)."""
+        self._highest_index = 0
         self._lock_fd = self._take_lock()
-        try:
-            self._replayed, self._last_seq = self._load()
-            self._active = self._create_segment(self._next_index(), segment_bytes)
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
+        self._meta: _MetaFile | None = None
+        self._active = self._open()
         self._thread = threading.Thread(
             target=self._maintain, name=f"cachewise-journal-{self.path.name}", daemon=True
         )
@@ -268,14 +359,44 @@ class FileJournal:
 
     # -- open ------------------------------------------------------------------------
 
+    def _open(self) -> _Active:
+        """Replay-scan the journal, open its meta file and start a fresh active segment."""
+        try:
+            self._replayed, self._last_seq = self._load()
+            self._meta = _MetaFile(self.path, self._flushed)
+            active = self._create_segment(self._next_index(), self._segment_bytes)
+            try:
+                self._install(active)
+                _fsync_dir(self.path)
+            except BaseException:
+                active.release()
+                raise
+            self._dir_unsynced = False
+        except OSError as exc:
+            self._release_open()
+            if isinstance(exc, JournalError):
+                raise
+            raise JournalError(f"cannot open journal {self.path}: {exc.strerror}") from exc
+        except BaseException:
+            self._release_open()
+            raise
+        return active
+
+    def _release_open(self) -> None:
+        if self._meta is not None:
+            self._meta.close()
+        os.close(self._lock_fd)
+
     def _take_lock(self) -> int:
         try:
             if self.path.exists() and not self.path.is_dir():
                 raise ConfigurationError(f"journal path {self.path} exists and is not a directory")
             if not self.path.exists():
-                self.path.mkdir(parents=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.mkdir(mode=_DIR_MODE)
                 _fsync_dir(self.path.parent)
-            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            _tighten(self.path)
+            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc.strerror}") from exc
         try:
@@ -290,35 +411,42 @@ class FileJournal:
     def _load(self) -> tuple[list[tuple[int, Key, Any]], int]:
         """Scan every segment; return the unflushed records (oldest first) and the max seq."""
         for leftover in self.path.glob("*" + _TMP_SUFFIX):
-            leftover.unlink()  # a rewrite or meta update that never got renamed in
+            # A rewrite, rotation or meta update that never got renamed in: not journal
+            # data (its records are still where they were before).
+            logger.warning(
+                "journal %s: deleting %s (%d bytes), a temporary file a crash left behind",
+                self.path,
+                leftover.name,
+                leftover.stat().st_size,
+            )
+            leftover.unlink()
         flushed = _read_meta(self.path)
         self._flushed = self._meta_flushed = flushed
         last_seq = flushed
         latest: dict[bytes, tuple[Path, fmt.RawRecord]] = {}
+        newest_seq: dict[bytes, int] = {}
+        """Per key, the highest sequence of any record (a parked write older than it is void)."""
         paths = _segment_paths(self.path)
+        flushed_segments: list[_Segment] = []
         for position, (index, path) in enumerate(paths):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise JournalError(f"cannot read journal segment {path}: {exc.strerror}") from exc
-            scan = fmt.scan(data)
-            damage = _classify(path, data, scan, last=position == len(paths) - 1)
-            if damage is not None and not damage.torn_tail:
-                raise JournalCorruptError(damage.segment, damage.offset, damage.reason)
-            if damage is not None:
-                self._truncate_torn(path, damage, len(data))
-            elif scan.padding:
-                self._truncate_padding(path, scan.end)
-            segment = _Segment(index, path, scan.end, len(scan.records))
-            for record in scan.records:
-                segment.max_seq = max(segment.max_seq, record.seq)
-                if record.seq > flushed:
-                    key_bytes = record.key_bytes()
-                    seen = latest.get(key_bytes)
-                    if seen is None or seen[1].seq < record.seq:
-                        latest[key_bytes] = (path, record)
+            segment = self._scan_segment(
+                index,
+                path,
+                last=position == len(paths) - 1,
+                flushed=flushed,
+                latest=latest,
+                newest_seq=newest_seq,
+            )
+            if segment is None:
+                continue
             last_seq = max(last_seq, segment.max_seq)
-            self._closed_segments.append(segment)
+            if segment.max_seq <= flushed:
+                flushed_segments.append(segment)
+            else:
+                self._closed_segments.append(segment)
+        self._highest_index = max((index for index, _ in paths), default=0)
+        self._drop_at_open(flushed_segments)
+        self._load_parked(latest, newest_seq)
         replay: list[tuple[int, Key, Any]] = []
         for path, record in sorted(latest.values(), key=lambda item: item[1].seq):
             try:
@@ -327,6 +455,91 @@ class FileJournal:
                 raise JournalCorruptError(str(path), record.offset, f"undecodable: {exc}") from exc
             replay.append((record.seq, key, value))
         return replay, last_seq
+
+    def _scan_segment(
+        self,
+        index: int,
+        path: Path,
+        *,
+        last: bool,
+        flushed: int,
+        latest: dict[bytes, tuple[Path, fmt.RawRecord]],
+        newest_seq: dict[bytes, int],
+    ) -> _Segment | None:
+        """Scan one segment at open: mend a torn tail or trim padding, note its records.
+
+        Adds each key's latest unflushed record to ``latest`` and its highest sequence
+        to ``newest_seq``; returns None for a segment that held nothing (now deleted).
+        """
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise JournalError(f"cannot read journal segment {path}: {exc.strerror}") from exc
+        scan = fmt.scan(data)
+        damage = _classify(path, data, scan, last=last)
+        if damage is not None and not damage.torn_tail:
+            raise JournalCorruptError(damage.segment, damage.offset, damage.reason)
+        if damage is not None:
+            self._truncate_torn(path, damage, len(data))
+            if damage.offset == 0:
+                return None
+        elif scan.padding:
+            self._truncate_padding(path, scan.end, scan.padding)
+        segment = _Segment(index, path, scan.end, len(scan.records))
+        for record in scan.records:
+            segment.max_seq = max(segment.max_seq, record.seq)
+            key_bytes = record.key_bytes()
+            if record.seq > newest_seq.get(key_bytes, 0):
+                newest_seq[key_bytes] = record.seq
+            if record.seq > flushed:
+                seen = latest.get(key_bytes)
+                if seen is None or seen[1].seq < record.seq:
+                    latest[key_bytes] = (path, record)
+        return segment
+
+    def _drop_at_open(self, segments: list[_Segment]) -> None:
+        """Delete segments the meta file says are flushed: frees space before any is needed.
+
+        A crash between making the watermark durable and deleting them leaves them; on a
+        full disk the new segment could not be created otherwise.
+        """
+        for segment in segments:
+            logger.info(
+                "journal %s: deleting %s (%d bytes): every record in it is flushed",
+                self.path,
+                segment.path.name,
+                segment.size,
+            )
+            try:
+                segment.path.unlink()
+            except OSError as exc:
+                raise JournalError(f"cannot delete flushed segment {segment.path}") from exc
+        if segments:
+            _fsync_dir(self.path)
+
+    def _load_parked(
+        self, latest: dict[bytes, tuple[Path, fmt.RawRecord]], newest_seq: dict[bytes, int]
+    ) -> None:
+        """Add the parked writes no later record replaced to ``latest`` (they replay)."""
+        path = self.path / _REJECTED
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self._parked_file = False
+            return
+        except OSError as exc:
+            raise JournalError(f"cannot read {path}: {exc.strerror}") from exc
+        scan = fmt.scan(data, fmt.REJECTED_MAGIC)
+        if scan.problem is not None:
+            # Written whole and renamed in: any damage is corruption, never a torn tail.
+            raise JournalCorruptError(str(path), scan.end, scan.problem)
+        for record in scan.records:
+            key_bytes = record.key_bytes()
+            if newest_seq.get(key_bytes, 0) > record.seq:
+                continue  # written again after it was refused: that write replaces it
+            seen = latest.get(key_bytes)
+            if seen is None or seen[1].seq < record.seq:
+                latest[key_bytes] = (path, record)
 
     def _truncate_torn(self, path: Path, damage: Damage, size: int) -> None:
         logger.warning(
@@ -350,8 +563,20 @@ class FileJournal:
         except OSError as exc:
             raise JournalError(f"cannot truncate torn journal tail {path}") from exc
 
-    def _truncate_padding(self, path: Path, end: int) -> None:
-        """Cut the zero tail a crash left on a preallocated segment (not damage)."""
+    def _truncate_padding(self, path: Path, end: int, padding: int) -> None:
+        """Cut the zero tail a crash left on a preallocated segment, saying how much.
+
+        Unused preallocated space after a killed process; after a machine crash it may
+        also be records whose pages never reached the disk (unacknowledged with
+        ``fsync="always"``).
+        """
+        logger.warning(
+            "journal %s: %d zero bytes after the last record at offset %d (space "
+            "preallocated by a process that did not close the journal); trimming them",
+            path,
+            padding,
+            end,
+        )
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -363,33 +588,40 @@ class FileJournal:
             raise JournalError(f"cannot truncate journal segment {path}") from exc
 
     def _next_index(self) -> int:
-        existing = [s.index for s in self._closed_segments]
-        return max(existing, default=0) + 1
+        return self._highest_index + 1
 
     def _create_segment(self, index: int, capacity: int) -> _Active:
-        """A new segment, its blocks reserved up front and mapped.
+        """A new segment under a temporary name, its blocks reserved up front and mapped.
 
         ``posix_fallocate`` reserves the disk space now, so a full disk is an error here
         rather than a SIGBUS on a later store into the map. Appends are then a memory copy
         into the page cache (which a killed process cannot lose) with no system call and
-        no GIL release per write; ``fsync`` on the file makes them durable.
+        no GIL release per write; ``fsync`` on the file makes them durable. The segment
+        joins the journal when :meth:`_install` renames it in.
         """
         path = self.path / _segment_name(index)
+        tmp = path.with_name(path.name + _TMP_SUFFIX)
         capacity = max(capacity, len(fmt.MAGIC) + 1)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
         except OSError as exc:
             raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
         try:
             _write_all(fd, fmt.MAGIC)
             os.posix_fallocate(fd, 0, capacity)
             os.fsync(fd)
-            _fsync_dir(self.path)
-            return _Active(_Segment(index, path, len(fmt.MAGIC)), fd, capacity)
+            return _Active(_Segment(index, tmp, len(fmt.MAGIC)), fd, capacity)
         except OSError as exc:
             os.close(fd)
-            path.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise JournalError(f"cannot create journal segment {path}: {exc.strerror}") from exc
+
+    def _install(self, active: _Active) -> None:
+        """Rename a created segment to its real name (the directory fsync comes later)."""
+        final = self.path / _segment_name(active.segment.index)
+        os.rename(active.segment.path, final)
+        active.segment.path = final
+        self._dir_unsynced = True
 
     # -- the Journal protocol --------------------------------------------------------
 
@@ -444,28 +676,64 @@ class FileJournal:
             fault_hook("append.synced")
 
     def flushed(self, upto: int) -> None:
-        """Every record at or below ``upto`` is in the source or superseded: compact."""
+        """Every record at or below ``upto`` is in the source or superseded: record, compact.
+
+        Returns once ``upto`` is durable (JournalError if it cannot be made so: the caller
+        must not acknowledge its flush), then frees what it can; a failure to free space
+        is logged and retried at the next call.
+        """
         _fault("flushed")
         with self._compact_lock:
+            if self._closed:
+                raise ClosedError(f"journal {self.path} is closed")
             self._flushed = max(self._flushed, upto)
             upto = self._flushed
+            self._write_meta(upto)
 
             def drained() -> bool:
                 active = self._active.segment
                 return self._usable() and active.records > 0 and active.max_seq <= upto
 
+            self._drop_flushed(upto)  # first: on a full disk the rotation needs the space
             with self._write_lock:
                 rotate = drained()
             if rotate:
                 try:
                     self._rotate(0, drained)
-                except JournalError:
-                    logger.warning("journal rotation failed; compaction deferred")
+                except JournalError as exc:
+                    logger.warning(
+                        "journal %s: rotation failed (%s); retried later", self.path, exc
+                    )
                     return
-            with self._write_lock:
-                droppable = [s for s in self._closed_segments if s.max_seq <= upto]
-            if droppable:
-                self._drop(droppable, upto)
+                self._drop_flushed(upto)
+
+    def park(self, records: list[tuple[int, Key, Any]]) -> None:
+        """Durably make ``records`` the writes the source refused, replacing the last set.
+
+        A restart replays them with the unflushed writes (unless a later write of the key
+        replaced them), so the watermark may pass them without losing them.
+        """
+        path = self.path / _REJECTED
+        with self._compact_lock:
+            if self._closed:
+                raise ClosedError(f"journal {self.path} is closed")
+            try:
+                if not records:
+                    if self._parked_file:
+                        path.unlink(missing_ok=True)
+                        _fsync_dir(self.path)
+                        self._parked_file = False
+                    return
+                body = b"".join(
+                    fmt.encode_record(seq, *fmt.encode_payload(self._codec, key, value))
+                    for seq, key, value in records
+                )
+                _replace_durably(path, fmt.REJECTED_MAGIC + body)
+                self._parked_file = True
+            except OSError as exc:
+                raise JournalError(
+                    f"journal {self.path}: cannot record the rejected writes ({exc.strerror})"
+                ) from exc
 
     def close(self) -> None:
         """Sync what was written, stop the background thread and release the lock."""
@@ -487,7 +755,7 @@ class FileJournal:
                     active.release()  # after a failure: leave the files; reopen replays them
                 self._unsealed.clear()
                 self._active.release()
-                os.close(self._lock_fd)
+                self._release_open()
 
     # -- inspection helpers (tests, CLI) ---------------------------------------------
 
@@ -551,9 +819,11 @@ class FileJournal:
     def _rotate(self, need: int, still: Callable[[], bool]) -> None:
         """Start the next segment if ``still()`` holds; the old one is sealed later.
 
-        The new segment is created (preallocated, fsynced) with no lock writers need;
-        the swap is a pointer change under the write and sync locks; the old segment is
-        fsynced and trimmed by the next sync or by the background thread, and until then
+        The new segment is created (preallocated, fsynced) under a temporary name with no
+        lock writers need; renaming it in and swapping it for the active one happen under
+        the write lock, where no append is half done, so the old segment never ends in a
+        torn record once a newer one exists. The old segment is fsynced and trimmed (and
+        the directory fsynced) by the next sync or by the background thread; until then
         no sync may count its bytes as durable (``_seal_unsealed`` runs first).
         """
         with self._rotate_lock:
@@ -563,21 +833,41 @@ class FileJournal:
                     return  # another thread rotated meanwhile
                 index = self._active.segment.index + 1
             new = self._create_segment(index, max(self._segment_bytes, need))
+            _fault("rotate.created")
             with self._write_lock, self._sync_lock:
                 if not self._usable() or not still():
                     new.release()
                     new.segment.path.unlink(missing_ok=True)
                     self._check_usable()
                     return
+                try:
+                    self._install(new)
+                except OSError as exc:
+                    new.release()
+                    new.segment.path.unlink(missing_ok=True)
+                    raise JournalError(
+                        f"cannot rename journal segment {new.segment.path} in: {exc.strerror}"
+                    ) from exc
+                _fault("rotate.renamed")
                 old = self._active
                 self._unsealed.append((old, self._written))
                 self._closed_segments.append(old.segment)
                 self._active = new
+                self._highest_index = max(self._highest_index, index)
                 self._maybe_want_compaction()
         self._wake.set()
 
     def _seal_unsealed(self) -> None:
-        """Fsync and trim rotated-out segments; ``_sync_lock`` held."""
+        """Fsync renamed-in segments' directory, then fsync and trim rotated-out segments.
+
+        ``_sync_lock`` held.
+        """
+        if self._dir_unsynced:
+            try:
+                _fsync_dir(self.path)
+            except OSError as exc:
+                raise self._fail("fsync", exc) from exc
+            self._dir_unsynced = False
         while self._unsealed:
             old, upto = self._unsealed[0]
             try:
@@ -591,23 +881,25 @@ class FileJournal:
     # -- compaction ------------------------------------------------------------------
 
     def _write_meta(self, upto: int) -> None:
-        """Make ``upto`` the durable flushed sequence (temp file, fsync, rename, dir fsync)."""
+        """Make ``upto`` the durable flushed sequence; ``_compact_lock`` held."""
         if upto <= self._meta_flushed:
             return
-        tmp = self.path / (_META + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        assert self._meta is not None
         try:
-            _write_all(fd, fmt.encode_meta(upto))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path / _META)
-        _fsync_dir(self.path)
+            self._meta.write(upto)
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self.path}: cannot make the flushed sequence durable ({exc.strerror})"
+            ) from exc
         self._meta_flushed = upto
 
-    def _drop(self, segments: list[_Segment], upto: int) -> None:
+    def _drop_flushed(self, upto: int) -> None:
+        """Delete the closed segments holding only records at or below ``upto``."""
+        with self._write_lock:
+            segments = [s for s in self._closed_segments if s.max_seq <= upto]
+        if not segments:
+            return
         try:
-            self._write_meta(upto)
             _fault("compact.meta")
             for segment in segments:
                 segment.path.unlink(missing_ok=True)
@@ -636,7 +928,7 @@ class FileJournal:
                 droppable = [s for s in self._closed_segments if s.max_seq <= upto]
                 targets = [s for s in self._closed_segments if s.max_seq > upto]
             if droppable:
-                self._drop(droppable, upto)
+                self._drop_flushed(upto)
             if len(targets) < 2:
                 return
             try:
@@ -661,15 +953,7 @@ class FileJournal:
         body = b"".join(fmt.encode_record(r.seq, r.kind, r.payload) for r in keep)
         self._write_meta(upto)  # records at or below upto are dropped: make that durable
         dest = targets[-1]
-        tmp = self.path / ("compact" + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, fmt.MAGIC + body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest.path)
-        _fsync_dir(self.path)
+        _replace_durably(dest.path, fmt.MAGIC + body)
         _fault("compact.renamed")
         for segment in targets[:-1]:
             segment.path.unlink(missing_ok=True)
@@ -730,6 +1014,8 @@ class InspectedRecord:
     value: Any
     flushed: bool
     error: str | None = None
+    rejected: bool = False
+    """A write the source refused, parked in the ``rejected`` file (replayed at start-up)."""
 
 
 @dataclass
@@ -768,26 +1054,39 @@ def inspect_journal(path: str | os.PathLike[str], codec: Codec | None = None) ->
         data = seg_path.read_bytes()
         scan = fmt.scan(data)
         report.segments.append((seg_path.name, len(data)))
-        for record in scan.records:
-            report.last_seq = max(report.last_seq, record.seq)
-            error = None
-            try:
-                key, value = fmt.decode_payload(codec, record.kind, record.payload)
-            except CodecError as exc:
-                key, value, error = None, None, str(exc)
-            report.records.append(
-                InspectedRecord(
-                    seg_path.name,
-                    record.offset,
-                    record.seq,
-                    record.kind == fmt.DELETE,
-                    key,
-                    value,
-                    record.seq <= flushed,
-                    error,
-                )
-            )
+        _inspect_records(report, seg_path.name, scan, codec, rejected=False)
         damage = _classify(seg_path, data, scan, last=position == len(paths) - 1)
         if damage is not None:
             report.damage.append(damage)
+    rejected = directory / _REJECTED
+    if rejected.exists():
+        scan = fmt.scan(rejected.read_bytes(), fmt.REJECTED_MAGIC)
+        _inspect_records(report, _REJECTED, scan, codec, rejected=True)
+        if scan.problem is not None:
+            report.damage.append(Damage(str(rejected), scan.end, scan.problem, torn_tail=False))
     return report
+
+
+def _inspect_records(
+    report: Inspection, name: str, scan: fmt.Scan, codec: Codec, *, rejected: bool
+) -> None:
+    for record in scan.records:
+        report.last_seq = max(report.last_seq, record.seq)
+        error = None
+        try:
+            key, value = fmt.decode_payload(codec, record.kind, record.payload)
+        except CodecError as exc:
+            key, value, error = None, None, str(exc)
+        report.records.append(
+            InspectedRecord(
+                name,
+                record.offset,
+                record.seq,
+                record.kind == fmt.DELETE,
+                key,
+                value,
+                record.seq <= report.flushed and not rejected,
+                error,
+                rejected,
+            )
+        )

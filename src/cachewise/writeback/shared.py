@@ -10,10 +10,15 @@ Layout. A cache key encoded as ``e`` (``codecs.encode_key``) in namespace ``ns``
     ns:{e}:n     the key's version, RedisStore's; INCRed by every write: the sequence
     ns:{e}:d     the dirty mark, a hash: s (sequence), t (tombstone), p (the encoded
                  value, again: a dirty write survives ``invalidate`` or ``clear`` of
-                 ``:v``), k (the index token of the write), f (first dirty, ms)
+                 ``:v``), k (the index token of the write), f (when the oldest write
+                 not yet in the source was made, ms), r (the first write made while a
+                 flusher held the key, ms: ``f`` once that flush commits)
     ns:{e}:c     a flusher's claim: a random token, SET NX PX
+    ns:{e}:r     a parked write the source refused: s, t, p, f as the mark had them,
+                 e (the source's reason)
     ns:{~dirty}:z  the index: encoded keys by first-dirty time (oldest first)
     ns:{~dirty}:h  the index tokens: encoded key -> token of its latest write
+    ns:{~dirty}:r  the parked keys (a set of encoded keys)
 
 The per-key keys share the hash tag ``{e}`` (one Redis Cluster slot: one Lua script
 changes value, version and mark atomically); the index has its own tag, so it is never
@@ -35,6 +40,15 @@ changed in the same script as a mark. Hence the order of the steps:
   between clearing and unindexing) is dropped once its token is older than
   ``orphan_grace``. A writer that itself took longer than half of that between its
   steps indexes its key again afterwards.
+- A key written while a flusher holds it stays dirty after the flush, with only the
+  writes after the claim left: its first-dirty time becomes the first of those (the
+  settle script returns it and the index entry is rescored), so ``oldest_dirty_age``
+  is the age of the oldest write not yet in the source, not of the key's first write.
+- Rows the source refuses (``RejectedError``) are isolated by bisecting the batch
+  (``rejection.isolate``); the rest are written. Each refused key is added to the
+  parked set first, then its mark is moved to ``:r`` (one script, which also stops
+  serving the refused value), then it is unindexed: a parked key is never hidden. A
+  new write of the key deletes ``:r`` in its mark script.
 
 Claims. A per-key claim rather than a Streams consumer group: the dirty state is per
 key (coalesced, with a sequence), a claim lives in the key's own slot so the claim and
@@ -52,12 +66,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from cachewise._types import Key, check_seconds
+from cachewise._types import MISSING, Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import (
     CacheFullError,
@@ -68,12 +83,14 @@ from cachewise.errors import (
     InvalidKeyError,
 )
 from cachewise.policies import WriteBack
-from cachewise.sources.base import Source
+from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
 from cachewise.writeback.background import FlushLoop, close_at_exit, closed
-from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry
+from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, Rejected
+from cachewise.writeback.lag import LagSummary, LagWindow
+from cachewise.writeback.rejection import isolate, log_parked, refused_error
 
 logger = logging.getLogger("cachewise.writeback")
 
@@ -81,7 +98,8 @@ T = TypeVar("T")
 
 fault_hook: Callable[[str, list[Key]], None] | None = None
 """Tests set this to pause or die at a named point of a flush, with the batch's keys:
-``claimed`` (keys claimed, source not written), ``saved`` (source written, marks not
+``claimed`` (keys claimed, source not written), ``isolate`` (the source refused the
+batch for a row in it; it is about to be split), ``saved`` (source written, marks not
 cleared)."""
 
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
@@ -127,17 +145,20 @@ end
 return n
 """
 
-# KEYS: v, n, d per key. ARGV: token, now ms, then payload, tombstone ('1'/'0') per key,
-# then the store's epoch stamp (prefixed to the value in :v, not to the mark's copy).
-# Value, version and mark of each key in one step. Returns how many writes coalesced.
+# KEYS: v, n, d, c, r per key. ARGV: token, now ms, then payload, tombstone ('1'/'0')
+# per key, then the store's epoch stamp (prefixed to the value in :v, not to the mark's
+# copy). Value, version and mark of each key in one step; a write over a mark a flusher
+# holds (c) notes its time as the mark's resume time (r), once; a parked write of the key
+# (r) is replaced. Returns {how many writes coalesced, the positions of unparked keys}.
 _MARK: Final = """
 local stamp = ARGV[#ARGV]
 local coalesced = 0
-for i = 1, #KEYS, 3 do
-  local j = i + 2 - (i - 1) / 3
-  local payload, tomb = ARGV[j], ARGV[j + 1]
+local unparked = {}
+for i = 1, #KEYS, 5 do
+  local m = (i - 1) / 5
+  local payload, tomb = ARGV[3 + 2 * m], ARGV[4 + 2 * m]
   local seq = redis.call('INCR', KEYS[i + 1])
-  local old = redis.call('HMGET', KEYS[i + 2], 's', 'f')
+  local old = redis.call('HMGET', KEYS[i + 2], 's', 'f', 'r')
   local since = ARGV[2]
   if old[1] then
     coalesced = coalesced + 1
@@ -145,6 +166,9 @@ for i = 1, #KEYS, 3 do
     if seq <= tonumber(old[1]) then
       seq = tonumber(old[1]) + 1
       redis.call('SET', KEYS[i + 1], seq)
+    end
+    if not old[3] and redis.call('EXISTS', KEYS[i + 3]) == 1 then
+      redis.call('HSET', KEYS[i + 2], 'r', ARGV[2])
     end
   end
   redis.call('PERSIST', KEYS[i + 1])
@@ -154,8 +178,9 @@ for i = 1, #KEYS, 3 do
     redis.call('SET', KEYS[i], stamp .. payload)
   end
   redis.call('HSET', KEYS[i + 2], 's', seq, 't', tomb, 'p', payload, 'k', ARGV[1], 'f', since)
+  if redis.call('DEL', KEYS[i + 4]) == 1 then unparked[#unparked + 1] = m + 1 end
 end
-return coalesced
+return {coalesced, unparked}
 """
 
 # KEYS: v, n, d. ARGV: token, now ms, the store's epoch stamp. Marks the current value
@@ -174,15 +199,17 @@ return 1
 """
 
 # KEYS: d, c per key. ARGV: claim token, claim ms. Returns per key {0} (no mark), {1}
-# (claimed by another flusher) or {2, s, t, p}: the mark, now claimed by us.
+# (claimed by another flusher) or {2, s, t, p, f}: the mark, now claimed by us (writes
+# from now on are after the claim: its resume time starts over).
 _CLAIM: Final = """
 local out = {}
 for i = 1, #KEYS, 2 do
-  local m = redis.call('HMGET', KEYS[i], 's', 't', 'p')
+  local m = redis.call('HMGET', KEYS[i], 's', 't', 'p', 'f')
   if not m[1] then
     out[#out + 1] = {0}
   elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    out[#out + 1] = {2, m[1], m[2], m[3]}
+    redis.call('HDEL', KEYS[i], 'r')
+    out[#out + 1] = {2, m[1], m[2], m[3], m[4] or '0'}
   else
     out[#out + 1] = {1}
   end
@@ -193,15 +220,22 @@ return out
 # KEYS: d, c, v, n per key. ARGV: claim token, value px (0 = none), version ttl ms,
 # flushed ('1' = the source has them, '0' = release only), then the sequence flushed per
 # key. Per key: clear the mark if its sequence is still the one flushed, give the value
-# its TTL if it is still the flushed one, release our claim. Returns per key
-# {cleared (1/0), claim still ours (1/0), index token of the cleared mark}.
+# its TTL if it is still the flushed one, release our claim; a mark written since keeps
+# only the writes after the claim, so its first-dirty time becomes its resume time.
+# Returns per key {cleared (1/0), claim still ours (1/0), index token of the cleared
+# mark, the new first-dirty time of a mark written since ('' if none)}.
 _SETTLE: Final = """
 local out = {}
 for i = 1, #KEYS, 4 do
   local seq = ARGV[4 + (i + 3) / 4]
-  local cleared, token, owned = 0, '', 0
+  local cleared, token, owned, since = 0, '', 0, ''
   if ARGV[4] == '1' then
-    local m = redis.call('HMGET', KEYS[i], 's', 'k')
+    local m = redis.call('HMGET', KEYS[i], 's', 'k', 'r')
+    if m[1] and m[1] ~= seq and m[3] then
+      redis.call('HSET', KEYS[i], 'f', m[3])
+      redis.call('HDEL', KEYS[i], 'r')
+      since = m[3]
+    end
     if m[1] == seq then
       redis.call('DEL', KEYS[i])
       cleared = 1
@@ -216,7 +250,35 @@ for i = 1, #KEYS, 4 do
     redis.call('DEL', KEYS[i + 1])
     owned = 1
   end
-  out[#out + 1] = {cleared, owned, token}
+  out[#out + 1] = {cleared, owned, token, since}
+end
+return out
+"""
+
+# KEYS: d, c, v, n, r per key. ARGV: claim token, version ttl ms, then the sequence
+# flushed and the source's reason per key. Per key whose mark is still that sequence:
+# move the mark to the parked hash r (with the reason), stop serving the refused value,
+# let the version expire as a clean key's does. Releases our claims. Returns per key
+# {parked (1/0), index token of the moved mark}.
+_PARK: Final = """
+local out = {}
+for i = 1, #KEYS, 5 do
+  local m = (i - 1) / 5
+  local seq, reason = ARGV[3 + 2 * m], ARGV[4 + 2 * m]
+  local parked, token = 0, ''
+  local mark = redis.call('HMGET', KEYS[i], 's', 't', 'p', 'k', 'f')
+  if mark[1] == seq then
+    redis.call('DEL', KEYS[i])
+    redis.call('HSET', KEYS[i + 4], 's', seq, 't', mark[2], 'p', mark[3], 'e', reason,
+      'f', mark[5] or '0')
+    if mark[2] ~= '1' and redis.call('GET', KEYS[i + 2]) == mark[3] then
+      redis.call('DEL', KEYS[i + 2])
+    end
+    redis.call('PEXPIRE', KEYS[i + 3], ARGV[2])
+    parked, token = 1, mark[4] or ''
+  end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
+  out[#out + 1] = {parked, token}
 end
 return out
 """
@@ -235,6 +297,8 @@ class _Claimed:
     base: bytes
     seq: bytes
     value: Any
+    since_ms: int
+    """When the oldest write this flush covers was made (the mark's ``f``)."""
 
 
 def _token(now_ms: int) -> str:
@@ -257,6 +321,11 @@ def _fault(point: str, batch: list[_Claimed]) -> None:
     hook = fault_hook
     if hook is not None:
         hook(point, [c.key for c in batch])
+
+
+def _split_hook(batch: list[_Claimed]) -> Callable[[], None]:
+    """``isolate``'s split callback: the ``isolate`` fault point, with the batch's keys."""
+    return lambda: _fault("isolate", batch)
 
 
 class SharedFlusher:
@@ -301,6 +370,8 @@ class SharedFlusher:
             f"{store.namespace}:{{~dirty}}:z".encode(),
             f"{store.namespace}:{{~dirty}}:h".encode(),
         )
+        self._parked = f"{store.namespace}:{{~dirty}}:r".encode()
+        self._validate = source.validate if isinstance(source, ValidatingSource) else None
         self._claim_ms = max(1, math.ceil(claim_ttl * 1000))
         self._grace_ms = max(1, math.ceil(orphan_grace * 1000))
         self._value_px = 0 if store.ttl is None else max(1, math.ceil(store.ttl * 1000))
@@ -314,14 +385,19 @@ class SharedFlusher:
         self._remark = register(_REMARK)
         self._claim = register(_CLAIM)
         self._settle = register(_SETTLE)
+        self._park_script = register(_PARK)
         self._closed = False
+        self._lag = LagWindow()
+        self._lag_lock = threading.Lock()
         self._coalesced = Counter()
-        self.rejected = Counter()
+        self.undecodable = Counter()
         """Dirty marks whose value failed to decode (left dirty, logged, never written)."""
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
-        self._loop = FlushLoop(policy, self.flush, lambda: self.dirty_count > 0, name=name)
+        self._loop = FlushLoop(
+            policy, self._flush_in_background, lambda: self.dirty_count > 0, name=name
+        )
         self._loop.start()
         close_at_exit(self)
 
@@ -371,7 +447,7 @@ class SharedFlusher:
             try:
                 value = self._codec.decode(payload, key=base + b"v")
             except CodecError:
-                self.rejected.add()
+                self.undecodable.add()
                 logger.warning("dirty value of %r failed to decode; not served", key)
                 return None
         return DirtyEntry(int(seq), value, int(since or 0) / 1000.0)
@@ -391,8 +467,21 @@ class SharedFlusher:
         """Writes of this process that absorbed an earlier unflushed write of the key."""
         return self._coalesced.value
 
+    def lag(self) -> LagSummary:
+        """Acknowledgement-to-commit lag of the keys this process flushed recently.
+
+        One sample per flushed key: its oldest write the flush covered (writes come from
+        every process, so single writes are not followed); wall clock, as Redis holds it.
+        """
+        with self._lag_lock:
+            return self._lag.summary(time.time())
+
     def oldest_dirty_age(self) -> float:
-        """Seconds since the oldest dirty key became dirty (wall clock, as Redis holds it)."""
+        """Seconds since the oldest write not yet in the source was made (wall clock).
+
+        A key written while it was being flushed counts from its first write after the
+        flush claimed it (the settle script moves its index score there).
+        """
         first = self._call("ZRANGE", self._client.zrange, self._index[0], 0, 0, withscores=True)
         if not first:
             return 0.0
@@ -409,6 +498,57 @@ class SharedFlusher:
                 logger.warning("undecodable member %r in the dirty index", member)
         return keys
 
+    # -- parked keys -------------------------------------------------------------------
+
+    def rejected(self) -> dict[Key, Rejected]:
+        """The parked keys of the namespace (every process's): refused values, with why."""
+        members = sorted(self._call("SMEMBERS", self._client.smembers, self._parked))
+        out: dict[Key, Rejected] = {}
+        for member in members:
+            try:
+                key = decode_key(member.decode())
+            except (InvalidKeyError, UnicodeDecodeError):
+                logger.warning("undecodable member %r in the parked set", member)
+                continue
+            entry = self.rejected_entry(key)
+            if entry is not None:
+                out[key] = entry
+        return out
+
+    def rejected_entry(self, key: Key) -> Rejected | None:
+        """The parked write of ``key``, if any."""
+        base = self._base(encode_key(key))
+        seq, tomb, payload, reason = self._call(
+            "parked write", self._client.hmget, base + b"r", [b"s", b"t", b"p", b"e"]
+        )
+        if seq is None:
+            return None
+        try:
+            value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
+        except CodecError:
+            self.undecodable.add()
+            logger.warning("parked value of %r failed to decode", key)
+            return None
+        return Rejected(value, (reason or b"").decode(errors="replace"), int(seq))
+
+    @property
+    def rejected_count(self) -> int:
+        """Parked keys in the namespace (a crash mid-park may count one that is not)."""
+        return int(self._call("SCARD", self._client.scard, self._parked))
+
+    def discard(self, keys: Iterable[Key] | None = None) -> int:
+        """Forget parked keys (all, or those of ``keys``); return how many were parked."""
+        if keys is None:
+            members = list(self._call("SMEMBERS", self._client.smembers, self._parked))
+        else:
+            members = [encode_key(k).encode() for k in dict.fromkeys(keys)]
+        count = 0
+        for member in members:
+            count += int(self._call("DEL", self._client.delete, self._base(member) + b"r"))
+        if members:
+            self._call("SREM", self._client.srem, self._parked, *members)
+        return count
+
     # -- writes --------------------------------------------------------------------------
 
     def accept(self, items: Mapping[Key, Any]) -> list[Key]:
@@ -421,6 +561,10 @@ class SharedFlusher:
             raise ClosedError("write-back is closed")
         if not items:
             return []
+        validate = self._validate
+        if validate is not None:
+            for key, value in items.items():
+                validate(key, MISSING if value is TOMBSTONE else value)
         members: list[str] = []
         payloads: list[tuple[bytes, bytes]] = []
         for key, value in items.items():  # encode everything before any state changes
@@ -440,11 +584,14 @@ class SharedFlusher:
             args: list[Any] = [token, now]
             for member, (payload, tomb) in group:
                 base = self._base(member)
-                keys += (base + b"v", base + b"n", base + b"d")
+                keys += (base + b"v", base + b"n", base + b"d", base + b"c", base + b"r")
                 args += (payload, tomb)
             args.append(self._store.stamp())
-            coalesced = self._call("write-back mark", self._mark, keys=keys, args=args)
+            coalesced, unparked = self._call("write-back mark", self._mark, keys=keys, args=args)
             self._coalesced.add_many(int(coalesced))
+            if unparked:  # a new write replaced a parked one
+                gone = [group[int(position) - 1][0] for position in unparked]
+                self._call("SREM", self._client.srem, self._parked, *gone)
         if (time.monotonic() - started) * 1000 > self._grace_ms / 2:
             # So slow that a flusher may have taken our index entry for an orphan.
             self._call(
@@ -487,12 +634,22 @@ class SharedFlusher:
         FlushError promptly if the source fails; the keys stay dirty.
         """
         only = None if keys is None else [encode_key(k).encode() for k in dict.fromkeys(keys)]
-        return self._loop.exclusive(lambda: self._flush_all(only), wait=wait)
+        refused: dict[Key, str] = {}
+        written = self._loop.exclusive(lambda: self._flush_all(only, refused), wait=wait)
+        if refused:
+            raise refused_error(refused, written)
+        return written
 
-    def _flush_all(self, only: list[bytes] | None) -> int:
+    def _flush_in_background(self) -> int:
+        """The flusher thread's flush: refused keys are parked and logged, not raised."""
+        return self._loop.exclusive(lambda: self._flush_all(None, {}))
+
+    def _flush_all(self, only: list[bytes] | None, refused: dict[Key, str]) -> int:
         size = self.policy.max_batch
         if only is not None:
-            return sum(self._flush_batch(only[i : i + size]) for i in range(0, len(only), size))
+            return sum(
+                self._flush_batch(only[i : i + size], refused) for i in range(0, len(only), size)
+            )
         # Keys indexed after this flush began are the next flush's, so a flush ends under a
         # stream of new keys. The newest score, not our clock: writers' clocks differ.
         newest = self._call("ZRANGE", self._client.zrange, self._index[0], -1, -1, withscores=True)
@@ -515,9 +672,9 @@ class SharedFlusher:
             if not members:
                 return written
             seen.update(members)
-            written += self._flush_batch(members)
+            written += self._flush_batch(members, refused)
 
-    def _flush_batch(self, members: list[bytes]) -> int:
+    def _flush_batch(self, members: list[bytes], refused: dict[Key, str]) -> int:
         tokens = self._call("HMGET", self._client.hmget, self._index[1], members)
         claim = os.urandom(16).hex().encode()
         replies: dict[bytes, list[Any]] = {}
@@ -549,32 +706,48 @@ class SharedFlusher:
             self._settle_all(undecodable, claim, flushed=False)
         if not batch:
             return 0
+        return self._write_claimed(batch, claim, refused)
+
+    def _write_claimed(self, batch: list[_Claimed], claim: bytes, refused: dict[Key, str]) -> int:
+        """Write claimed keys to the source; settle the written, park the refused."""
         _fault("claimed", batch)
-        self._write_source(batch, claim)
+        bad = self._write_source(batch, claim)
+        committed = time.time()
         _fault("saved", batch)
-        self._release(batch, claim, flushed=True)
-        return len(batch)
+        written = [c for c in batch if c.key not in bad]
+        if written:
+            self._release(written, claim, flushed=True)
+            with self._lag_lock:
+                for c in written:
+                    self._lag.add(committed, max(0.0, committed - c.since_ms / 1000.0))
+        if bad:
+            self._park([c for c in batch if c.key in bad], bad, claim)
+            refused.update(bad)
+        return len(written)
 
     def _decode_claim(self, member: bytes, reply: list[Any]) -> _Claimed | None:
-        seq, tomb, payload = reply[1:4]
+        seq, tomb, payload, since = reply[1:5]
         base = self._base(member)
         try:
             key = decode_key(member.decode())
             value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
         except (CodecError, InvalidKeyError, UnicodeDecodeError) as exc:
-            self.rejected.add()
+            self.undecodable.add()
             logger.warning("dirty mark %r cannot be decoded (%s); left dirty", member, exc)
             return None
-        return _Claimed(member, key, base, seq, value)
+        return _Claimed(member, key, base, seq, value, int(since or 0))
 
-    def _write_source(self, batch: list[_Claimed], claim: bytes) -> None:
+    def _write_source(self, batch: list[_Claimed], claim: bytes) -> dict[Key, str]:
+        """Write a batch; return the keys the source refused, with its reasons."""
         saves = {c.key: c.value for c in batch if c.value is not TOMBSTONE}
-        removes = [c.key for c in batch if c.value is TOMBSTONE]
+        removes = {c.key: c.value for c in batch if c.value is TOMBSTONE}
+        refused: dict[Key, str] = {}
+        split = _split_hook(batch)
         try:
             if saves:
-                self._source.save_many(saves)
+                refused.update(isolate(self._source.save_many, saves, split))
             if removes:
-                self._source.remove_many(removes)
+                refused.update(isolate(self._remove, removes, split))
         except Exception as exc:
             self.flush_failures.add()
             try:
@@ -585,7 +758,38 @@ class SharedFlusher:
                 f"shared write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
             ) from exc
         self.flushes.add()
-        self.source_writes.add_many(len(batch))
+        self.source_writes.add_many(len(batch) - len(refused))
+        return refused
+
+    def _remove(self, items: Mapping[Key, Any]) -> None:
+        self._source.remove_many(list(items))
+
+    def _park(self, batch: list[_Claimed], refused: dict[Key, str], claim: bytes) -> None:
+        """Park the keys the source refused: parked set first, then mark -> ``:r``, unindex."""
+        self._call("SADD", self._client.sadd, self._parked, *(c.member for c in batch))
+        replies: dict[bytes, Any] = {}
+        for group in self._groups(batch, lambda c: c.base):
+            wires = [c.base + suffix for c in group for suffix in (b"d", b"c", b"v", b"n", b"r")]
+            args: list[Any] = [claim, _VERSION_TTL_MS]
+            for c in group:
+                args += (c.seq, refused[c.key])
+            found = self._call("park", self._park_script, keys=wires, args=args)
+            replies.update(zip((c.member for c in group), found, strict=True))
+        parked: list[tuple[Key, str]] = []
+        unindex: list[bytes] = []
+        stale: list[bytes] = []
+        for c in batch:
+            was_parked, token = replies[c.member]
+            if was_parked:
+                parked.append((c.key, refused[c.key]))
+                unindex += (c.member, token)
+            else:
+                stale.append(c.member)  # written again since: the newer write goes next
+        if unindex:
+            self._call("unindex", self._unindex, keys=list(self._index), args=unindex)
+        if stale:
+            self._call("SREM", self._client.srem, self._parked, *stale)
+        log_parked(parked)
 
     def _settle_all(
         self, keys: list[tuple[bytes, bytes]], claim: bytes, *, flushed: bool
@@ -607,13 +811,18 @@ class SharedFlusher:
             return
         cleared: list[bytes] = []
         lost: list[_Claimed] = []
-        for c, (was_cleared, owned, token) in zip(batch, replies, strict=True):
+        resumed: dict[bytes, float] = {}
+        for c, (was_cleared, owned, token, since) in zip(batch, replies, strict=True):
             if was_cleared:
                 cleared += (c.member, token)
             elif not owned:
                 lost.append(c)
+            if since:
+                resumed[c.member] = float(since)
         if cleared:
             self._call("unindex", self._unindex, keys=list(self._index), args=cleared)
+        if resumed:  # written during the flush: their age restarts at the first such write
+            self._call("ZADD", self._client.zadd, self._index[0], resumed, xx=True)
         if lost:
             self._mark_again(lost)
 
@@ -652,7 +861,7 @@ class SharedFlusher:
             return
         error: Exception | None = None
         try:
-            self.flush()
+            self._flush_in_background()
         except Exception as exc:
             error = exc
         self._closed = True
