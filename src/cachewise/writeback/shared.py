@@ -256,11 +256,13 @@ return out
 """
 
 # KEYS: d, c, v, n, r per key. ARGV: claim token, version ttl ms, then the sequence
-# flushed and the source's reason per key. Per key whose mark is still that sequence:
+# flushed and the source's reason per key, then the store's epoch stamp (what :v holds
+# before the payload). Per key whose mark is still that sequence:
 # move the mark to the parked hash r (with the reason), stop serving the refused value,
 # let the version expire as a clean key's does. Releases our claims. Returns per key
 # {parked (1/0), index token of the moved mark}.
 _PARK: Final = """
+local stamp = ARGV[#ARGV]
 local out = {}
 for i = 1, #KEYS, 5 do
   local m = (i - 1) / 5
@@ -271,7 +273,7 @@ for i = 1, #KEYS, 5 do
     redis.call('DEL', KEYS[i])
     redis.call('HSET', KEYS[i + 4], 's', seq, 't', mark[2], 'p', mark[3], 'e', reason,
       'f', mark[5] or '0')
-    if mark[2] ~= '1' and redis.call('GET', KEYS[i + 2]) == mark[3] then
+    if mark[2] ~= '1' and redis.call('GET', KEYS[i + 2]) == stamp .. mark[3] then
       redis.call('DEL', KEYS[i + 2])
     end
     redis.call('PEXPIRE', KEYS[i + 3], ARGV[2])
@@ -773,6 +775,7 @@ class SharedFlusher:
             args: list[Any] = [claim, _VERSION_TTL_MS]
             for c in group:
                 args += (c.seq, refused[c.key])
+            args.append(self._store.stamp())
             found = self._call("park", self._park_script, keys=wires, args=args)
             replies.update(zip((c.member for c in group), found, strict=True))
         parked: list[tuple[Key, str]] = []
