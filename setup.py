@@ -10,7 +10,14 @@ setup(
     ext_modules=[
         Extension(
             "cachewise._speedups",
-            sources=["src/cachewise/_speedups.c"],
+            sources=[
+                "src/cachewise/_speedups.c",
+                "src/cachewise/_misspath.c",
+                "src/cachewise/_wtinylfu.c",
+                "src/cachewise/_policies.c",
+                "src/cachewise/_duel.c",
+            ],
+            depends=["src/cachewise/_odict.h"],
             optional=True,
         )
     ]

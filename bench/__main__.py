@@ -18,6 +18,7 @@ from pathlib import Path
 BENCHMARKS = {
     "hotpath": "bench.hotpath",
     "hitratio": "bench.hitratio",
+    "misspath": "bench.misspath",
     "upsert": "bench.upsert",
     "pooling": "bench.pooling",
     "redis": "bench.redis",

@@ -255,13 +255,15 @@ class CacheLogic:
         """Lead the loads of the keys nobody loads yet; join the others' (single flight)."""
         mine: dict[Key, Load] = {}
         theirs: dict[Key, Load] = {}
-        with self._inflight_lock:
-            for key in keys:
-                load = self._inflight.get(key)
-                if load is None:
-                    mine[key] = self._inflight[key] = new_load()
-                else:
-                    theirs[key] = load
+        for key in keys:
+            # One atomic setdefault per key (keys hash and compare in C), as the sync
+            # driver's C miss path (cachewise._speedups.MissPath) registers its loads.
+            new = new_load()
+            load = self._inflight.setdefault(key, new)
+            if load is new:
+                mine[key] = new
+            else:
+                theirs[key] = load
         return mine, theirs
 
     def _lead_loads_flow(self, mine: dict[Key, Load], from_source: bool) -> Flow[dict[Key, Any]]:
@@ -714,6 +716,10 @@ class CacheLogic:
         """Hits counted outside ``_hits`` (the sync driver's C reader)."""
         return 0
 
+    def _miss_path_counts(self) -> tuple[int, int]:
+        """Misses and loads counted outside the counters (the sync driver's C miss path)."""
+        return 0, 0
+
     def _pool_stats(self) -> PoolStats | None:
         return None
 
@@ -725,12 +731,13 @@ class CacheLogic:
         expirations = store.expirations if isinstance(store, EvictionAware) else 0
         flusher = self._flusher
         writes = self._source_writes.value + (flusher.source_writes.value if flusher else 0)
+        c_misses, c_loads = self._miss_path_counts()
         lag = flusher.lag() if flusher else None
         return Stats(
             hits=self._hits.value + self._reader_hits(),
-            misses=self._misses.value,
-            loads=self._loads.value,
-            source_reads=self._source_reads.value,
+            misses=self._misses.value + c_misses,
+            loads=self._loads.value + c_loads,
+            source_reads=self._source_reads.value + c_loads,
             source_writes=writes,
             evictions=evictions,
             expirations=expirations,

@@ -39,6 +39,11 @@ typedef struct {
 
 static PyObject *time_monotonic = NULL; /* time.monotonic, to recognise it */
 
+int cw_misspath_init(PyObject *module); /* _misspath.c: Flight, Inserter, MissPath */
+int cw_wtinylfu_init(PyObject *module); /* _wtinylfu.c: WTinyLFU */
+int cw_policies_init(PyObject *module); /* _policies.c: LRU, SIEVE, S3FIFO, ARC */
+int cw_duel_init(PyObject *module);     /* _duel.c: Mini, DuelCore */
+
 /* cachewise._types.MAX_DEPTH: a tuple key nested deeper goes to the slow path, which
  * refuses it (so a different value here would cost speed, never correctness). */
 #define CW_MAX_KEY_DEPTH 32
@@ -368,6 +373,11 @@ PyInit__speedups(void)
     Py_INCREF(&HitReader_Type);
     if (PyModule_AddObject(module, "HitReader", (PyObject *)&HitReader_Type) < 0) {
         Py_DECREF(&HitReader_Type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    if (cw_misspath_init(module) < 0 || cw_wtinylfu_init(module) < 0 ||
+        cw_policies_init(module) < 0 || cw_duel_init(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
+from cachewise._accel import speedups
 from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._flow import Call, run
 from cachewise._logic import STRIPES, CacheLogic, Loader, compose
@@ -53,7 +54,7 @@ from cachewise.writeback.dirty import Rejected
 from cachewise.writeback.flusher import Flusher, Journal
 
 if TYPE_CHECKING:
-    from cachewise._speedups import HitReader
+    from cachewise._speedups import HitReader, MissPath
     from cachewise.writeback.shared import SharedFlusher
 
 logger = logging.getLogger("cachewise")
@@ -152,6 +153,7 @@ class Cache(CacheLogic):
         """Bind ``read`` to the fastest path the store and read policy allow."""
         store, read = self.store, self.read_policy
         self._reader: HitReader | None = None
+        self._miss_path: MissPath | None = None
         if isinstance(read, ReadThrough) and read.refreshes:
             assert isinstance(store, TTLAware)
             self._ttl_left = store.ttl_left
@@ -161,9 +163,42 @@ class Cache(CacheLogic):
         if hit_path is not None:
             self._lookup, self._now, self._touch = hit_path
             self.read = self._read_inline  # type: ignore[method-assign]
-            self._reader = _c_reader(hit_path, self._read_past_hit)
+            self._reader = _c_reader(hit_path, self._c_miss_path(hit_path) or self._read_past_hit)
             if self._reader is not None:
                 self.read = self._reader  # type: ignore[method-assign]
+
+    def _c_miss_path(self, hit_path: HitPath) -> MissPath | None:
+        """The miss path in C, for a MemoryStore without write-back (else None).
+
+        It serves an absent str/int/bytes key; expired entries, other keys and waits for
+        another thread's load go through :meth:`_read_past_hit` as before.
+        """
+        store = self.store
+        fill = store.fill_path() if isinstance(store, MemoryStore) else None
+        module = speedups()
+        if (
+            fill is None
+            or module is None
+            or isinstance(self.write_policy, WriteBack)
+            or self._guard is not None
+            or self._blocks
+            or hit_path.lookup != fill.data.get
+        ):
+            return None
+        ttl = self._read_ttl if self._read_ttl is not None else fill.ttl
+        path: MissPath = module.MissPath(
+            fill.data,
+            fill.insert,
+            self._inflight,
+            self._stripes,
+            self._miss_loader(None),
+            fill.clock,
+            None if ttl is None else float(ttl),
+            self._read_past_hit,
+            MISSING,
+        )
+        self._miss_path = path
+        return path
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         self._claim = self._claim_write_back(policy)
@@ -295,12 +330,11 @@ class Cache(CacheLogic):
         return default if value is MISSING else value
 
     def _load(self, key: Key, loader: Loader | None, *, ttl: float | None = None) -> Any:
-        with self._inflight_lock:
-            load = self._inflight.get(key)
-            leader = load is None
-            if load is None:
-                load = self._inflight[key] = _Load()
-        if not leader:
+        # setdefault registers atomically (keys hash and compare in C), so the C miss
+        # path (cachewise._speedups.MissPath) and this one share one in-flight dict.
+        mine = _Load()
+        load = self._inflight.setdefault(key, mine)
+        if load is not mine:
             return cast(_Load, load).wait()
         try:
             load.value = run(
@@ -457,6 +491,10 @@ class Cache(CacheLogic):
 
     def _reader_hits(self) -> int:
         return self._reader.hits if self._reader is not None else 0
+
+    def _miss_path_counts(self) -> tuple[int, int]:
+        path = self._miss_path
+        return (path.misses, path.loads) if path is not None else (0, 0)
 
     def _pool_stats(self) -> PoolStats | None:
         engine = getattr(self.source, "engine", None)

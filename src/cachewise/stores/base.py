@@ -238,6 +238,19 @@ class HitPath(NamedTuple):
     touch: Callable[[Any], None]
 
 
+class FillPath(NamedTuple):
+    """A store's insert, for a Cache to store what it loaded without a Python frame.
+
+    ``insert(key, (value, expires_at))`` does what ``set`` does; ``expires_at`` is
+    ``clock() + ttl`` (``ttl`` None: no expiry), with the cache's read TTL when it has one.
+    """
+
+    data: dict[Any, _Entry]
+    insert: Callable[[Any, _Entry], None]
+    clock: Callable[[], float]
+    ttl: float | None
+
+
 @runtime_checkable
 class Inlinable(Protocol):
     """A store whose hits a Cache may inline (MemoryStore, TieredStore's L1)."""

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from typing import Protocol
+from typing import Any, Protocol
 
+from cachewise._accel import speedups
 from cachewise.errors import ConfigurationError
 
 HIT_BUFFER = 1024
@@ -89,6 +90,10 @@ class LRU:
 
     def evict(self) -> Hashable:
         return self._order.popitem(last=False)[0]
+
+    def survivors(self) -> list[Hashable]:
+        """The resident keys, the next victim first (see :class:`SampledAdaptive`)."""
+        return list(self._order)
 
     def clear(self) -> None:
         self._order.clear()
@@ -422,6 +427,11 @@ class S3FIFO(_Buffered):
             del freq[key]
             return key
 
+    def survivors(self) -> list[Hashable]:
+        """The resident keys, the small queue's first, each queue oldest first."""
+        self._drain()
+        return [*self._small, *self._main]
+
     def clear(self) -> None:
         self._hits.clear()
         self._small.clear()
@@ -508,6 +518,11 @@ class ARC(_Buffered):
         while len(b1) + len(b2) > c:
             (b2 if len(b2) > len(b1) or not b1 else b1).popitem(last=False)
         return victim
+
+    def survivors(self) -> list[Hashable]:
+        """The resident keys, T1's (seen once) first, each list least recent first."""
+        self._drain()
+        return [*self._t1, *self._t2]
 
     def clear(self) -> None:
         self._hits.clear()
@@ -670,6 +685,11 @@ class WTinyLFU(_Buffered):
                 return victim
             return candidate
         return self._main_victim().popitem(last=False)[0]
+
+    def survivors(self) -> list[Hashable]:
+        """The resident keys: probation, window, then protected, each oldest first."""
+        self._drain()
+        return [*self._probation, *self._window, *self._protected]
 
     def clear(self) -> None:
         self._hits.clear()
@@ -838,15 +858,282 @@ class Adaptive(_Buffered):
         return len(self._order)
 
 
+MINI_ENTRIES = 1024
+"""Smallest miniature cache of :class:`SampledAdaptive` (measured: 512 misjudged arc-P3)."""
+
+DUEL_HIT_BUFFER = 16_384
+"""Hits the default's duel buffers between two inserts (a large cache sees long runs of
+hits; measured: 1,024 dropped enough of them to cost arc-P3 at 10% 1.4 pp)."""
+
+MIN_SHIFT = 3
+"""The default samples only caches it can sample at 1/8 or less (``8 * MINI_ENTRIES``
+entries and up). Below, sampling saves less than 8x the shadow work while a change of
+leader costs as much, so the full duel (exact, no rebuild) is the better trade."""
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def sample_shift(capacity: int, mini: int = MINI_ENTRIES) -> int:
+    """How many top hash bits must be zero for a key to be sampled (rate ``2**-shift``).
+
+    The largest shift that leaves a miniature cache of at least ``mini`` entries.
+    """
+    shift = 0
+    while (capacity >> (shift + 1)) >= mini and shift < 16:
+        shift += 1
+    return shift
+
+
+def sampled(key: Hashable, shift: int) -> bool:
+    """Whether ``key`` is in the spatial sample of rate ``2**-shift`` (SHARDS-style).
+
+    The same keys are always sampled, so a miniature cache sees every request for
+    them: the sample is of keys, not of requests.
+    """
+    return shift == 0 or ((hash(key) * _GOLDEN) & _MASK64) >> (64 - shift) == 0
+
+
+class _Mini(_Shadow):
+    """A miniature cache of one candidate (``_speedups.Mini`` in C)."""
+
+    def __init__(self, policy: EvictionPolicy, capacity: int) -> None:
+        super().__init__(policy, capacity)
+        self.evicted = deque(maxlen=0)  # nobody follows a miniature's evictions
+
+
+class _DuelCore:
+    """The per-request part of :class:`SampledAdaptive` (``_speedups.DuelCore`` in C).
+
+    Calling it is a hit: the key enters a bounded buffer (as ``_Buffered`` policies'
+    hits do), replayed at the next insert, remove or evict (which the store runs under
+    its lock) into the real policy and, for a key in the sample, the miniatures. Every
+    ``period`` sampled requests it calls ``elect()``.
+    """
+
+    def __init__(
+        self,
+        real: EvictionPolicy,
+        minis: list[Any],
+        period: int,
+        drop: int,
+        elect: Callable[[], None],
+    ) -> None:
+        self._hits: deque[Hashable] = deque(maxlen=DUEL_HIT_BUFFER)
+        self._minis = minis
+        self._period = period
+        self._drop = drop
+        self._elect = elect
+        self._requests = 0
+        self.real = real
+
+    @property
+    def real(self) -> EvictionPolicy:
+        """The policy the cache runs now."""
+        return self._real
+
+    @real.setter
+    def real(self, policy: EvictionPolicy) -> None:
+        self._real = policy
+        self._real_hit = policy.on_hit
+
+    def _sampled(self, key: Hashable) -> bool:
+        return not ((hash(key) * _GOLDEN) & _MASK64) >> self._drop
+
+    def __call__(self, key: Hashable) -> None:
+        self._hits.append(key)
+
+    def _sample(self, key: Hashable) -> None:
+        for mini in self._minis:
+            mini.access(key)
+        self._requests += 1
+        if self._requests >= self._period:
+            self._requests = 0
+            self._elect()
+
+    def _drain(self) -> None:
+        """Replay the buffered hits in order: the real policy's, then the sample's."""
+        hits = self._hits
+        while hits:
+            key = hits.popleft()
+            try:  # noqa: SIM105 - the common case costs nothing
+                self._real_hit(key)
+            except KeyError:  # evicted since a racing lock-free hit
+                pass
+            if self._sampled(key):
+                self._sample(key)
+
+    def insert(self, key: Hashable) -> None:
+        self._drain()
+        self._real.on_insert(key)
+        if self._sampled(key):
+            self._sample(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._drain()
+        self._real.on_remove(key)
+        if self._sampled(key):
+            for mini in self._minis:
+                mini.remove(key)
+
+    def evict(self) -> Hashable:
+        self._drain()
+        return self._real.evict()
+
+    def clear(self) -> None:
+        self._hits.clear()
+        self._requests = 0
+
+    def __len__(self) -> int:
+        return len(self._real)
+
+
+class SampledAdaptive:
+    """Set dueling on miniature simulations; the cache runs the winner (the default).
+
+    Each candidate policy runs as a miniature cache (Waldspurger et al., "Cache
+    Modeling and Optimization using Miniature Simulations", USENIX ATC '17): a
+    key-only simulation at ``capacity / 2**shift`` entries fed only the requests for
+    a hashed ``2**-shift`` sample of the keys, so it predicts that policy's miss
+    ratio at the full size for a small fraction of the work. The store's real
+    policy is one full-size instance of the candidate whose miniature missed least
+    lately; every ``capacity`` requests (as counted in the sample) the leader changes
+    if another beats it by the factor ``switch_at``, and the new leader's instance
+    is built from the resident keys (in the old one's order, each with one hit). Miss
+    counts are halved every ``horizon`` elections.
+
+    A hit is one C call that only buffers the key (``deque.append``, or
+    ``_speedups.DuelCore`` with the accelerator); the real policy and the miniatures
+    replay the buffered hits at the next insert, as the other buffered policies do.
+    """
+
+    atomic_hits = True
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        candidates: tuple[str, ...] = ("wtinylfu", "lru", "s3fifo", "arc"),
+        switch_at: float = 0.99,
+        horizon: int = 10,
+        mini: int = MINI_ENTRIES,
+    ) -> None:
+        self._names = candidates
+        self._switch_at = switch_at
+        self._horizon = horizon
+        self._capacity = capacity
+        self._shift = sample_shift(capacity, mini)
+        self._mini_capacity = max(1, capacity >> self._shift)
+        self._leader = 0
+        self._elections = 0
+        self._module = speedups()
+        self._minis: list[Any] = []
+        self._fill_minis()
+        core_type: Any = _DuelCore if self._module is None else self._module.DuelCore
+        self._core = core_type(
+            make_policy(candidates[0], capacity),
+            self._minis,
+            self._mini_capacity,
+            64 - self._shift,
+            self._elect,
+        )
+        # The hit is one C call either way: the C core, or the Python core's deque.append.
+        self.on_hit: Callable[[Hashable], None] = (
+            self._core._hits.append if isinstance(self._core, _DuelCore) else self._core
+        )
+        self.on_insert: Callable[[Hashable], None] = self._core.insert
+        self.on_remove: Callable[[Hashable], None] = self._core.remove
+        self.evict: Callable[[], Hashable] = self._core.evict
+
+    def _fill_minis(self) -> None:
+        """One miniature per candidate, in place (the core holds this list)."""
+        size = self._mini_capacity
+        mini_type: Any = _Mini if self._module is None else self._module.Mini
+        self._minis[:] = [mini_type(make_policy(n, size), size) for n in self._names]
+
+    @property
+    def leader(self) -> str:
+        """The name of the policy the cache runs now."""
+        return self._names[self._leader]
+
+    @property
+    def shift(self) -> int:
+        """The sampling rate is ``2 ** -shift`` of the keys."""
+        return self._shift
+
+    def _elect(self) -> None:
+        minis = self._minis
+        best = min(range(len(minis)), key=lambda i: minis[i].misses)
+        lead = minis[self._leader].misses
+        if best != self._leader and minis[best].misses < self._switch_at * lead:
+            self._switch(best)
+        self._elections += 1
+        if self._elections >= self._horizon:
+            self._elections = 0
+            for mini in minis:
+                mini.misses /= 2
+
+    def _switch(self, leader: int) -> None:
+        """Run ``leader``'s policy from now on, built from the resident keys.
+
+        Keys go in the old policy's order, its next victim first (``survivors()``), each
+        with one hit: a cached key has earned a place past the new policy's probation
+        (measured on bench/misspath.py's stream: inserting them as new keys, in the
+        order they came, cost the duel 0.4 pp in every phase after the switch).
+        """
+        self._leader = leader
+        real = make_policy(self._names[leader], self._capacity)
+        for key in self._core.real.survivors():
+            real.on_insert(key)
+            real.on_hit(key)
+        self._core.real = real
+
+    def clear(self) -> None:
+        self._core.clear()
+        self._leader = 0
+        self._elections = 0
+        self._core.real = make_policy(self._names[0], self._capacity)
+        self._fill_minis()
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+
+def _accelerated(python: Callable[[int | None], EvictionPolicy], name: str) -> PolicyFactory:
+    """A factory of the C twin ``_speedups.<name>`` (the same decisions) when it is built."""
+
+    def build(capacity: int | None = None) -> EvictionPolicy:
+        module = speedups()
+        if module is None:
+            return python(capacity)
+        policy: EvictionPolicy = getattr(module, name)(capacity)
+        return policy
+
+    build.__doc__ = f"{name} in C when cachewise._speedups is built, else in Python."
+    return build
+
+
+def _adaptive(capacity: int | None = None) -> EvictionPolicy:
+    """The default: miniature-simulation dueling when the cache is large enough to sample.
+
+    Below ``8 * MINI_ENTRIES`` entries (see ``MIN_SHIFT``) the full duel
+    (:class:`Adaptive`), whose cache follows its leader's evictions exactly and loses
+    nothing at a change of leader.
+    """
+    if capacity is not None and sample_shift(capacity) >= MIN_SHIFT:
+        return SampledAdaptive(capacity)
+    return Adaptive(capacity)
+
+
 POLICIES: dict[str, PolicyFactory] = {
-    "lru": LRU,
+    "lru": _accelerated(LRU, "LRU"),
     "lfu": LFU,
     "lfu-aging": _aging_lfu,
-    "sieve": SIEVE,
-    "s3fifo": S3FIFO,
-    "arc": ARC,
-    "wtinylfu": WTinyLFU,
-    "adaptive": Adaptive,
+    "sieve": _accelerated(SIEVE, "SIEVE"),
+    "s3fifo": _accelerated(S3FIFO, "S3FIFO"),
+    "arc": _accelerated(ARC, "ARC"),
+    "wtinylfu": _accelerated(WTinyLFU, "WTinyLFU"),
+    "adaptive": _adaptive,
+    "adaptive-full": Adaptive,
 }
 """Eviction policies by the name ``MemoryStore(eviction=...)`` takes."""
 

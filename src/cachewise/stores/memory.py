@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from typing import Any
 
+from cachewise._accel import speedups
 from cachewise._types import MISSING, Clock, Key, check_positive, check_ttl
 from cachewise.errors import ConfigurationError
-from cachewise.stores.base import EvictionListener, HitPath
+from cachewise.stores.base import EvictionListener, FillPath, HitPath
 from cachewise.stores.eviction import DEFAULT_POLICY, EvictionPolicy, make_policy
 
 _Entry = tuple[Any, "float | None"]
@@ -69,6 +70,7 @@ class MemoryStore:
         self._listeners: list[EvictionListener] = []
         self._evictions = 0
         self._expirations = 0
+        self._inserter = _c_inserter(self)
         self.copies = copy
         """Whether values are copied in and out (``copy=True``)."""
         if copy:
@@ -96,7 +98,8 @@ class MemoryStore:
     @property
     def evictions(self) -> int:
         """Entries evicted to stay within ``max_entries``."""
-        return self._evictions
+        inserted = self._inserter
+        return self._evictions + (inserted.evictions if inserted is not None else 0)
 
     @property
     def expirations(self) -> int:
@@ -177,9 +180,22 @@ class MemoryStore:
             ttl *= 1.0 - self._jitter * self._rng()
         return self._clock() + ttl
 
+    def fill_path(self) -> FillPath | None:
+        """The pieces a Cache needs to store a loaded value itself (its C miss path).
+
+        ``None`` without the C accelerator, with TTL jitter (drawn per write here) or
+        with ``copy=True`` (what is stored must be a copy).
+        """
+        if self._inserter is None or self._jitter or self.copies:
+            return None
+        return FillPath(self._data, self._inserter, self._clock, self._ttl)
+
     def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key``, evicting by policy when full."""
         entry = (value, self._expires_at(ttl))
+        if self._inserter is not None:
+            self._inserter(key, entry)  # the same steps as below, in C
+            return
         with self._lock:
             evicted = self._put(key, entry)
         if evicted:
@@ -295,3 +311,20 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release; present for the Store contract."""
+
+
+def _c_inserter(store: MemoryStore) -> Any:
+    """The store's insert in C (``_speedups.Inserter``), or None for pure Python."""
+    module = speedups()
+    if module is None:
+        return None
+    policy = store._policy
+    return module.Inserter(
+        store._data,
+        store._lock,
+        policy.on_insert,
+        store._on_hit,
+        policy.evict,
+        store._max,
+        store._listeners,
+    )
