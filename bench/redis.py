@@ -7,6 +7,10 @@ interleaved round by round; the median round is reported.
   version bump script) against raw redis-py ``GET``/``SET`` of the same bytes.
 - ``get_many`` of 100 keys (one ``MGET``) against 100 ``RedisStore.get`` calls.
 - ``TieredStore.get`` of a hot key (an L1 hit) against ``MemoryStore.get``.
+- Write-through over Redis: ``Cache.write`` (the bracketed write: drop and hold, the
+  source, then store, two scripts) against what it replaced, ``source.save`` then
+  ``RedisStore.set`` (one script, but a crash between them left the old value cached).
+  The source is an in-memory ``MappingSource``, so the figures are the Redis cost.
 - Invalidation lag: one TieredStore writes, another (its own Redis connections and
   listener thread) drops its L1 copy; measured from the moment ``set`` returned to
   the moment the other store's L1 no longer holds the key, p50/p99.
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from cachewise import MemoryStore, RedisStore, TieredStore
     from cachewise.codecs import default_codec
-    from cachewise.stores.redis import _SET
+    from cachewise.stores._redis_scripts import SET
 
     namespace = f"cwbench_{uuid.uuid4().hex[:8]}"
     raw = redis.Redis.from_url(args.url)
@@ -100,16 +104,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         raw.set(raw_key, payload)
         store.set(("product", 123456), ROW)
-        script = raw.register_script(_SET)
+        script = raw.register_script(SET)
         version_key = f"{namespace}:rawversion".encode()
-        script(keys=[raw_key, version_key], args=[payload, 0, 1000])
+        stamp = store.stamp()
+        script(keys=[raw_key, version_key], args=[payload, 0, 1000, stamp])
         single = _rounds(
             {
                 "raw GET": lambda: raw.get(raw_key),
                 "RedisStore.get": lambda: store.get(("product", 123456)),
                 "raw SET": lambda: raw.set(raw_key, payload),
                 "raw EVALSHA": lambda: raw.evalsha(
-                    script.sha, 2, raw_key, version_key, payload, 0, 1000
+                    script.sha, 2, raw_key, version_key, payload, 0, 1000, stamp
                 ),
                 "RedisStore.set": lambda: store.set(("product", 123456), ROW),
             },
@@ -153,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "speedup": batch["100 x get"] / batch["get_many(100)"],
         }
 
+        results["write_through"] = _write_through(args, namespace + "w")
         results["tiered_hot"] = _tiered_hot(args, namespace, MemoryStore, RedisStore, TieredStore)
         results["invalidation_lag"] = _lag(args, namespace, MemoryStore, RedisStore, TieredStore)
         results["invalidation_lag_other_process"] = _cross_process_lag(args, namespace + "x")
@@ -163,6 +169,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raw.close()
     _print(results)
     return results
+
+
+def _write_through(args: argparse.Namespace, namespace: str) -> dict[str, float]:
+    from cachewise import Cache, MappingSource, RedisStore, WriteThrough
+
+    source = MappingSource()
+    store = RedisStore(args.url, namespace=namespace)
+    cache = Cache(store, source, write=WriteThrough())
+    key = ("product", 1)
+
+    def save_then_set() -> None:
+        source.save(key, ROW)
+        store.set(key, ROW)
+
+    try:
+        timed = _rounds(
+            {
+                "Cache.write (bracketed)": lambda: cache.write(key, ROW),
+                "save + RedisStore.set": save_then_set,
+            },
+            args.ops,
+            args.rounds,
+        )
+    finally:
+        cache.close()
+    bracketed, unguarded = timed["Cache.write (bracketed)"], timed["save + RedisStore.set"]
+    return {
+        "bracketed_ns": bracketed,
+        "unguarded_ns": unguarded,
+        "ratio": bracketed / unguarded,
+        "best_round_ratio": BEST["Cache.write (bracketed)"] / BEST["save + RedisStore.set"],
+        "bracketed_cpu_ns": CPU["Cache.write (bracketed)"],
+        "unguarded_cpu_ns": CPU["save + RedisStore.set"],
+    }
 
 
 def _tiered_hot(
@@ -356,6 +396,13 @@ def _print(results: dict[str, Any]) -> None:
     print(f"  get_many(100)      {many['get_many_ns'] / 1000:8.1f} us")
     print(
         f"  100 x get          {many['singles_ns'] / 1000:8.1f} us   {many['speedup']:5.1f}x slower"
+    )
+    wt = results["write_through"]
+    print(f"  save + set         {wt['unguarded_ns'] / 1000:8.1f} us")
+    print(
+        f"  Cache.write (WT)   {wt['bracketed_ns'] / 1000:8.1f} us   {wt['ratio']:5.2f}x "
+        f"(best rounds: {wt['best_round_ratio']:.2f}x; client CPU "
+        f"{wt['unguarded_cpu_ns'] / 1000:.1f} -> {wt['bracketed_cpu_ns'] / 1000:.1f} us)"
     )
     hot = results["tiered_hot"]
     print(f"  MemoryStore.get    {hot['memory_ns']:8.1f} ns")

@@ -11,9 +11,13 @@ loop they are uncontended and never block.
 
 Ordering and races (see ``cache.py``'s header): writes of one key hold that key's
 stripe lock, so the cache and the source see them in one order; every write, delete
-and invalidation marks an in-flight load of the key superseded, and a load stores its
-result only if it was not (the cache-aside race), or, on stores that guard loads
-(Redis), only if the key's version is unchanged (across processes too).
+and invalidation marks an in-flight load of the key superseded and retires it from
+single flight, and a load stores its result only if it was not superseded (the
+cache-aside race), or, on stores that guard loads (Redis), only if the key's version
+is unchanged (across processes too). A write that goes to the source over a store
+that outlives the process (``WriteGuarded``: Redis) is bracketed: checked first, the
+cached copy dropped and held before the source write, stored after, so a crash at
+any point leaves a miss there, never the old value.
 """
 
 from __future__ import annotations
@@ -41,8 +45,18 @@ from cachewise.policies import (
     WritePolicy,
     WriteThrough,
 )
+from cachewise.sources.base import KeyChecked, ValidatingSource
 from cachewise.stats import LIVE, Counter, Histogram, HistogramSnapshot, Stats
-from cachewise.stores.base import BatchLoadGuarded, EvictionAware, LoadGuarded, LoadTicket
+from cachewise.stores.base import (
+    BatchLoadGuarded,
+    Claim,
+    Claimable,
+    EvictionAware,
+    LoadGuarded,
+    LoadTicket,
+    PreparedWrite,
+    WriteGuarded,
+)
 from cachewise.writeback.dirty import TOMBSTONE
 
 if TYPE_CHECKING:
@@ -52,6 +66,9 @@ logger = logging.getLogger("cachewise")
 
 Loader = Callable[[Key], Any]
 STRIPES = 64
+CLAIM_TTL = 10.0
+"""Seconds a dead process's write-back claim on a Redis namespace outlives it (another
+host must wait this long; on the same host a successor takes it over at once)."""
 
 
 class Load(Protocol):
@@ -97,6 +114,18 @@ class CacheLogic:
         self.write_policy = write
         self.name = name
         self._read_ttl = read.ttl
+        # Keys are checked before any I/O: by the source when it knows its key types.
+        self._check_key: Callable[[Key], Key] = (
+            source.check_key if isinstance(source, KeyChecked) else check_key
+        )
+        self._write_guard: WriteGuarded | None = store if isinstance(store, WriteGuarded) else None
+        # A dirty value may be cached in a store that outlives the process only if a
+        # journal makes it durable: else a crash would leave it there, never flushed.
+        self._cache_dirty = self._write_guard is None or (
+            isinstance(write, WriteBack) and write.journal is not None
+        )
+        self._claim: Claim | None = None
+        self._validate = source.validate if isinstance(source, ValidatingSource) else None
         self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
         self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
         self._inflight = {}
@@ -167,7 +196,8 @@ class CacheLogic:
                 return False, MISSING
             if entry.value is TOMBSTONE:
                 return True, MISSING
-            yield self.store.set, (key, entry.value)
+            if self._cache_dirty:
+                yield self.store.set, (key, entry.value)
             return True, entry.value
         finally:
             self._unlock(indexes)
@@ -266,8 +296,9 @@ class CacheLogic:
             raise
         finally:
             with self._inflight_lock:
-                for key in mine:
-                    del self._inflight[key]
+                for key, load in mine.items():
+                    if self._inflight.get(key) is load:  # not already retired by a write
+                        del self._inflight[key]
             for load in mine.values():
                 load.publish()
         return loaded
@@ -333,7 +364,7 @@ class CacheLogic:
         self, key: Key, value: Any, ttl: float | None, tags: Iterable[str]
     ) -> Flow[None]:
         """Write ``value`` by the write policy under the key's lock; superseding loads."""
-        check_key(key)
+        self._check_key(key)
         ttl = check_ttl(ttl)
         tag_list = check_tags(tags)
         self._check_open()
@@ -343,7 +374,7 @@ class CacheLogic:
         yield self._lock(indexes)
         try:
             self._check_open()  # under the lock: close() waits for writes inside one
-            yield from self._write_locked_flow(key, value, ttl)
+            yield from self._write_locked_flow({key: value}, ttl)
         finally:
             self._supersede(key)
             self._unlock(indexes)
@@ -351,44 +382,162 @@ class CacheLogic:
             self._tag(key, tag_list)
         yield from self._relieve_pressure_flow()
 
-    def _write_locked_flow(self, key: Key, value: Any, ttl: float | None) -> Flow[None]:
+    def _write_locked_flow(self, items: dict[Key, Any], ttl: float | None) -> Flow[None]:
+        """``write``'s one item by the write policy (the key's lock is held)."""
+        ((key, value),) = items.items()
         policy = self.write_policy
         if policy is None:
             yield self.store.set, (key, value, ttl)
         elif isinstance(policy, WriteBack):
-            accepted = yield self._flusher.accept, ({key: value},)
-            if accepted and not self._flusher.stores_values:
-                yield self.store.set, (key, value, ttl)
+            yield from self._write_back_flow(items, ttl)
         else:
-            yield self.source.save, (key, value)
-            self._source_writes.add()
-            if isinstance(policy, WriteThrough):
-                yield from self._store_after_source_flow(key, value, ttl)
-            elif policy.invalidate:
-                yield from self._drop_after_source_flow(key)
+            save = (self.source.save, (key, value))
+            yield from self._through_source_flow(items, ttl, save, policy)
 
-    def _store_after_source_flow(self, key: Key, value: Any, ttl: float | None) -> Flow[None]:
+    def _write_back_flow(self, items: dict[Key, Any], ttl: float | None) -> Flow[None]:
+        """Write-back (a ``TOMBSTONE`` value: a delete): dirty now, the source later."""
+        flusher = self._flusher
+        self._check_claim()
+        guard = self._write_guard if not flusher.stores_values else None
+        if guard is None:
+            accepted = yield flusher.accept, (items,)
+            if flusher.stores_values or not accepted:
+                return
+            values = {k: items[k] for k in accepted}
+            drops = [k for k, v in values.items() if v is TOMBSTONE]
+            if drops:
+                yield self.store.delete_many, (drops,)
+            keeps = {k: v for k, v in values.items() if v is not TOMBSTONE}
+            if len(keeps) == 1:
+                ((key, value),) = keeps.items()
+                yield self.store.set, (key, value, ttl)
+            elif keeps:
+                yield self.store.set_many, (keeps, ttl)
+            return
+        # A store that outlives the process (Redis) is bracketed as write-through is:
+        # checked and encoded first, the old copy dropped and held before the write is
+        # acknowledged (Redis down: refused, nothing changed), the new value stored
+        # after. Only a journal makes a dirty value durable, so without one the copy
+        # stays dropped: a crash must not leave Redis serving a write the source will
+        # never get. Reads of a dirty key are answered from the dirty set meanwhile.
+        values = {k: MISSING if v is TOMBSTONE else v for k, v in items.items()}
+        self._validate_all(values)
+        held = yield from self._hold_flow(guard, guard.prepare_write(values, ttl), items)
         try:
-            yield self.store.set, (key, value, ttl)
+            accepted = yield flusher.accept, (items,)
+        except BaseException:
+            yield from self._release_quietly_flow(guard, held, items)
+            raise
+        try:
+            yield guard.end_write, (held, self._cache_dirty and len(accepted) == len(items))
+        except Exception:  # accepted and durable: the dirty set serves it, the hold expires
+            logger.warning(
+                "write-back accepted %s but could not cache it; reads use the dirty set",
+                shown(items),
+                exc_info=True,
+            )
+
+    def _through_source_flow(
+        self,
+        items: dict[Key, Any],
+        ttl: float | None,
+        save: Call,
+        policy: WriteThrough | WriteAround,
+    ) -> Flow[None]:
+        """Write-through, write-around and their deletes (a ``MISSING`` value: deleted).
+
+        The source first, then the cached copies: write-through caches the values,
+        write-around drops them (the textbook ``invalidate=False`` leaves them alone).
+        A store that outlives this process (``WriteGuarded``: Redis) is bracketed:
+        every check runs before any I/O, the cached copies are dropped and held before
+        the source write and stored after, so a crash at any point leaves a miss there,
+        never the old value.
+        """
+        if isinstance(policy, WriteAround) and not policy.invalidate:
+            yield save
+            self._source_writes.add_many(len(items))
+            return
+        keep = isinstance(policy, WriteThrough) and all(v is not MISSING for v in items.values())
+        guard = self._write_guard
+        if guard is None:
+            yield save
+            self._source_writes.add_many(len(items))
+            if keep:
+                yield from self._store_after_source_flow(items, ttl)
+            else:
+                yield from self._drop_after_source_flow(list(items))
+            return
+        self._validate_all(items)
+        prepared = guard.prepare_write(items if keep else dict.fromkeys(items, MISSING), ttl)
+        held = yield from self._hold_flow(guard, prepared, items)
+        try:
+            yield save
+        except BaseException:
+            yield from self._release_quietly_flow(guard, held, items)
+            raise
+        self._source_writes.add_many(len(items))
+        try:
+            yield guard.end_write, (held, True)
         except Exception as exc:
-            yield from self._drop_after_source_flow(key)
-            raise StoreError(f"saved to the source but could not cache {key!r}") from exc
+            what = "cache" if keep else "drop the cached copy of"
+            raise StoreError(f"saved to the source but could not {what} {shown(items)}") from exc
 
-    def _drop_after_source_flow(self, key: Key) -> Flow[None]:
+    def _validate_all(self, items: dict[Key, Any]) -> None:
+        """What the source would refuse, refused before the store's hold (no I/O)."""
+        validate = self._validate
+        if validate is not None:
+            for key, value in items.items():
+                validate(key, value)
+
+    def _hold_flow(self, guard: Any, prepared: PreparedWrite, keys: Any) -> Flow[PreparedWrite]:
+        """``begin_write``; if the store cannot, say that nothing was written."""
         try:
-            yield self.store.delete, (key,)
+            held: PreparedWrite = yield guard.begin_write, (prepared,)
+        except StoreError as exc:
+            raise StoreError(
+                f"{self.name}: could not drop and hold the cached copy of {shown(keys)} "
+                f"before writing, so nothing was written ({exc})"
+            ) from exc
+        return held
+
+    def _release_quietly_flow(self, guard: Any, held: PreparedWrite, keys: Any) -> Flow[None]:
+        try:
+            yield guard.end_write, (held, False)
+        except Exception:  # the error being raised is the one to report; holds expire
+            logger.warning("could not release the write hold of %s", shown(keys))
+
+    def _store_after_source_flow(self, items: dict[Key, Any], ttl: float | None) -> Flow[None]:
+        try:
+            if len(items) == 1:
+                ((key, value),) = items.items()
+                yield self.store.set, (key, value, ttl)
+            else:
+                yield self.store.set_many, (items, ttl)
+        except Exception as exc:
+            yield from self._drop_after_source_flow(list(items))
+            raise StoreError(f"saved to the source but could not cache {shown(items)}") from exc
+
+    def _drop_after_source_flow(self, keys: list[Key]) -> Flow[None]:
+        try:
+            if len(keys) == 1:
+                yield self.store.delete, (keys[0],)
+            else:
+                yield self.store.delete_many, (keys,)
         except Exception as exc:
             raise StoreError(
-                f"saved to the source but could not drop the cached copy of {key!r}"
+                f"saved to the source but could not drop the cached copy of {shown(keys)}"
             ) from exc
 
     def _write_many_flow(self, items: Any, ttl: float | None) -> Flow[None]:
         """Write every item by the write policy, batched (one source call per batch)."""
-        items = {check_key(k): v for k, v in items.items()}
+        items = {self._check_key(k): v for k, v in items.items()}
         ttl = check_ttl(ttl)
         self._check_open()
         if not items:
             return
+        for value in items.values():
+            if value is MISSING or value is TOMBSTONE:
+                raise ConfigurationError("MISSING/TOMBSTONE are sentinels, not values")
         indexes = self._indexes(items)
         yield self._lock(indexes)
         try:
@@ -405,24 +554,15 @@ class CacheLogic:
         if policy is None:
             yield self.store.set_many, (items, ttl)
         elif isinstance(policy, WriteBack):
-            accepted = yield self._flusher.accept, (items,)
-            if not self._flusher.stores_values:
-                yield self.store.set_many, ({k: items[k] for k in accepted}, ttl)
+            yield from self._write_back_flow(items, ttl)
         else:
-            yield self.source.save_many, (items,)
-            self._source_writes.add_many(len(items))
-            if isinstance(policy, WriteThrough):
-                try:
-                    yield self.store.set_many, (items, ttl)
-                except Exception as exc:
-                    yield self.store.delete_many, (items,)
-                    raise StoreError("saved to the source but could not cache") from exc
-            elif policy.invalidate:
-                yield self.store.delete_many, (items,)
+            yield from self._through_source_flow(
+                items, ttl, (self.source.save_many, (items,)), policy
+            )
 
     def _delete_flow(self, key: Key) -> Flow[None]:
         """Delete ``key`` by the write policy (write-back: a tombstone that is flushed)."""
-        check_key(key)
+        self._check_key(key)
         self._check_open()
         indexes = self._indexes((key,))
         yield self._lock(indexes)
@@ -432,23 +572,48 @@ class CacheLogic:
             if policy is None:
                 yield self.store.delete, (key,)
             elif isinstance(policy, WriteBack):
-                yield self._flusher.accept, ({key: TOMBSTONE},)
-                if not self._flusher.stores_values:
-                    yield self.store.delete, (key,)
+                yield from self._write_back_flow({key: TOMBSTONE}, None)
             else:
-                yield self.source.remove, (key,)
-                self._source_writes.add()
-                if isinstance(policy, WriteThrough) or policy.invalidate:
-                    yield from self._drop_after_source_flow(key)
+                yield from self._through_source_flow(
+                    {key: MISSING}, None, (self.source.remove, (key,)), policy
+                )
         finally:
             self._supersede(key)
             self._unlock(indexes)
+
+    def _claim_write_back(self, policy: WriteBack) -> Claim | None:
+        """One in-process write-back per Redis namespace, or only shared ones (issue 11).
+
+        Two processes that each flush their own dirty set to one namespace flush in no
+        order with each other: the source can end with one write and Redis another.
+        """
+        if not isinstance(self.store, Claimable):
+            return None
+        solo = policy.journal != "redis"
+        try:
+            return self.store.claim("writeback", solo=solo, ttl=CLAIM_TTL)
+        except ConfigurationError as exc:
+            mine = "an in-process WriteBack" if solo else "WriteBack(journal='redis')"
+            raise ConfigurationError(
+                f"{self.name}: {mine} cannot share this Redis namespace with the "
+                f"write-back running there ({exc}). In-process write-backs flush in no "
+                "order with each other, leaving the source and the cache with different "
+                "values: use WriteBack(journal='redis') (the shared write-back) in every "
+                "process, or give each its own namespace."
+            ) from None
+
+    def _check_claim(self) -> None:
+        if self._claim is not None and self._claim.lost:
+            raise StoreError(
+                f"{self.name}: another process took over this Redis namespace's write-back "
+                "(this one's claim lapsed); writes are refused"
+            )
 
     # -- invalidation ----------------------------------------------------------------------
 
     def _invalidate_flow(self, key: Key) -> Flow[bool]:
         """Drop ``key`` from the cache only (never the source, never a dirty entry)."""
-        check_key(key)
+        self._check_key(key)
         self._check_open()
         indexes = self._indexes((key,))
         yield self._lock(indexes)
@@ -466,7 +631,7 @@ class CacheLogic:
 
     def _invalidate_many_flow(self, keys: Iterable[Key]) -> Flow[int]:
         """Drop every key from the cache (not dirty ones); return how many were cached."""
-        wanted = [check_key(k) for k in keys]
+        wanted = [self._check_key(k) for k in keys]
         self._check_open()
         if not wanted:
             return 0
@@ -513,7 +678,7 @@ class CacheLogic:
         """Write each parked key's refused value again, as a new write, under its lock."""
         retried = 0
         for key in keys:
-            check_key(key)
+            self._check_key(key)
             indexes = self._indexes((key,))
             yield self._lock(indexes)
             try:
@@ -521,12 +686,7 @@ class CacheLogic:
                 entry = yield self._flusher.rejected_entry, (key,)
                 if entry is None:
                     continue  # not parked (or written again meanwhile)
-                if entry.value is TOMBSTONE:
-                    yield self._flusher.accept, ({key: TOMBSTONE},)
-                    if not self._flusher.stores_values:
-                        yield self.store.delete, (key,)
-                else:
-                    yield from self._write_locked_flow(key, entry.value, None)
+                yield from self._write_back_flow({key: entry.value}, None)
                 retried += 1
             finally:
                 self._supersede(key)
@@ -564,7 +724,16 @@ class CacheLogic:
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _supersede(self, key: Key) -> None:
-        load = self._inflight.get(key)
+        """Mark a load of ``key`` in flight as overtaken by a write, and retire it.
+
+        Its leader will not cache its value, and a read that starts from now on (after
+        the write returned) starts a load of its own instead of joining one that may
+        have read the source before the write.
+        """
+        if key not in self._inflight:  # the common case: no lock
+            return
+        with self._inflight_lock:
+            load = self._inflight.pop(key, None)
         if load is not None:
             load.superseded = True
 
@@ -699,6 +868,13 @@ def compose(
     if write is not None and source is None:
         raise ConfigurationError(f"{type(write).__name__} needs a source to write to")
     return read, write
+
+
+def shown(keys: Iterable[Key], limit: int = 3) -> str:
+    """Keys for a message: the first few, and how many more."""
+    listed = list(keys)
+    text = ", ".join(repr(k) for k in listed[:limit])
+    return text if len(listed) <= limit else f"{text} and {len(listed) - limit} more"
 
 
 def check_tags(tags: Iterable[str]) -> list[str]:

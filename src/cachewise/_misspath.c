@@ -561,13 +561,23 @@ store_unless_superseded(MissPath *self, PyObject *key, PyObject *value, Flight *
     return rc;
 }
 
-/* Leave the in-flight dict and release the waiters, keeping any pending exception. */
+/* Leave the in-flight dict and release the waiters, keeping any pending exception.
+ * A write that finished while the load ran has already retired the flight from the
+ * dict (Cache._supersede pops it, so a read that starts after the write loads anew):
+ * then the entry, if any, is a newer load's and stays. */
 static int
 land(MissPath *self, PyObject *key, Flight *flight)
 {
     PyObject *type, *exc, *tb;
     PyErr_Fetch(&type, &exc, &tb);
-    int rc = PyDict_DelItem(self->inflight, key);
+    int rc = 0;
+    PyObject *current = PyDict_GetItemWithError(self->inflight, key); /* borrowed */
+    if (current == (PyObject *)flight) {
+        rc = PyDict_DelItem(self->inflight, key);
+    }
+    else if (current == NULL && PyErr_Occurred()) {
+        rc = -1;
+    }
     if (rc == 0) {
         rc = flight_publish(flight);
     }

@@ -3,9 +3,11 @@
  * HitReader(data, clock, touch, slow) is called as reader(key, default=None, *,
  * loader=None). On a live hit (the key is in ``data`` and its entry
  * ``(value, expires_at)`` has expires_at None or > clock()) it calls touch(key),
- * counts the hit and returns the value; anything else (absent, expired, unhashable
- * key, an entry of another shape) returns slow(key, default, loader), the same
- * Python code the pure-Python path runs past its hit. Why C: a Python frame, the
+ * counts the hit and returns the value; anything else (absent, expired, a key that
+ * is not a plain str/int/bytes or a tuple of them, an entry of another shape) returns
+ * slow(key, default, loader), the same Python code the pure-Python path runs past its
+ * hit, which refuses a bad key. The key's type is checked before the dict lookup:
+ * 1.0, True or an IntEnum hash and compare equal to 1 and would find its entry. Why C: a Python frame, the
  * Python-level call of time.monotonic and an itertools.count hit counter are most of
  * a hit's cost in pure Python; here the hit is one vectorcall.
  *
@@ -41,6 +43,30 @@ int cw_misspath_init(PyObject *module); /* _misspath.c: Flight, Inserter, MissPa
 int cw_wtinylfu_init(PyObject *module); /* _wtinylfu.c: WTinyLFU */
 int cw_policies_init(PyObject *module); /* _policies.c: LRU, SIEVE, S3FIFO, ARC */
 int cw_duel_init(PyObject *module);     /* _duel.c: Mini, DuelCore */
+
+/* cachewise._types.MAX_DEPTH: a tuple key nested deeper goes to the slow path, which
+ * refuses it (so a different value here would cost speed, never correctness). */
+#define CW_MAX_KEY_DEPTH 32
+
+/* 1 if ``key`` is exactly a str, int or bytes, or a tuple of such keys nested at most
+ * CW_MAX_KEY_DEPTH deep; 0 otherwise (the slow path then says what is wrong). */
+static int
+plain_key(PyObject *key, int depth)
+{
+    if (PyUnicode_CheckExact(key) || PyLong_CheckExact(key) || PyBytes_CheckExact(key)) {
+        return 1;
+    }
+    if (!PyTuple_CheckExact(key) || depth >= CW_MAX_KEY_DEPTH) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(key);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!plain_key(PyTuple_GET_ITEM(key, i), depth + 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
 
 #if CW_DIRECT_MONOTONIC
 /* Seconds exactly as time.monotonic computes them: integer nanoseconds, then one
@@ -167,6 +193,10 @@ HitReader_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf,
     if (self->data == NULL) { /* only after tp_clear, while a cycle is collected */
         PyErr_SetString(PyExc_RuntimeError, "HitReader used after it was cleared");
         return NULL;
+    }
+    if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key) && !PyBytes_CheckExact(key) &&
+        !plain_key(key, 0)) {
+        return call_slow(self, key, deflt, loader);
     }
 
     PyObject *entry = PyDict_GetItemWithError(self->data, key); /* borrowed */

@@ -35,6 +35,14 @@ Missing: TypeAlias = _Missing
 
 _SCALAR_KEYS: Final = (str, int, bytes)
 
+MAX_DEPTH: Final = 32
+"""The deepest nesting of containers a key or a value crossing a process boundary may have.
+
+One limit for keys (tuples in tuples) and for values (lists, tuples, dicts), checked when
+they are encoded and again when bytes are decoded: decoding a nested tuple recurses in C
+(about 40 KB of stack per level), so hostile bytes must be refused long before a thread's
+stack runs out. A cached value nested deeper than this is refused with ``CodecError``."""
+
 
 def check_key(key: object) -> Key:
     """Return ``key`` if it is a supported cache key, else raise InvalidKeyError."""
@@ -42,10 +50,27 @@ def check_key(key: object) -> Key:
     if kind is str or kind is int or kind is bytes:
         return key  # type: ignore[return-value]
     if kind is tuple:
-        for part in key:  # type: ignore[attr-defined]
-            check_key(part)
+        _check_parts(key, 1)  # type: ignore[arg-type]
         return key  # type: ignore[return-value]
-    raise InvalidKeyError(
+    raise _unsupported(kind)
+
+
+def _check_parts(key: tuple[object, ...], depth: int) -> None:
+    # Recursion bounded by MAX_DEPTH: a 5,000-deep key is refused, never a RecursionError.
+    if depth > MAX_DEPTH:
+        raise InvalidKeyError(f"key nests tuples deeper than {MAX_DEPTH} levels")
+    for part in key:
+        kind = type(part)
+        if kind is str or kind is int or kind is bytes:
+            continue
+        if kind is tuple:
+            _check_parts(part, depth + 1)  # type: ignore[arg-type]
+            continue
+        raise _unsupported(kind)
+
+
+def _unsupported(kind: type) -> InvalidKeyError:
+    return InvalidKeyError(
         f"unsupported key type {kind.__name__}: keys are str, int, bytes or tuples of them"
     )
 

@@ -5,10 +5,15 @@ atomic counter. A miss is loaded once per key however many threads miss at once
 (single flight: the first thread loads, the others wait for its result or error).
 Writes of one key are ordered by a per-key stripe lock, so the cache and the source
 see a key's writes in the same order. Every write, delete and invalidation marks a
-load of that key in flight as superseded, and the loader stores its result only if
-it was not: a slow read can never cache a value older than a write that finished
-while it loaded (the cache-aside race). Stores that implement ``LoadGuarded``
-(Redis) extend that guarantee, and single flight, across processes.
+load of that key in flight as superseded and retires it: the loader stores its result
+only if it was not superseded, so a slow read can never cache a value older than a
+write that finished while it loaded (the cache-aside race), and a read that starts
+after the write returned starts a load of its own rather than joining the old one.
+Stores that implement ``LoadGuarded`` (Redis) extend that guarantee, and single
+flight, across processes.
+
+Keys are checked before any I/O (by the source when it knows its key types): a refused
+key is refused on every path, the C hit path included.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.pool import PoolStats, pool_stats
 from cachewise.sources.base import Source
 from cachewise.sources.mapping import MappingSource
-from cachewise.stores.base import EvictionAware, HitPath, Inlinable, Store, TTLAware
+from cachewise.stores.base import (
+    EvictionAware,
+    HitPath,
+    Inlinable,
+    Store,
+    TTLAware,
+)
 from cachewise.stores.memory import MemoryStore
 from cachewise.writeback.dirty import Rejected
 from cachewise.writeback.flusher import Flusher, Journal
@@ -209,6 +220,15 @@ class Cache(CacheLogic):
         path.observed = True
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
+        self._claim = self._claim_write_back(policy)
+        try:
+            self._open_write_back(policy, journal)
+        except BaseException:
+            if self._claim is not None:
+                self._claim.release()
+            raise
+
+    def _open_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         assert self.source is not None
         if policy.journal == "redis":
             if journal is not None:
@@ -242,11 +262,8 @@ class Cache(CacheLogic):
         """
         if self._blocks:
             self._warn_in_loop("read")
-        try:
-            value = self._store_get(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
+        self._check_key(key)  # 1.0 and True would find key 1 in a dict-backed store
+        value = self._store_get(key)
         if value is not MISSING:
             self._count_hit()
             return value
@@ -258,10 +275,12 @@ class Cache(CacheLogic):
         ``cachewise._speedups.HitReader`` is this method's hit in C; both hand everything
         but a live hit to :meth:`_read_past_hit`.
         """
-        try:
-            entry = self._lookup(key)
-        except TypeError:  # unhashable: _read_past_hit says why
-            entry = None
+        kind = type(key)
+        if kind is not str and kind is not int and kind is not bytes:
+            # A tuple is checked part by part; anything else is refused here: 1.0, True
+            # or an IntEnum would otherwise find the entry of key 1.
+            self._check_key(key)
+        entry = self._lookup(key)
         if entry is not None:
             expires_at = entry[1]
             if expires_at is None or expires_at > self._now():
@@ -274,28 +293,25 @@ class Cache(CacheLogic):
         return self._read_past_hit(key, default, loader)
 
     def _read_past_hit(self, key: Key, default: Any, loader: Loader | None) -> Any:
-        """The inlined read past its hit: an absent, expired or unhashable key."""
-        try:
-            entry = self._lookup(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
-        if entry is not None:
-            value = self._store_get(key)  # expired: the store drops and counts it
-            if value is not MISSING:  # rewritten since the lookup
-                self._count_hit()
-                return value
+        """The inlined read past its hit: an absent, expired or refused key.
+
+        The store's own ``get`` runs here: it drops and counts an expired entry, finds
+        an entry written since the lookup, and, for a TieredStore, reads L2 when L1 has
+        nothing (a value another process wrote is a hit, with or without a source).
+        """
+        self._check_key(key)
+        value = self._store_get(key)
+        if value is not MISSING:
+            self._count_hit()
+            return value
         return self._read_miss(key, default, loader)
 
     def _read_refreshing(
         self, key: Key, default: Any = None, *, loader: Loader | None = None
     ) -> Any:
         """``read`` for ReadThrough with refresh-ahead or early recomputation."""
-        try:
-            value = self._store_get(key)
-        except TypeError:  # unhashable: say why in our own words
-            check_key(key)
-            raise
+        self._check_key(key)
+        value = self._store_get(key)
         if value is MISSING:
             return self._read_miss(key, default, loader)
         self._count_hit()
@@ -324,7 +340,7 @@ class Cache(CacheLogic):
             _tracing.end(span)
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
-        check_key(key)
+        # The key was checked by every caller before its first store lookup.
         if self._blocks:
             self._warn_in_loop("read")
         self._misses.add()
@@ -350,7 +366,8 @@ class Cache(CacheLogic):
             raise
         finally:
             with self._inflight_lock:
-                del self._inflight[key]
+                if self._inflight.get(key) is load:  # not already retired by a write
+                    del self._inflight[key]
             load.publish()
         return load.value
 
@@ -358,7 +375,7 @@ class Cache(CacheLogic):
         """Return the keys found; misses are loaded from the source in one batch."""
         if self._blocks:
             self._warn_in_loop("read_many")
-        wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        wanted = list(dict.fromkeys(self._check_key(k) for k in keys))
         self._check_open()
         found = self.store.get_many(wanted)
         todo = self._batch_misses(wanted, found)
@@ -524,6 +541,8 @@ class Cache(CacheLogic):
             if self._flusher is not None:
                 self._flusher.close()
         finally:
+            if self._claim is not None:  # after the final flush: the namespace is free
+                self._claim.release()
             for part in (self.store, self.source):
                 close = getattr(part, "close", None)
                 if callable(close):

@@ -7,6 +7,13 @@ of guessing. Pickle is never the default: unpickling bytes read from a shared ca
 remote code execution for whoever can write to that cache, so :class:`SignedPickleCodec`
 exists only behind an HMAC key and binds each value to the key it is stored under.
 
+Both directions enforce one nesting limit, :data:`~cachewise._types.MAX_DEPTH` containers
+(:func:`check_depth`): ``encode`` refuses a deeper value with :class:`CodecError` before
+any state changes, and ``decode`` refuses deeper bytes the same way, before decoding a
+nested tuple (which recurses in C) could exhaust the thread's stack. So hostile bytes in
+Redis or a journal are a refused value, never a crash, and anything ``encode`` accepted
+``decode`` accepts.
+
 A key encoding (:func:`encode_key`) turns a cache key into a printable ASCII-safe text
 that is injective *with the key's type* (``1`` and ``"1"`` differ, ``("a:b", "c")`` and
 ``("a", "b:c")`` differ), never contains a control character, whitespace, or the
@@ -22,6 +29,7 @@ import hmac
 import pickle
 import re
 import struct
+import threading
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -29,13 +37,15 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import msgpack
 
-from cachewise._types import Key, check_key
+from cachewise._types import MAX_DEPTH, Key, check_key
 from cachewise.errors import CodecError, ConfigurationError, InvalidKeyError, SignatureError
 
 __all__ = [
+    "MAX_DEPTH",
     "Codec",
     "MsgpackCodec",
     "SignedPickleCodec",
+    "check_depth",
     "decode_key",
     "default_codec",
     "encode_key",
@@ -60,6 +70,34 @@ class Codec(Protocol):
     def decode(self, data: bytes, key: Key | None = None) -> Any:
         """Return the value ``data`` encodes; raise CodecError if it cannot."""
         ...
+
+
+# -- the nesting limit ---------------------------------------------------------------------
+
+_CONTAINERS: Final = frozenset({list, tuple, dict, set, frozenset})
+
+
+def check_depth(value: Any, what: str = "value") -> None:
+    """Raise CodecError if ``value`` nests containers deeper than ``MAX_DEPTH``.
+
+    Iterative (it never recurses, whatever the input), and exact types only: a container
+    subclass is not walked (the default codec refuses it anyway). A dict's keys count too.
+    A flat row costs one C-level scan of its values and keys.
+    """
+    containers = _CONTAINERS
+    if type(value) not in containers:
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise CodecError(f"{what} nests containers deeper than {MAX_DEPTH} levels")
+        for part in (item.values(), item.keys()) if type(item) is dict else (item,):
+            if containers.isdisjoint(map(type, part)):
+                continue
+            for child in part:
+                if type(child) in containers:
+                    stack.append((child, depth + 1))
 
 
 # -- the default codec: msgpack with ext types for the rest of a SQL row ------------------
@@ -163,6 +201,7 @@ class MsgpackCodec:
         return "MsgpackCodec()"
 
     def encode(self, value: Any, key: Key | None = None) -> bytes:
+        check_depth(value)
         try:
             return _pack(value)
         except CodecError:
@@ -172,11 +211,13 @@ class MsgpackCodec:
 
     def decode(self, data: bytes, key: Key | None = None) -> Any:
         try:
-            return _unpack(data)
+            value = _unpack(data)
         except CodecError:
             raise
         except Exception as exc:  # msgpack raises a zoo (ExtraData, FormatError, ...)
             raise CodecError(f"cannot decode {len(data)} bytes: {type(exc).__name__}") from exc
+        check_depth(value, "decoded value")
+        return value
 
 
 def _ext(code: int, value: Any) -> msgpack.ExtType:
@@ -223,9 +264,67 @@ _ENCODERS: Final[dict[type, Callable[[Any], msgpack.ExtType]]] = {
     uuid.UUID: lambda v: msgpack.ExtType(_EXT_UUID, v.bytes),
 }
 
+_nesting = threading.local()
+"""Per thread: how deep the tuple being decoded is, and one Unpacker per depth."""
+
+_POOLED_BYTES: Final = 64 << 10
+"""A tuple's bytes up to this size are decoded by the thread's pooled Unpacker for its
+depth; larger ones by a fresh one, so no pooled Unpacker keeps a large buffer alive."""
+
+
+def _unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        ext_hook=_ext_hook,
+        raw=False,
+        strict_map_key=False,
+        unicode_errors="surrogatepass",
+        max_buffer_size=(1 << 31) - 1,
+    )
+
+
+def _decode_tuple(data: bytes) -> tuple[Any, ...]:
+    """Decode a tuple ext: its items are one more msgpack object (an array).
+
+    Tuples nest by calling back into msgpack from its ext hook. ``unpackb`` keeps its
+    whole context on the C stack (about 40 KB a level), so a few dozen levels would
+    overflow a thread's stack; an ``Unpacker`` keeps it on the heap. So nested tuples
+    are decoded by Unpackers pooled per thread and depth (as fast as ``unpackb``), and
+    the depth is capped at ``MAX_DEPTH``: hostile bytes are refused, never a crash.
+    """
+    state = _nesting
+    depth: int = getattr(state, "depth", 0)
+    if depth >= MAX_DEPTH:
+        raise CodecError(f"bytes nest tuples deeper than {MAX_DEPTH} levels")
+    pool: list[msgpack.Unpacker] = state.__dict__.setdefault("pool", [])
+    pooled = len(data) <= _POOLED_BYTES
+    if not pooled:
+        unpacker = _unpacker()
+    elif depth < len(pool):
+        unpacker = pool[depth]
+    else:
+        unpacker = _unpacker()
+        pool.append(unpacker)
+    state.depth = depth + 1
+    try:
+        start = unpacker.tell()
+        unpacker.feed(data)
+        items = unpacker.unpack()
+        whole = unpacker.tell() - start == len(data)
+    except BaseException:
+        whole = False
+        raise
+    finally:
+        state.depth = depth
+        if pooled and not whole:  # its buffer may hold the rest of bad bytes: replace it
+            pool[depth] = _unpacker()
+    if not whole:
+        raise CodecError("extra bytes after a tuple's items")
+    return tuple(items)
+
+
 _DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     _EXT_BIGINT: lambda data: int.from_bytes(data, "big", signed=True),
-    _EXT_TUPLE: lambda data: tuple(_unpack(data)),
+    _EXT_TUPLE: _decode_tuple,
     _EXT_DECIMAL: lambda data: Decimal(data.decode("ascii")),
     _EXT_DATETIME: _make_datetime,
     _EXT_DATE: lambda data: dt.date(*_DATE.unpack(data)),
@@ -324,6 +423,7 @@ class SignedPickleCodec:
         return mac.digest()
 
     def encode(self, value: Any, key: Key | None = None) -> bytes:
+        check_depth(value)
         try:
             payload = pickle.dumps(value, protocol=self._protocol)
         except Exception as exc:  # PicklingError, TypeError, AttributeError, ...
@@ -338,9 +438,11 @@ class SignedPickleCodec:
         if not hmac.compare_digest(mac, self._mac(key, payload)):
             raise SignatureError("signature mismatch: value rejected, not unpickled")
         try:
-            return pickle.loads(payload)  # noqa: S301 - authenticated by the HMAC above
+            value = pickle.loads(payload)  # noqa: S301 - authenticated by the HMAC above
         except Exception as exc:
             raise CodecError("signed value could not be unpickled") from exc
+        check_depth(value, "unpickled value")
+        return value
 
 
 # -- key encoding -------------------------------------------------------------------------
@@ -397,9 +499,19 @@ def encode_key(key: Key) -> str:
     if kind is bytes:
         return "b" + _escape_bytes(key)  # type: ignore[arg-type]
     if kind is tuple:
-        return "t(" + ",".join(map(encode_key, key)) + ")"  # type: ignore[arg-type]
+        return _encode_tuple(key, 1)  # type: ignore[arg-type]
     check_key(key)  # raises InvalidKeyError with the standard message
     raise InvalidKeyError(f"unsupported key {key!r}")  # pragma: no cover
+
+
+def _encode_tuple(key: tuple[Key, ...], depth: int) -> str:
+    # Recursion bounded by MAX_DEPTH; a part of a bad type fails in encode_key.
+    if depth > MAX_DEPTH:
+        raise InvalidKeyError(f"key nests tuples deeper than {MAX_DEPTH} levels")
+    parts = [
+        _encode_tuple(part, depth + 1) if type(part) is tuple else encode_key(part) for part in key
+    ]
+    return "t(" + ",".join(parts) + ")"
 
 
 _HEX_WIDTH: Final = {"u": 4, "U": 6}
@@ -433,7 +545,7 @@ def _unescape(text: str, start: int, end: int, as_bytes: bool) -> tuple[str | by
     return atom, i
 
 
-def _decode_at(text: str, i: int, end: int) -> tuple[Key, int]:
+def _decode_at(text: str, i: int, end: int, depth: int = 0) -> tuple[Key, int]:
     tag = text[i : i + 1]
     if tag == "i":
         j = i + 1
@@ -447,12 +559,14 @@ def _decode_at(text: str, i: int, end: int) -> tuple[Key, int]:
         atom, j = _unescape(text, i + 1, end, as_bytes=tag == "b")
         return atom, j
     if tag == "t" and text[i + 1 : i + 2] == "(":
+        if depth >= MAX_DEPTH:
+            raise InvalidKeyError(f"encoded key nests tuples deeper than {MAX_DEPTH} levels")
         items: list[Key] = []
         j = i + 2
         if text[j : j + 1] == ")":
             return (), j + 1
         while True:
-            item, j = _decode_at(text, j, end)
+            item, j = _decode_at(text, j, end, depth + 1)
             items.append(item)
             sep = text[j : j + 1]
             if sep == ")":

@@ -357,12 +357,14 @@ def test_hostile_bytes_are_misses_and_nothing_executes(
         s.set("good", {"v": 1})
         s.set("other", {"v": 2})
         good = raw.get(s.wire_key("good"))
-        assert good is not None
+        assert isinstance(good, bytes)
+        stamp = s.stamp()  # whoever can write Redis can read the epoch: plant with it
+        assert good.startswith(stamp)
         planted = {
-            "pickle": pickle.dumps(_Evil(marker)),
-            "truncated": good[: len(good) // 2],
+            "pickle": stamp + pickle.dumps(_Evil(marker)),
+            "truncated": good[: len(stamp) + (len(good) - len(stamp)) // 2],
             "copied": raw.get(s.wire_key("other")),
-            "garbage": b"\xc1\xff\x00",
+            "garbage": stamp + b"\xc1\xff\x00",
         }
         for name, data in planted.items():
             assert data is not None
@@ -376,6 +378,9 @@ def test_hostile_bytes_are_misses_and_nothing_executes(
         )
         expected_rejects = 2 * (len(planted) - (codec_kind == "msgpack"))
         assert s.rejected == expected_rejects
+        raw.set(s.wire_key("unstamped"), pickle.dumps(_Evil(marker)))
+        assert s.get("unstamped") is MISSING  # no stamp: not even decoded
+        assert (s.rejected, s.cold_reads) == (expected_rejects, 1)
         assert not marker.exists()
         # A guarded load over a hostile value loads and overwrites it.
         ticket = s.begin_load("pickle")

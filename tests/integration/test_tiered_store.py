@@ -296,3 +296,44 @@ def test_other_processes_stop_serving_the_old_value(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_cache_without_a_source_reads_l2_on_an_l1_miss(
+    make: Callable[..., TieredStore],
+    redis_url: str,
+    unique_name: str,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cache-aside over a TieredStore sees what another process wrote (issue 11 item 10)."""
+    if path == "python":
+        monkeypatch.setenv("CACHEWISE_PURE_PYTHON", "1")
+    else:
+        monkeypatch.delenv("CACHEWISE_PURE_PYTHON", raising=False)
+    store = make()
+    cache = Cache(store)
+    if path == "c" and type(cache.read).__name__ != "HitReader":
+        pytest.skip("cachewise._speedups is not built")
+    assert cache.read("k") is None  # nothing anywhere yet
+    writer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cachewise import RedisStore; "
+            "s = RedisStore(sys.argv[1], namespace=sys.argv[2]); "
+            "s.set('k', {'from': 'another process'}); s.close()",
+            redis_url,
+            unique_name,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert writer.returncode == 0, writer.stderr
+    assert cache.read("k") == {"from": "another process"}  # L1 missed, L2 had it
+    assert cache.read("k", loader=lambda _k: "not called") == {"from": "another process"}
+    assert cache.stats.hits == 2
+    assert store.l1.get("k") == {"from": "another process"}  # and L1 was filled

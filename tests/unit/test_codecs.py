@@ -16,15 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cachewise._types import MAX_DEPTH, check_key
 from cachewise.codecs import (
     Codec,
     MsgpackCodec,
     SignedPickleCodec,
+    check_depth,
     decode_key,
     default_codec,
     encode_key,
 )
 from cachewise.errors import CodecError, ConfigurationError, InvalidKeyError, SignatureError
+from tests.hostile import nested_list_bytes, nested_tuple_bytes, run_child
 
 CODEC = MsgpackCodec()
 SECRET = b"0123456789abcdef-test-secret"
@@ -69,7 +72,10 @@ fixed_zones = st.builds(
 ) | st.builds(
     dt.timezone,
     st.timedeltas(min_value=dt.timedelta(hours=-12), max_value=dt.timedelta(hours=12)),
-    st.text(max_size=8),
+    # An explicit alphabet: plain st.text() makes Hypothesis work out, on its first draw
+    # in a fresh checkout, which of the 1.1M code points UTF-8 encodes (seconds under
+    # load), and that one slow draw failed the "too slow" health check.
+    st.text(alphabet=ALL_CHARS, max_size=8),
 )
 zones = st.none() | st.just(dt.timezone.utc) | fixed_zones | st.timezones()
 
@@ -157,6 +163,110 @@ def test_any_truncated_value_is_a_codec_error(value: Any, data: st.DataObject) -
 )
 def test_msgpack_round_trips_edge_values(value: Any) -> None:
     assert same(CODEC.decode(CODEC.encode(value)), value)
+
+
+# -- one nesting limit, on encode and on decode ------------------------------------------
+
+
+def _nest(kind: str, levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"k": value} if kind == "dict" else [value] if kind == "list" else (value,)
+    return value
+
+
+CODECS = [CODEC, SignedPickleCodec(SECRET)]
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=["msgpack", "signed-pickle"])
+@pytest.mark.parametrize("kind", ["tuple", "list", "dict"])
+def test_a_value_nested_to_the_limit_round_trips(codec: Codec, kind: str) -> None:
+    value = _nest(kind, MAX_DEPTH)
+    assert same(codec.decode(codec.encode(value, key="k"), key="k"), value)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=["msgpack", "signed-pickle"])
+@pytest.mark.parametrize("kind", ["tuple", "list", "dict"])
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 195, 250, 5_000])
+def test_a_value_nested_past_the_limit_is_refused_at_encode(
+    codec: Codec, kind: str, levels: int
+) -> None:
+    with pytest.raises(CodecError, match=f"deeper than {MAX_DEPTH}"):
+        codec.encode(_nest(kind, levels), key="k")
+
+
+def test_depth_counts_every_container_and_dict_keys() -> None:
+    mixed: Any = 1
+    for level in range(MAX_DEPTH):
+        mixed = [mixed] if level % 3 == 0 else (mixed,) if level % 3 == 1 else {"k": mixed}
+    check_depth(mixed)
+    with pytest.raises(CodecError):
+        check_depth({"k": mixed})
+    with pytest.raises(CodecError):
+        check_depth({_nest("tuple", MAX_DEPTH): 1})  # the key is the deep part
+    check_depth({_nest("tuple", MAX_DEPTH - 1): 1})
+
+
+def test_hostile_nested_tuples_are_a_codec_error_not_a_crash() -> None:
+    data, levels = nested_tuple_bytes(700)
+    assert len(data) <= 700
+    assert levels > 190  # what crashed every reader before the limit
+    done = run_child(
+        f"""
+        import threading
+        from cachewise.codecs import MsgpackCodec
+        from cachewise.errors import CodecError
+
+        def decode():
+            try:
+                MsgpackCodec().decode({data!r})
+            except CodecError as exc:
+                print("refused:", exc)
+
+        decode()
+        threading.stack_size(1 << 20)  # a thread: less stack than the main one
+        worker = threading.Thread(target=decode)
+        worker.start()
+        worker.join()
+        """
+    )
+    assert done.stdout.count("refused:") == 2, done.stderr
+
+
+def test_hostile_nested_lists_are_a_codec_error() -> None:
+    with pytest.raises(CodecError):
+        CODEC.decode(nested_list_bytes(MAX_DEPTH + 1))
+    with pytest.raises(CodecError):
+        CODEC.decode(nested_list_bytes(5_000))
+    assert same(CODEC.decode(nested_list_bytes(MAX_DEPTH)), _nest("list", MAX_DEPTH))
+
+
+def test_a_signed_value_nested_past_the_limit_is_refused_at_decode() -> None:
+    """Even from a writer holding the secret: one limit for every codec."""
+    codec = SignedPickleCodec(SECRET)
+    payload = pickle.dumps(_nest("list", MAX_DEPTH + 1))
+    signed = b"cwP1" + codec._mac("k", payload) + payload
+    with pytest.raises(CodecError, match="deeper than"):
+        codec.decode(signed, key="k")
+
+
+def test_a_key_nested_past_the_limit_is_an_invalid_key_error() -> None:
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH):
+        deep = (deep,)
+    assert decode_key(encode_key(deep)) == deep
+    assert check_key(deep) is deep
+    deeper: Any = deep
+    for _ in range(5_000 - MAX_DEPTH):
+        deeper = (deeper,)
+    with pytest.raises(InvalidKeyError, match="deeper than"):
+        check_key(deeper)
+    with pytest.raises(InvalidKeyError, match="deeper than"):
+        encode_key(deeper)
+    with pytest.raises(InvalidKeyError, match="deeper than"):
+        decode_key("t(" * 5_000 + "i1" + ")" * 5_000)
+    with pytest.raises(InvalidKeyError, match="deeper than"):
+        decode_key("t(" + encode_key(deep) + ")")  # one level past the limit
 
 
 def test_tuple_stays_a_tuple_and_list_a_list() -> None:

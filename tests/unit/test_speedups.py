@@ -7,6 +7,7 @@ never under CI=true (then it must be).
 
 from __future__ import annotations
 
+import enum
 import gc
 import importlib
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from cachewise import Cache, MappingSource, MemoryStore
+from cachewise._types import MAX_DEPTH
 from cachewise.errors import InvalidKeyError
 from cachewise.stores.base import HitPath
 from tests.conftest import IN_CI
@@ -241,14 +243,69 @@ def test_unsupported_hashable_key_is_invalid_key_error(path: str) -> None:
         cache.read(1.5)  # type: ignore[arg-type]
 
 
-def test_hash_error_other_than_type_error_propagates(path: str) -> None:
+def test_a_key_of_another_type_is_refused_before_it_is_hashed(path: str) -> None:
+    hashed: list[str] = []
+
     class BadHash:
         def __hash__(self) -> int:
+            hashed.append("hash")
             raise ValueError("no hash today")
 
     cache = build(path, MemoryStore())
-    with pytest.raises(ValueError, match="no hash today"):
+    with pytest.raises(InvalidKeyError):
         cache.read(BadHash())  # type: ignore[arg-type]
+    with pytest.raises(InvalidKeyError):
+        cache.read(("ok", BadHash()))  # type: ignore[arg-type]
+    assert hashed == []
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    """A str subclass: equal to (and hashed as) the plain str."""
+
+
+@pytest.mark.parametrize(
+    ("key", "cached_under"),
+    [
+        (1.0, 1),
+        (True, 1),
+        (Color.RED, 1),
+        (Name("k"), "k"),
+        ((1.0, "a"), (1, "a")),
+        ((True, "a"), (1, "a")),
+        (("a", (False,)), ("a", (0,))),
+    ],
+    ids=["float", "bool", "intenum", "str-subclass", "tuple-float", "tuple-bool", "nested-bool"],
+)
+def test_a_key_equal_to_a_cached_key_but_of_another_type_is_refused_on_a_hit(
+    path: str, key: Any, cached_under: Any
+) -> None:
+    cache = build(path, MemoryStore())
+    cache.store.set(cached_under, "the value of the plain key")
+    with pytest.raises(InvalidKeyError):
+        cache.read(key)
+    assert cache.read(cached_under) == "the value of the plain key"
+    assert (cache.stats.hits, cache.stats.misses) == (1, 0)
+
+
+def test_a_nested_tuple_key_is_served_up_to_the_depth_limit_and_refused_past_it(
+    path: str,
+) -> None:
+    cache = build(path, MemoryStore())
+    key: Any = "leaf"
+    for _ in range(MAX_DEPTH):
+        key = (key,)
+    cache.store.set(key, "deep")
+    assert cache.read(key) == "deep"
+    too_deep: Any = key
+    for _ in range(5_000 - MAX_DEPTH):
+        too_deep = (too_deep,)
+    with pytest.raises(InvalidKeyError, match="deeper than"):
+        cache.read(too_deep)
+    assert (cache.stats.hits, cache.stats.misses) == (1, 0)
 
 
 def test_bad_arguments_are_type_errors(path: str) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachewise._flow import Flow, arun
 from cachewise._types import Key
-from cachewise.stores.base import LoadTicket
+from cachewise.stores.base import LoadTicket, PreparedWrite
 
 
 class AsyncFlows:
@@ -48,6 +48,15 @@ class AsyncFlows:
         ) -> Flow[list[Key]]:
             raise NotImplementedError
 
+        def _begin_write_flow(self, prepared: PreparedWrite) -> Flow[PreparedWrite]:
+            raise NotImplementedError
+
+        def _end_write_flow(self, held: PreparedWrite, saved: bool) -> Flow[list[Key]]:
+            raise NotImplementedError
+
+        def _store_prepared_flow(self, prepared: PreparedWrite) -> Flow[None]:
+            raise NotImplementedError
+
     async def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         return await arun(self._get_many_flow(keys))
 
@@ -79,3 +88,12 @@ class AsyncFlows:
         self, tickets: Mapping[Key, LoadTicket], values: Mapping[Key, Any], ttl: float | None
     ) -> list[Key]:
         return await arun(self._end_load_many_flow(tickets, values, ttl))
+
+    async def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
+        return await arun(self._begin_write_flow(prepared))
+
+    async def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
+        return await arun(self._end_write_flow(held, saved))
+
+    async def store_prepared(self, prepared: PreparedWrite) -> None:
+        await arun(self._store_prepared_flow(prepared))

@@ -35,7 +35,7 @@ from cachewise._cached import (
 )
 from cachewise._flow import Call, arun
 from cachewise._logic import STRIPES, CacheLogic, Load, compose
-from cachewise._types import MISSING, Key, check_key
+from cachewise._types import MISSING, Key
 from cachewise.errors import ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.sources.base import Source
@@ -158,10 +158,10 @@ class AsyncCache(CacheLogic):
             get, count, missing = store.get, self._count_hit, MISSING
 
             def peek(key: Key) -> Any:
-                try:
-                    value = get(key)
-                except TypeError:  # unhashable: the slow path says why
-                    return missing
+                kind = type(key)
+                if kind is not str and kind is not int and kind is not bytes:
+                    return missing  # the slow path checks it: 1.0 would find key 1
+                value = get(key)
                 if value is not missing:
                     count()
                 return value
@@ -170,10 +170,16 @@ class AsyncCache(CacheLogic):
         return lambda _key: MISSING
 
     def _start_write_back(self, policy: WriteBack, journal: Any) -> None:
-        module = importlib.import_module("cachewise.aio.writeback")
-        self._flusher = module.open_flusher(
-            policy, self.source, self.store, journal, self.name, on_rejected=self._drop_refused
-        )
+        self._claim = self._claim_write_back(policy)
+        try:
+            module = importlib.import_module("cachewise.aio.writeback")
+            self._flusher = module.open_flusher(
+                policy, self.source, self.store, journal, self.name, on_rejected=self._drop_refused
+            )
+        except BaseException:
+            if self._claim is not None:
+                self._claim.release()
+            raise
         if hasattr(self.store, "add_eviction_listener") and not self._flusher.stores_values:
             self.store.add_eviction_listener(self._on_evicted)
 
@@ -217,7 +223,7 @@ class AsyncCache(CacheLogic):
         return value
 
     async def _read_slow(self, key: Key, default: Any, loader: AsyncLoader | None) -> Any:
-        check_key(key)
+        self._check_key(key)
         value = self.store.get(key)  # an expired entry is dropped (and counted) here
         if inspect.isawaitable(value):
             value = await value
@@ -291,13 +297,14 @@ class AsyncCache(CacheLogic):
             raise
         finally:
             with self._inflight_lock:
-                del self._inflight[key]
+                if self._inflight.get(key) is load:  # not already retired by a write
+                    del self._inflight[key]
             load.publish()
         return load.value
 
     async def read_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """Return the keys found; misses are loaded from the source in one batch."""
-        wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        wanted = list(dict.fromkeys(self._check_key(k) for k in keys))
         found = self.store.get_many(wanted)
         if inspect.isawaitable(found):
             found = await found
@@ -434,6 +441,8 @@ class AsyncCache(CacheLogic):
             if self._flusher is not None:
                 await self._flusher.close()
         finally:
+            if self._claim is not None:  # after the final flush: the namespace is free
+                self._claim.release()
             for part in (self.store, self.source):
                 close = getattr(part, "close", None)
                 if callable(close):

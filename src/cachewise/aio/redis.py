@@ -20,6 +20,7 @@ from cachewise._types import Key
 from cachewise.aio._driven import AsyncFlows
 from cachewise.codecs import Codec
 from cachewise.errors import ConfigurationError
+from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.redis import RedisStore
 
 
@@ -36,6 +37,7 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
     """
 
     _sleep = staticmethod(asyncio.sleep)  # type: ignore[assignment]
+    _asynchronous = True
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
         lease_ttl: float = 5.0,
         lease_wait: float | None = None,
         timeout: float = 5.0,
+        write_hold: float = 30.0,
     ) -> None:
         self._settings: dict[str, Any] = {
             "url": url,
@@ -59,6 +62,7 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
             "lease_ttl": lease_ttl,
             "lease_wait": lease_wait,
             "timeout": timeout,
+            "write_hold": write_hold,
         }
         super().__init__(
             url,
@@ -70,6 +74,7 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
             lease_ttl=lease_ttl,
             lease_wait=lease_wait,
             timeout=timeout,
+            write_hold=write_hold,
         )
         self._owns_client = client is None
 
@@ -85,6 +90,17 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"AsyncRedisStore({self._url!r}, namespace={self.namespace!r}, ttl={self.ttl})"
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
+        """``RedisStore.claim`` through a sync twin (the claim renews from its own thread)."""
+        twin = self.sync_twin()
+        try:
+            claim = twin.claim(what, solo=solo, ttl=ttl)
+        except BaseException:
+            twin.close()
+            raise
+        claim.on_release(twin.close)
+        return claim
 
     def sync_twin(self) -> RedisStore:
         """A sync ``RedisStore`` with the same settings (the shared write-back's thread uses it)."""

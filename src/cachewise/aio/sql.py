@@ -206,7 +206,7 @@ class AsyncSQLSource(SQLSource):
 
     async def load(self, key: Key) -> Any:
         await self._ready()
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         if self._fast_load is None:
             return await self._run("load", self._load_on, where)
         return await self._load_direct(key)
@@ -272,7 +272,7 @@ class AsyncSQLSource(SQLSource):
 
     async def remove(self, key: Key) -> None:  # type: ignore[override]
         await self._ready()
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         await self._run("remove", self._remove_on, where, begin=True)
 
     async def remove_many(self, keys: Iterable[Key]) -> None:  # type: ignore[override]

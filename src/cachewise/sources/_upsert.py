@@ -3,9 +3,9 @@
 Each form takes a connection, the target and a list of rows that all have the same
 columns (in table order) and writes them with one upsert statement (``COPY`` also
 loads a temporary table first). The conflict target is the key columns; with a version
-column an existing row is replaced only by a strictly newer version, so replaying an
-old batch never overwrites newer data. ``bench/upsert.py`` measures every form; the
-fastest per dialect is ``DEFAULT_FORMS``.
+column an existing row is replaced only by a strictly newer version (a row whose version
+is NULL counts as older than any), so replaying an old batch never overwrites newer data.
+``bench/upsert.py`` measures every form; the fastest per dialect is ``DEFAULT_FORMS``.
 
 Identifiers always come from the reflected ``Table`` and are quoted by the dialect's
 own identifier preparer; values always travel as bound parameters (or COPY data).
@@ -48,7 +48,10 @@ def _pg_sqlite_conflict(
     where = None
     if target.version is not None:
         # The version guard: an older (or equal) incoming version leaves the row alone.
-        where = table.c[target.version] < excluded[target.version]
+        # A row whose version is NULL is older than any version (a NULL comparison would
+        # otherwise be NULL, and the row could never be updated again).
+        stored = table.c[target.version]
+        where = sa.or_(stored.is_(None), stored < excluded[target.version])
     return insert.on_conflict_do_update(
         index_elements=list(target.key),
         set_={c: excluded[c] for c in updated},
@@ -67,7 +70,8 @@ def _mysql_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str
             return insert.on_duplicate_key_update([(first, new[first])])
         return insert.on_duplicate_key_update([(c, new[c]) for c in updated])
     version = target.version
-    newer = new[version] > table.c[version]
+    # NULL is older than any version (see _pg_sqlite_conflict).
+    newer = sa.or_(table.c[version].is_(None), new[version] > table.c[version])
     # MariaDB applies the assignments left to right on the updated row, so the version
     # column must come last: every earlier guard still compares with the old version.
     pairs = [(c, sa.case((newer, new[c]), else_=table.c[c])) for c in [*updated, version]]

@@ -43,6 +43,20 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class KeyChecked(Protocol):
+    """A source that knows which keys it can hold (e.g. the key column's type).
+
+    The cache calls ``check_key`` before any I/O for the key (store or source), so a
+    key of the wrong type is refused the same way on every database instead of being
+    coerced by one (SQLite: ``"1"`` finds the row ``1``) and refused by another.
+    """
+
+    def check_key(self, key: Key) -> Key:
+        """Return ``key`` if this source can hold it, else raise InvalidKeyError."""
+        ...
+
+
+@runtime_checkable
 class ValidatingSource(Source, Protocol):
     """A source that can tell, without I/O, that it would refuse a write.
 

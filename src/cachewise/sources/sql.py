@@ -69,7 +69,7 @@ class SQLSource:
         chunk_size: int = 1000,
         schema: str | None = None,
     ) -> None:
-        key_columns = check_arguments(table, key, version, schema, chunk_size)
+        key_columns = self._key_columns = check_arguments(table, key, version, schema, chunk_size)
         if isinstance(engine_or_url, Engine):
             self._engine = engine_or_url
             self._owns_engine = False
@@ -104,6 +104,7 @@ class SQLSource:
         self._table = table
         self._target = self._check_columns(key_columns, version)
         self._key_cols = [self._table.c[name] for name in key_columns]
+        self._key_kinds = [_key_kind(col) for col in self._key_cols]
         self._key_names = key_columns
         self._single_key = key_columns[0] if len(key_columns) == 1 else None
         self._column_order = [c.name for c in self._table.c]
@@ -207,7 +208,7 @@ class SQLSource:
     # -- the Source protocol ------------------------------------------------------
 
     def load(self, key: Key) -> Any:
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         with self._connect("load") as conn:
             return self._load_on(conn, where)
 
@@ -229,7 +230,7 @@ class SQLSource:
         and agrees with the key on the key columns. Raises InvalidKeyError or
         InvalidValueError; write-back calls it before acknowledging a write.
         """
-        checked = self._check(key)
+        checked = self.check_key(key)
         if value is MISSING:
             return
         # The common case in a few set operations (this runs on every write-back
@@ -258,7 +259,7 @@ class SQLSource:
             self._save_groups_on(conn, groups)
 
     def remove(self, key: Key) -> None:
-        where = self._match(self._check(key))
+        where = self._match(self.check_key(key))
         with self._connect("remove", begin=True) as conn:
             self._remove_on(conn, where)
 
@@ -297,7 +298,7 @@ class SQLSource:
         # Every row is checked before the first statement: bad input changes nothing.
         groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
         for key, value in items.items():
-            row = self._row_for(self._check(key), value)
+            row = self._row_for(self.check_key(key), value)
             groups.setdefault(frozenset(row), []).append(row)
         return groups
 
@@ -320,26 +321,42 @@ class SQLSource:
 
     # -- keys and rows ------------------------------------------------------------
 
-    def _check(self, key: Key) -> Key:
+    def check_key(self, key: Key) -> Key:
+        """Return ``key`` if it fits the key columns (count and types), else InvalidKeyError.
+
+        An integer column takes an ``int``, a text column a ``str``, a binary column
+        ``bytes`` (per column for a tuple key); a column of any other type takes any key
+        the database can compare with it. Checked before any I/O, so ``"1"`` is refused
+        for an integer key on every dialect (SQLite would otherwise find the row ``1``).
+        """
         check_key(key)
-        width = len(self._key_cols)
+        # An AsyncSQLSource reflects its table on first use: until then, the shape only.
+        kinds: list[type | None] | None = getattr(self, "_key_kinds", None)
+        names = self.key if kinds is not None else self._key_columns
+        width = len(names)
         if width == 1:
             if isinstance(key, tuple):
                 raise InvalidKeyError(
-                    f"SQLSource {self._where} has the single key column {self.key[0]!r}; "
+                    f"SQLSource {self._where} has the single key column {names[0]!r}; "
                     f"got the tuple key {key!r}"
                 )
         elif not isinstance(key, tuple) or len(key) != width:
             raise InvalidKeyError(
-                f"SQLSource {self._where} has key columns {list(self.key)}; a key is a tuple "
+                f"SQLSource {self._where} has key columns {list(names)}; a key is a tuple "
                 f"of {width} values in that order, got {key!r}"
             )
+        for name, kind, part in zip(names, kinds or (), self._parts(key), strict=False):
+            if kind is not None and type(part) is not kind:
+                raise InvalidKeyError(
+                    f"SQLSource {self._where}: key column {name!r} holds {kind.__name__} "
+                    f"values, got {type(part).__name__} {part!r}"
+                )
         return key
 
     def _unique_keys(self, keys: Iterable[Key]) -> list[Key]:
         if isinstance(keys, (str, bytes)):
             raise InvalidKeyError("keys must be an iterable of keys, not a single str or bytes")
-        return list(dict.fromkeys(self._check(k) for k in keys))
+        return list(dict.fromkeys(self.check_key(k) for k in keys))
 
     def _parts(self, key: Key) -> tuple[Any, ...]:
         return key if isinstance(key, tuple) else (key,)
@@ -533,6 +550,19 @@ def _key_columns(key: str | tuple[str, ...]) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ConfigurationError(f"key names a column twice: {key!r}")
     return names
+
+
+def _key_kind(column: sa.Column[Any]) -> type | None:
+    """The one key type a key column takes (None: any key the database compares).
+
+    Every dialect is held to the same rule: SQLite would compare ``"1"`` with an integer
+    column by affinity, PostgreSQL would refuse it, MariaDB would cast it.
+    """
+    try:
+        python: type = column.type.python_type
+    except NotImplementedError:  # a type SQLAlchemy cannot map (NullType, some reflected)
+        return None
+    return python if python in (int, str, bytes) else None
 
 
 def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:

@@ -129,6 +129,74 @@ class BatchLoadGuarded(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PreparedWrite:
+    """A write a ``WriteGuarded`` store has checked and encoded, not yet sent."""
+
+    values: Mapping[Key, Any]
+    """Key -> the value to cache after the source write; ``MISSING``: drop only."""
+    token: Any
+    """Opaque to the cache: the store's encoded form (and, after begin_write, its hold)."""
+
+
+@runtime_checkable
+class WriteGuarded(Protocol):
+    """A store that outlives this process (Redis): a crash mid-write must leave a miss.
+
+    For a write that goes to the source (write-through, write-around, their deletes)
+    the cache calls ``prepare_write`` (every check, no I/O), then ``begin_write``
+    (drop the cached copies, hold the keys so no load caches them), then the source,
+    then ``end_write`` (store the new values, or keep them dropped if the source
+    failed or another write of the key overlapped). A process killed anywhere in
+    between leaves the keys dropped, never the old value; a hold expires by itself.
+    """
+
+    def prepare_write(self, values: Mapping[Key, Any], ttl: float | None) -> PreparedWrite:
+        """Check and encode ``values`` (``MISSING``: drop only); raise before any I/O."""
+        ...
+
+    def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
+        """Drop the cached copies and hold the keys; return what ``end_write`` takes."""
+        ...
+
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
+        """Store the values if ``saved`` (else keep them dropped), release the holds.
+
+        Returns the keys whose values were stored.
+        """
+        ...
+
+    def store_prepared(self, prepared: PreparedWrite) -> None:
+        """Store the prepared values as ``set_many`` would (write-back: no hold)."""
+        ...
+
+
+class Claim(Protocol):
+    """A claim a ``Claimable`` store handed out, renewed in the background until released."""
+
+    @property
+    def lost(self) -> bool:
+        """True once another holder took over (this one lapsed)."""
+        ...
+
+    def release(self) -> None:
+        """Stop renewing and drop the claim; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Claimable(Protocol):
+    """A store shared by processes that can arbitrate who does what in it (Redis).
+
+    A solo claim on ``what`` excludes every other claim on it; shared claims exclude
+    only a solo one. ``claim`` raises ConfigurationError naming the holder in the way.
+    """
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> Claim:
+        """Take a claim on ``what`` in this store's namespace, renewed until released."""
+        ...
+
+
 @runtime_checkable
 class CompareAndSet(Store, Protocol):
     """A store that changes a key only if nobody changed it since it was read.

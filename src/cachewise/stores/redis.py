@@ -6,16 +6,27 @@ Redis Cluster hash tag, so everything that must change together sits in one slot
     ns:{<encode_key(k)>}:v    the encoded value (Redis TTL = the entry's TTL)
     ns:{<encode_key(k)>}:n    the key's version: bumped by every set and delete
     ns:{<encode_key(k)>}:l    the load lease: a random token, SET NX PX
+    ns:{<encode_key(k)>}:w    the write hold: writes of the key in flight to the source
 
 Every ``set``/``delete`` is one Lua script that writes the value and bumps the version
-atomically. ``begin_load`` reads the version and tries the lease in one script;
-``end_load`` stores only if the version is unchanged (one script), so a process that
-loaded an old value from the source while another process wrote never caches it (the
-cache-aside race), and only the lease holder loads while the others wait briefly for
-its value (the stampede). A lease holder that dies is replaced when its lease expires.
+atomically (the scripts are in ``_redis_scripts``). ``begin_load`` reads the version
+and tries the lease in one script; ``end_load`` stores only if the version is unchanged
+(one script), so a process that loaded an old value from the source while another
+process wrote never caches it (the cache-aside race), and only the lease holder loads
+while the others wait briefly for its value (the stampede). A lease holder that dies
+is replaced when its lease expires. Every operation is written once as a flow
+(``_flow.py``): ``RedisStore`` runs it in place, ``AsyncRedisStore`` awaits it.
+
+A write that goes to the source (write-through, write-around, their deletes) is
+bracketed (``WriteGuarded``): ``begin_write`` drops the cached copy and holds the key
+before the source write, ``end_write`` stores the new value after it. Redis outlives
+the writing process, so a crash at any point leaves a miss, never the old value.
 
 Values go through a codec (msgpack by default, never pickle unless signed); a value
 that fails to decode or verify is a miss, counted in ``rejected``, never executed.
+Every value is stamped with the namespace's epoch (``_redis_epoch``): after a Redis
+restart or failover, values from before it (perhaps restored from an older snapshot)
+read as misses, counted in ``cold_reads``.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import redis
@@ -41,7 +52,10 @@ from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.stats import Counter
-from cachewise.stores.base import LoadTicket
+from cachewise.stores import _redis_epoch as _epoch
+from cachewise.stores import _redis_scripts as scripts
+from cachewise.stores._redis_claim import RedisClaim
+from cachewise.stores.base import LoadTicket, PreparedWrite
 
 logger = logging.getLogger("cachewise.redis")
 
@@ -52,141 +66,7 @@ _WARN_EVERY: Final = 10.0  # seconds between fail-open warnings
 _FAILED: Final = object()
 """What a fail-open read returns when Redis could not be reached."""
 _VERSION_TTL_MS: Final = 24 * 3600 * 1000
-"""A version key expires this long after it was created, so idle keys do not pile up.
-
-Safe because a load only stores if the version it saw is the version now: a version
-that expired *during* a load reads as a change (refused), and going from "no version"
-back to "no version" across a write would need a load longer than this."""
-
-# KEYS: value, version. ARGV: payload, px (0 = no expiry), version ttl ms.
-_SET: Final = """
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-if redis.call('INCR', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
-return 1
-"""
-
-# KEYS: value1, version1, value2, version2, ... ARGV: px, version ttl ms, payload1, ...
-_SET_MANY: Final = """
-local px = tonumber(ARGV[1])
-for i = 1, #KEYS, 2 do
-  local payload = ARGV[2 + (i + 1) / 2]
-  if px > 0 then
-    redis.call('SET', KEYS[i], payload, 'PX', px)
-  else
-    redis.call('SET', KEYS[i], payload)
-  end
-  if redis.call('INCR', KEYS[i + 1]) == 1 then
-    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2])
-  end
-end
-return 1
-"""
-
-# KEYS: value1, version1, ... ARGV: version ttl ms. Returns how many values existed.
-_DELETE: Final = """
-local n = 0
-for i = 1, #KEYS, 2 do
-  n = n + redis.call('DEL', KEYS[i])
-  if redis.call('INCR', KEYS[i + 1]) == 1 then
-    redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
-  end
-end
-return n
-"""
-
-# KEYS: value, version, lease. ARGV: token, lease ms, check value ('1'/'0').
-# Returns {2, value} (filled), {1, version} (lease taken), {0, version} (someone loads).
-_BEGIN: Final = """
-if ARGV[3] == '1' then
-  local val = redis.call('GET', KEYS[1])
-  if val then return {2, val} end
-end
-local ver = redis.call('GET', KEYS[2]) or ''
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, ver}
-end
-return {0, ver}
-"""
-
-# KEYS: value, version, lease. ARGV: version seen, token ('' = none), store ('1'/'0'),
-# payload, px. Stores only if the version is unchanged; releases our lease either way.
-_END: Final = """
-local stored = 0
-if ARGV[3] == '1' and (redis.call('GET', KEYS[2]) or '') == ARGV[1] then
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-  else
-    redis.call('SET', KEYS[1], ARGV[4])
-  end
-  stored = 1
-end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[3]) == ARGV[2] then
-  redis.call('DEL', KEYS[3])
-end
-return stored
-"""
-
-
-# KEYS: value1, version1, ... ARGV: px, version seen 1, payload 1, ... Returns a flag per key.
-_END_MANY: Final = """
-local px = tonumber(ARGV[1])
-local stored = {}
-for i = 1, #KEYS, 2 do
-  local j = i + 1
-  if (redis.call('GET', KEYS[i + 1]) or '') == ARGV[j] then
-    if px > 0 then
-      redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', px)
-    else
-      redis.call('SET', KEYS[i], ARGV[j + 1])
-    end
-    stored[#stored + 1] = 1
-  else
-    stored[#stored + 1] = 0
-  end
-end
-return stored
-"""
-
-
-# KEYS: value, version. ARGV: version seen, present seen ('1'/'0'), payload,
-# px (0 = no expiry, -1 = keep the current one), version ttl ms. Compare-and-set.
-_CAS: Final = """
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
-local px = tonumber(ARGV[4])
-if px < 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
-elseif px > 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', px)
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-end
-if redis.call('INCR', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
-end
-return 1
-"""
-
-
-# KEYS: value, version. ARGV: px (0 = no expiry), version ttl ms, payload. Set if absent.
-_ADD: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if tonumber(ARGV[1]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[3])
-end
-if redis.call('INCR', KEYS[2]) == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-"""
+"""A version key expires this long after it was created (see ``_redis_scripts``)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +75,22 @@ class _Guard:
 
     version: bytes
     lease: bytes
+    storable: bool = True
+    """False when a write of the key was in flight at ``begin_load``: load, never store."""
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A RedisStore's prepared write: wire keys (value, version, hold per key), payloads.
+
+    ``payloads[i]`` is None for a key whose cached copy is only dropped. ``held`` holds
+    the versions ``begin_write`` left, once it has run.
+    """
+
+    wires: list[bytes]
+    payloads: list[bytes | None]
+    px: int
+    held: list[bytes] | None = None
 
 
 def check_redis_url(url: object) -> None:
@@ -223,11 +119,15 @@ class RedisStore:
     ``failed_reads``, so read-through falls back to the source; writes still raise
     :class:`StoreError`. ``lease_ttl`` bounds how long a crashed loader can hold back
     the others; ``lease_wait`` (default ``lease_ttl``) how long a waiter waits before
-    it loads by itself.
+    it loads by itself. ``write_hold`` bounds how long a writer that died between its
+    drop and its store keeps the key uncacheable (reads go to the source meanwhile);
+    make it longer than your slowest source write.
     """
 
     _sleep = staticmethod(time.sleep)
     """How a lease waiter pauses (the async store awaits ``asyncio.sleep`` instead)."""
+    _asynchronous = False
+    """Whether ``client`` is a redis.asyncio client (its connect hook is awaited)."""
 
     def __init__(
         self,
@@ -241,6 +141,7 @@ class RedisStore:
         lease_ttl: float = 5.0,
         lease_wait: float | None = None,
         timeout: float = 5.0,
+        write_hold: float = 30.0,
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
@@ -250,6 +151,7 @@ class RedisStore:
         check_seconds(lease_ttl, "lease_ttl")
         check_seconds(timeout, "timeout")
         check_seconds(lease_wait, "lease_wait", optional=True)
+        check_seconds(write_hold, "write_hold")
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         check_redis_url(url)
@@ -259,23 +161,31 @@ class RedisStore:
         self.codec: Codec = codec if codec is not None else default_codec()
         self.fail_open = bool(fail_open)
         self._lease_ms = _px(lease_ttl)
+        self._hold_ms = _px(write_hold)
         self._lease_wait = float(lease_wait if lease_wait is not None else lease_ttl)
         self._prefix = f"{namespace}:{{"
         self._owns_client = client is None
         if client is None:
             client = self._connect(url, timeout)
         self.client: redis.Redis = client
-        self._set = client.register_script(_SET)
+        self._epoch = _epoch.Epoch(namespace)
+        _epoch.watch(
+            client.connection_pool.connection_kwargs, self._epoch, asynchronous=self._asynchronous
+        )
+        self._set = client.register_script(scripts.SET)
         self._default_px = _px(self._ttl)
-        self._set_many = client.register_script(_SET_MANY)
-        self._delete = client.register_script(_DELETE)
-        self._begin = client.register_script(_BEGIN)
-        self._end = client.register_script(_END)
-        self._end_many = client.register_script(_END_MANY)
-        self._cas = client.register_script(_CAS)
-        self._add = client.register_script(_ADD)
+        self._set_many = client.register_script(scripts.SET_MANY)
+        self._delete = client.register_script(scripts.DELETE)
+        self._begin = client.register_script(scripts.BEGIN)
+        self._end = client.register_script(scripts.END)
+        self._end_many = client.register_script(scripts.END_MANY)
+        self._hold = client.register_script(scripts.HOLD)
+        self._release = client.register_script(scripts.RELEASE)
+        self._cas = client.register_script(scripts.CAS)
+        self._add = client.register_script(scripts.ADD)
         self._closed = False
         self._rejected = Counter()
+        self._cold_reads = Counter()
         self._failed_reads = Counter()
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY
@@ -300,6 +210,16 @@ class RedisStore:
     def rejected(self) -> int:
         """Values read that failed to decode or verify (each was treated as a miss)."""
         return self._rejected.value
+
+    @property
+    def cold_reads(self) -> int:
+        """Values read that were stamped with another epoch (written before a restart)."""
+        return self._cold_reads.value
+
+    @property
+    def restarts(self) -> int:
+        """Redis restarts (or failovers) this store noticed: each made the namespace cold."""
+        return self._epoch.changes
 
     @property
     def failed_reads(self) -> int:
@@ -384,9 +304,59 @@ class RedisStore:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
 
-    def _decode(self, data: bytes, wire: bytes) -> Any:
+    def stamp(self) -> bytes:
+        """The current epoch's stamp, which every stored value starts with.
+
+        Checked with one round trip the first time (see ``_redis_epoch``).
+        """
+        return run(self._stamp_flow())
+
+    def _stamp_flow(self) -> Flow[bytes]:
+        stamp = self._epoch.stamp
+        if stamp is not None:
+            return stamp
         try:
-            return self.codec.decode(data, key=wire)
+            stamp = yield from self._epoch.check_flow(self.client)
+        except RedisError as exc:
+            failure = exc
+        else:
+            return stamp
+        raise self._translate("epoch check", failure)
+
+    def _stamped_flow(
+        self, op: str, script: Any, keys: list[bytes], args: list[Any], *, read: bool = False
+    ) -> Flow[Any]:
+        """Run a script that stores values, with the epoch's stamp as its last argument.
+
+        If the epoch changed while it ran (redis-py reconnected to a restarted server,
+        and the connect hook began a new epoch), the values went in with the old stamp
+        and would read as misses: the script runs once more with the new stamp. Only
+        for scripts that may run twice (a set, or a version-guarded store). ``read``:
+        with ``fail_open`` a failure returns _FAILED.
+        """
+        call = self._read_flow if read else self._call_flow
+        stamp = yield from self._stamp_flow()
+        result = yield from call(op, script, keys=keys, args=[*args, stamp])
+        now = self._epoch.stamp
+        if now is not None and now != stamp and result is not _FAILED:
+            result = yield from call(op, script, keys=keys, args=[*args, now])
+        return result
+
+    def _decode(self, data: bytes, wire: bytes) -> Any:
+        """The value ``data`` holds; MISSING if it is of another epoch or does not decode.
+
+        Called after a read that succeeded, so the connect hook has set the stamp (or
+        the first write did); a store given a client whose connections were already
+        open checks it here once.
+        """
+        stamp = self._epoch.stamp or self.stamp()
+        if not data.startswith(stamp):
+            # Written before Redis restarted (maybe restored from an older snapshot),
+            # or by another version of cachewise: never served.
+            self._cold_reads.add()
+            return MISSING
+        try:
+            return self.codec.decode(data[_epoch.STAMP_SIZE :], key=wire)
         except CodecError as exc:
             self._rejected.add()
             event(
@@ -452,8 +422,8 @@ class RedisStore:
         px = self._default_px if ttl is None else _px(check_ttl(ttl))
         payload = self.codec.encode(value, key=vkey)
         # The Script object loads the script again when Redis lost it (restart, FLUSH).
-        yield from self._call_flow(
-            "SET", self._set, keys=[vkey, nkey], args=[payload, px, _VERSION_TTL_MS]
+        yield from self._stamped_flow(
+            "SET", self._set, [vkey, nkey], [payload, px, _VERSION_TTL_MS]
         )
 
     def set_many(self, items: Mapping[Key, Any], ttl: float | None = None) -> None:
@@ -471,8 +441,8 @@ class RedisStore:
             keys += (vkey, nkey)
         if not keys:
             return
-        yield from self._call_flow(
-            "SET (batch)", self._set_many, keys=keys, args=[px, _VERSION_TTL_MS, *payloads]
+        yield from self._stamped_flow(
+            "SET (batch)", self._set_many, keys, [px, _VERSION_TTL_MS, *payloads]
         )
 
     def delete(self, key: Key) -> bool:
@@ -534,12 +504,16 @@ class RedisStore:
     # -- compare-and-set (CompareAndSet) ------------------------------------------------
 
     def gets(self, key: Key) -> tuple[Any, Any]:
-        """The value (or MISSING) and a token: the key's version and whether it was present."""
+        """The value (or MISSING) and a token: the key's version and whether it was present.
+
+        A value of another epoch (from before a Redis restart) reads as absent.
+        """
         self._check_open()
         vkey, nkey = self._keys(key)
         data, version = self._call("MGET", self.client.mget, [vkey, nkey])
         value = MISSING if data is None else self._decode(data, vkey)
-        return value, (version or b"", data is not None)
+        present = data is not None and data.startswith(self.stamp())
+        return value, (version or b"", present)
 
     def cas(
         self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
@@ -550,15 +524,15 @@ class RedisStore:
         vkey, nkey = self._keys(key)
         px = -1 if keep_ttl else self._ttl_px(ttl)
         payload = self.codec.encode(value, key=vkey)
-        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS]
+        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS, self.stamp()]
         return bool(self._call("CAS", self._cas, keys=[vkey, nkey], args=args))
 
     def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
-        """Store ``value`` only if ``key`` holds no value (one script); bump the version."""
+        """Store ``value`` only if ``key`` holds no value of this epoch; bump the version."""
         self._check_open()
         vkey, nkey = self._keys(key)
         payload = self.codec.encode(value, key=vkey)
-        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload]
+        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload, self.stamp()]
         return bool(self._call("ADD", self._add, keys=[vkey, nkey], args=args))
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
@@ -575,7 +549,7 @@ class RedisStore:
     def _begin_load_flow(self, key: Key) -> Flow[LoadTicket]:
         self._check_open()
         vkey, nkey = self._keys(key)
-        lkey = self.wire_key(key, "l")
+        lkey, wkey = self.wire_key(key, "l"), self.wire_key(key, "w")
         token = os.urandom(16).hex().encode()
         deadline = time.monotonic() + self._lease_wait
         pause = 0.002
@@ -584,7 +558,7 @@ class RedisStore:
             reply = yield from self._read_flow(
                 "lease",
                 self._begin,
-                keys=[vkey, nkey, lkey],
+                keys=[vkey, nkey, lkey, wkey],
                 args=[token, self._lease_ms, check_value],
             )
             if reply is _FAILED:
@@ -598,6 +572,8 @@ class RedisStore:
                 continue
             if kind == 1:
                 return LoadTicket(token=_Guard(version=data, lease=token))
+            if kind == 3:  # a write is between its drop and its store: never cache
+                return LoadTicket(token=_Guard(version=data, lease=b"", storable=False))
             if time.monotonic() >= deadline:
                 return LoadTicket(token=_Guard(version=data, lease=b""))
             yield self._sleep, (pause,)
@@ -618,14 +594,15 @@ class RedisStore:
             raise ConfigurationError(f"not a RedisStore load ticket: {ticket!r}")
         vkey, nkey = self._keys(key)
         lkey = self.wire_key(key, "l")
-        store = value is not MISSING
+        store = value is not MISSING and guard.storable
         payload = self.codec.encode(value, key=vkey) if store else b""
         px = self._ttl_px(ttl)
-        stored = yield from self._read_flow(
+        stored = yield from self._stamped_flow(
             "conditional SET",
             self._end,
-            keys=[vkey, nkey, lkey],
-            args=[guard.version, guard.lease, b"1" if store else b"0", payload, px],
+            [vkey, nkey, lkey],
+            [guard.version, guard.lease, b"1" if store else b"0", payload, px],
+            read=True,
         )
         return stored is not _FAILED and bool(stored)
 
@@ -643,7 +620,7 @@ class RedisStore:
         wanted = list(dict.fromkeys(keys))
         wires: list[bytes] = []
         for key in wanted:
-            wires += self._keys(key)
+            wires += (*self._keys(key), self.wire_key(key, "w"))
         if not wanted:
             return {}
         replies = yield from self._read_flow("MGET", self.client.mget, wires)
@@ -651,12 +628,14 @@ class RedisStore:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
         for i, key in enumerate(wanted):
-            data, version = replies[2 * i], replies[2 * i + 1]
-            value = MISSING if data is None else self._decode(data, wires[2 * i])
+            data, version, hold = replies[3 * i : 3 * i + 3]
+            value = MISSING if data is None else self._decode(data, wires[3 * i])
             if value is not MISSING:
                 tickets[key] = LoadTicket(token=None, value=value)
             else:
-                tickets[key] = LoadTicket(token=_Guard(version=version or b"", lease=b""))
+                storable = int(hold or 0) <= 0  # a write in flight: load, never store
+                guard = _Guard(version=version or b"", lease=b"", storable=storable)
+                tickets[key] = LoadTicket(token=guard)
         return tickets
 
     def end_load_many(
@@ -684,18 +663,107 @@ class RedisStore:
                 continue
             if not isinstance(guard, _Guard):
                 raise ConfigurationError(f"not a RedisStore load ticket for {key!r}")
+            if not guard.storable:
+                continue
             vkey, nkey = self._keys(key)
             keys += (vkey, nkey)
             args += (guard.version, self.codec.encode(value, key=vkey))
             order.append(key)
         if not order:
             return []
-        flags = yield from self._read_flow(
-            "conditional SET (batch)", self._end_many, keys=keys, args=args
+        flags = yield from self._stamped_flow(
+            "conditional SET (batch)", self._end_many, keys, args, read=True
         )
         if flags is _FAILED:
             return []
         return [key for key, flag in zip(order, flags, strict=True) if flag]
+
+    # -- the write guard (WriteGuarded) --------------------------------------------------
+
+    def prepare_write(self, values: Mapping[Key, Any], ttl: float | None) -> PreparedWrite:
+        """Check and encode a write (``MISSING`` values: drop only); no I/O.
+
+        Everything that can refuse a write (a key, the TTL, a value the codec cannot
+        encode) raises here, before the cache touches the source or Redis.
+        """
+        self._check_open()
+        px = self._ttl_px(ttl)
+        wires: list[bytes] = []
+        payloads: list[bytes | None] = []
+        for key, value in values.items():
+            vkey, nkey = self._keys(key)
+            wires += (vkey, nkey, self.wire_key(key, "w"))
+            payloads.append(None if value is MISSING else self.codec.encode(value, key=vkey))
+        return PreparedWrite(dict(values), _Encoded(wires, payloads, px))
+
+    def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
+        """Before the source write: drop the cached copies and hold the keys (one script).
+
+        A load in flight can no longer store (the versions moved), and no load that
+        begins while a key is held may store. Returns what :meth:`end_write` takes.
+        """
+        return run(self._begin_write_flow(prepared))
+
+    def _begin_write_flow(self, prepared: PreparedWrite) -> Flow[PreparedWrite]:
+        self._check_open()
+        encoded = _encoded(prepared)
+        if not encoded.wires:
+            return prepared
+        versions = yield from self._call_flow(
+            "write hold", self._hold, keys=encoded.wires, args=[self._hold_ms, _VERSION_TTL_MS]
+        )
+        held = [str(int(v)).encode() for v in versions]
+        return PreparedWrite(prepared.values, replace(encoded, held=held))
+
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
+        """After the source write: store the values (``saved``) or keep them dropped.
+
+        A key's value is stored only if no other write of it began since ours and none
+        is still held; otherwise its cached copy stays dropped (a miss, never the
+        loser of two racing writers). Releases the holds. Returns the keys stored.
+        """
+        return run(self._end_write_flow(held, saved))
+
+    def _end_write_flow(self, held: PreparedWrite, saved: bool) -> Flow[list[Key]]:
+        self._check_open()
+        encoded = _encoded(held)
+        if encoded.held is None:
+            raise ConfigurationError("end_write takes what begin_write returned")
+        if not encoded.wires:
+            return []
+        args: list[Any] = [encoded.px, _VERSION_TTL_MS]
+        for version, payload in zip(encoded.held, encoded.payloads, strict=True):
+            store = saved and payload is not None
+            args += (version, b"1" if store else b"0", payload if store else b"")
+        # Not re-run if Redis restarted meanwhile: a value stored with the old stamp
+        # reads as a miss, which is what a second run (versions moved) would leave too.
+        args.append((yield from self._stamp_flow()))
+        flags = yield from self._call_flow(
+            "write release", self._release, keys=encoded.wires, args=args
+        )
+        return [key for key, flag in zip(held.values, flags, strict=True) if flag]
+
+    def store_prepared(self, prepared: PreparedWrite) -> None:
+        """Store a prepared write's values as :meth:`set_many` would (no hold)."""
+        run(self._store_prepared_flow(prepared))
+
+    def _store_prepared_flow(self, prepared: PreparedWrite) -> Flow[None]:
+        self._check_open()
+        encoded = _encoded(prepared)
+        keys: list[bytes] = []
+        payloads: list[bytes] = []
+        for i, payload in enumerate(encoded.payloads):
+            if payload is not None:
+                keys += encoded.wires[3 * i : 3 * i + 2]
+                payloads.append(payload)
+        if keys:
+            args = [encoded.px, _VERSION_TTL_MS, *payloads]
+            yield from self._stamped_flow("SET (batch)", self._set_many, keys, args)
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> RedisClaim:
+        """A solo or shared claim on ``what`` in this namespace (see ``_redis_claim``)."""
+        self._check_open()
+        return RedisClaim(self.client, self.namespace, what, solo=solo, ttl=ttl)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -708,3 +776,10 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
             self.client.connection_pool.disconnect()
+
+
+def _encoded(prepared: PreparedWrite) -> _Encoded:
+    encoded = prepared.token
+    if not isinstance(encoded, _Encoded):
+        raise ConfigurationError(f"not a RedisStore prepared write: {prepared!r}")
+    return encoded

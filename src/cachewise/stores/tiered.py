@@ -25,7 +25,7 @@ from cachewise._types import MISSING, Key, check_seconds
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
 from cachewise.stats import Histogram
-from cachewise.stores.base import HitPath, LoadTicket
+from cachewise.stores.base import Claim, HitPath, LoadTicket, PreparedWrite
 from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
 
@@ -38,6 +38,12 @@ def _always_missing(_key: Key) -> Any:
 class _TieredToken:
     inner: LoadTicket
     generation: int
+
+
+@dataclass(frozen=True)
+class _TieredWrite:
+    inner: PreparedWrite
+    ttl: float | None
 
 
 class TieredStore:
@@ -318,6 +324,60 @@ class TieredStore:
                     self.l1.set_many({k: values[k] for k in stored}, ttl)
         return stored
 
+    # -- the write guard: L2's, with L1 and the other processes' L1 kept in step ------------
+
+    def prepare_write(self, values: Mapping[Key, Any], ttl: float | None) -> PreparedWrite:
+        """L2's checks and encoding (no I/O); see ``RedisStore.prepare_write``."""
+        return PreparedWrite(values, _TieredWrite(self.l2.prepare_write(values, ttl), ttl))
+
+    def begin_write(self, prepared: PreparedWrite) -> PreparedWrite:
+        """Drop and hold the keys in L2, drop them from every process's L1."""
+        return run(self._begin_write_flow(prepared))
+
+    def _begin_write_flow(self, prepared: PreparedWrite) -> Flow[PreparedWrite]:
+        write = _tiered_write(prepared)
+        held = yield self.l2.begin_write, (write.inner,)
+        keys = list(prepared.values)
+        with self._lock:
+            self._generation += 1
+            self.l1.delete_many(keys)
+        yield self.bus.publish, (keys, self.origin)
+        return PreparedWrite(prepared.values, _TieredWrite(held, write.ttl))
+
+    def end_write(self, held: PreparedWrite, saved: bool) -> list[Key]:
+        """Store (or keep dropped) in L2, then L1; tell the other processes."""
+        return run(self._end_write_flow(held, saved))
+
+    def _end_write_flow(self, held: PreparedWrite, saved: bool) -> Flow[list[Key]]:
+        write = _tiered_write(held)
+        stored: list[Key] = yield self.l2.end_write, (write.inner, saved)
+        keys = list(held.values)
+        with self._lock:
+            self._generation += 1
+            self.l1.delete_many(keys)
+            if stored and self._serving:
+                self.l1.set_many({k: held.values[k] for k in stored}, write.ttl)
+        yield self.bus.publish, (keys, self.origin)
+        return stored
+
+    def store_prepared(self, prepared: PreparedWrite) -> None:
+        """Store the prepared values in L2 and L1, as :meth:`set_many` does."""
+        run(self._store_prepared_flow(prepared))
+
+    def _store_prepared_flow(self, prepared: PreparedWrite) -> Flow[None]:
+        write = _tiered_write(prepared)
+        yield self.l2.store_prepared, (write.inner,)
+        values = {k: v for k, v in prepared.values.items() if v is not MISSING}
+        with self._lock:
+            self._generation += 1
+            if self._serving:
+                self.l1.set_many(values, write.ttl)
+        yield self.bus.publish, (list(prepared.values), self.origin)
+
+    def claim(self, what: str, *, solo: bool, ttl: float) -> Claim:
+        """L2's claim (the namespace is L2's)."""
+        return self.l2.claim(what, solo=solo, ttl=ttl)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -329,3 +389,10 @@ class TieredStore:
             self.bus.close()
         self.l2.close()
         self.l1.close()
+
+
+def _tiered_write(prepared: PreparedWrite) -> _TieredWrite:
+    write = prepared.token
+    if not isinstance(write, _TieredWrite):
+        raise ConfigurationError(f"not a TieredStore prepared write: {prepared!r}")
+    return write

@@ -170,6 +170,7 @@ class RecordEncoder:
     def _encode(self, value: Any, key: Key | None) -> bytes:
         if self._packer is None:
             return self._codec.encode(value, key)
+        codecs.check_depth(value)  # the codec's own limit: what is journaled replays
         try:
             return self._packer.pack(value)  # type: ignore[no-any-return]
         except CodecError:

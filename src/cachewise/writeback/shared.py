@@ -148,10 +148,12 @@ return n
 """
 
 # KEYS: v, n, d, c, r per key. ARGV: token, now ms, then payload, tombstone ('1'/'0')
-# per key. Value, version and mark of each key in one step; a write over a mark a flusher
+# per key, then the store's epoch stamp (prefixed to the value in :v, not to the mark's
+# copy). Value, version and mark of each key in one step; a write over a mark a flusher
 # holds (c) notes its time as the mark's resume time (r), once; a parked write of the key
 # (r) is replaced. Returns {how many writes coalesced, the positions of unparked keys}.
 _MARK: Final = """
+local stamp = ARGV[#ARGV]
 local coalesced = 0
 local unparked = {}
 for i = 1, #KEYS, 5 do
@@ -175,7 +177,7 @@ for i = 1, #KEYS, 5 do
   if tomb == '1' then
     redis.call('DEL', KEYS[i])
   else
-    redis.call('SET', KEYS[i], payload)
+    redis.call('SET', KEYS[i], stamp .. payload)
   end
   redis.call('HSET', KEYS[i + 2], 's', seq, 't', tomb, 'p', payload, 'k', ARGV[1], 'f', since)
   if redis.call('DEL', KEYS[i + 4]) == 1 then unparked[#unparked + 1] = m + 1 end
@@ -183,12 +185,14 @@ end
 return {coalesced, unparked}
 """
 
-# KEYS: v, n, d. ARGV: token, now ms. Marks the current value dirty again unless the
-# key is dirty already. Returns 1 (marked), 0 (already dirty), -1 (no value to mark).
+# KEYS: v, n, d. ARGV: token, now ms, the store's epoch stamp. Marks the current value
+# dirty again unless the key is dirty already. Returns 1 (marked), 0 (already dirty),
+# -1 (no value of this epoch to mark).
 _REMARK: Final = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local val = redis.call('GET', KEYS[1])
-if not val then return -1 end
+if not val or string.sub(val, 1, #ARGV[3]) ~= ARGV[3] then return -1 end
+val = string.sub(val, #ARGV[3] + 1)
 local seq = redis.call('INCR', KEYS[2])
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[1])
@@ -254,11 +258,13 @@ return out
 """
 
 # KEYS: d, c, v, n, r per key. ARGV: claim token, version ttl ms, then the sequence
-# flushed and the source's reason per key. Per key whose mark is still that sequence:
+# flushed and the source's reason per key, then the store's epoch stamp (what :v holds
+# before the payload). Per key whose mark is still that sequence:
 # move the mark to the parked hash r (with the reason), stop serving the refused value,
 # let the version expire as a clean key's does. Releases our claims. Returns per key
 # {parked (1/0), index token of the moved mark}.
 _PARK: Final = """
+local stamp = ARGV[#ARGV]
 local out = {}
 for i = 1, #KEYS, 5 do
   local m = (i - 1) / 5
@@ -269,7 +275,7 @@ for i = 1, #KEYS, 5 do
     redis.call('DEL', KEYS[i])
     redis.call('HSET', KEYS[i + 4], 's', seq, 't', mark[2], 'p', mark[3], 'e', reason,
       'f', mark[5] or '0')
-    if mark[2] ~= '1' and redis.call('GET', KEYS[i + 2]) == mark[3] then
+    if mark[2] ~= '1' and redis.call('GET', KEYS[i + 2]) == stamp .. mark[3] then
       redis.call('DEL', KEYS[i + 2])
     end
     redis.call('PEXPIRE', KEYS[i + 3], ARGV[2])
@@ -676,6 +682,7 @@ class SharedFlusher:
                 base = self._base(member)
                 keys += (base + b"v", base + b"n", base + b"d", base + b"c", base + b"r")
                 args += (payload, tomb)
+            args.append(self._store.stamp())
             coalesced, unparked = self._call("write-back mark", self._mark, keys=keys, args=args)
             self._coalesced.add_many(int(coalesced))
             if unparked:  # a new write replaced a parked one
@@ -877,6 +884,7 @@ class SharedFlusher:
             args: list[Any] = [claim, _VERSION_TTL_MS]
             for c in group:
                 args += (c.seq, refused[c.key])
+            args.append(self._store.stamp())
             found = self._call("park", self._park_script, keys=wires, args=args)
             replies.update(zip((c.member for c in group), found, strict=True))
         parked: list[tuple[Key, str]] = []
@@ -942,7 +950,10 @@ class SharedFlusher:
         for c in lost:
             b = c.base
             done = self._call(
-                "mark again", self._remark, keys=[b + b"v", b + b"n", b + b"d"], args=[token, now]
+                "mark again",
+                self._remark,
+                keys=[b + b"v", b + b"n", b + b"d"],
+                args=[token, now, self._store.stamp()],
             )
             outcome = (
                 "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value"
