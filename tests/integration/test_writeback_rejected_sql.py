@@ -120,7 +120,7 @@ def test_write_back_parks_what_the_database_refuses_and_writes_the_rest(
 def test_retry_after_the_constraint_is_fixed_in_postgres(
     postgres_url: str, unique_name: str
 ) -> None:
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url)
     _table(unique_name).create(engine)
     cache = Cache(
         MemoryStore(), SQLSource(engine, table=unique_name), write=WriteBack(flush_interval=3600)
@@ -148,7 +148,7 @@ def test_retry_after_the_constraint_is_fixed_in_postgres(
 def test_a_delete_refused_by_a_foreign_key_is_parked_and_the_others_removed(
     postgres_url: str, unique_name: str
 ) -> None:
-    engine = sa.create_engine(postgres_url)
+    engine = connect(postgres_url)
     parent, child = f"{unique_name}_p", f"{unique_name}_c"
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE TABLE "{parent}" (id integer PRIMARY KEY, v text)'))
