@@ -192,6 +192,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture
+def redis_namespace(unique_name: str, redis_url: str) -> Iterator[str]:
+    """A key namespace of this test's own on the shared Redis, its keys deleted after."""
+    import redis
+
+    yield unique_name
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{unique_name}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio: cachewise.aio is for asyncio."""

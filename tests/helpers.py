@@ -1,10 +1,14 @@
-"""Test doubles we own: a real Source that can be switched off, and a counting one."""
+"""Test doubles we own (a real Source that can be switched off, a counting one) and waits."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import pytest
 
 from cachewise import MappingSource
 from cachewise._types import Key
@@ -61,3 +65,18 @@ class FlakySource(MappingSource):
     def remove_many(self, keys: Iterable[Key]) -> None:
         self._call("remove_many")
         super().remove_many(keys)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``condition`` until true or a generous deadline (never an assertion on time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    """The captured records of one cachewise log event (``record.event == name``)."""
+    return [r for r in caplog.records if getattr(r, "event", None) == name]

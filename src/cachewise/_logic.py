@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cachewise import _tracing
+from cachewise._events import event
 from cachewise._flow import Call, Flow
 from cachewise._types import MISSING, Key, check_key, check_ttl
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
@@ -44,7 +46,7 @@ from cachewise.policies import (
     WriteThrough,
 )
 from cachewise.sources.base import KeyChecked, ValidatingSource
-from cachewise.stats import Counter, Stats
+from cachewise.stats import LIVE, Counter, Histogram, HistogramSnapshot, Stats
 from cachewise.stores.base import (
     BatchLoadGuarded,
     Claim,
@@ -138,8 +140,13 @@ class CacheLogic:
         self._source_writes = Counter()
         self._invalidations = Counter()
         self._load_seconds = 0.0
+        self._load_latency = Histogram(name="load_seconds", attributes={"cache": name})
+        lag = getattr(store, "invalidation_lag", None)
+        if isinstance(lag, Histogram):  # the store's lag is reported under this cache's name
+            lag.attributes = {"cache": name}
         self._flusher = None
         self._evicted_dirty: list[Key] = []
+        LIVE.add(self)
 
     # -- driver hooks ----------------------------------------------------------------
 
@@ -216,15 +223,19 @@ class CacheLogic:
                 return ticket.value
         self._loads.add()
         self._source_reads.add()
+        span = None if _tracing.tracer is None else _tracing.start("cachewise.load", self._span)
         started = time.monotonic()
         try:
             value = yield loader, (key,)
-            # a smoothed load time: XFetch's delta
-            self._load_seconds += 0.2 * (time.monotonic() - started - self._load_seconds)
-        except BaseException:
+            took = time.monotonic() - started
+            self._load_latency.observe(took)
+            self._load_seconds += 0.2 * (took - self._load_seconds)  # XFetch's delta, smoothed
+        except BaseException as exc:
+            _tracing.end(span, exc)
             if guard is not None and ticket is not None:
                 yield guard.end_load, (key, ticket, MISSING, ttl)
             raise
+        _tracing.end(span)
         indexes = self._indexes((key,))
         yield self._lock(indexes)
         try:
@@ -307,7 +318,17 @@ class CacheLogic:
         if todo:
             self._loads.add_many(len(todo))
             self._source_reads.add_many(len(todo))
-            fetched = yield self.source.load_many, (todo,)
+            span = None
+            if _tracing.tracer is not None:
+                span = _tracing.start("cachewise.load_many", {**self._span, "keys": len(todo)})
+            started = time.monotonic()
+            try:
+                fetched = yield self.source.load_many, (todo,)
+            except BaseException as exc:
+                _tracing.end(span, exc)
+                raise
+            _tracing.end(span)
+            self._load_latency.observe(time.monotonic() - started)
         found.update(fetched)
         for key, load in mine.items():
             if key in tickets or key in todo:
@@ -687,9 +708,17 @@ class CacheLogic:
         keys, self._evicted_dirty = self._evicted_dirty, []
         try:
             yield functools.partial(self._flusher.flush, keys, wait=False), ()
-        except Exception:
-            logger.warning(
-                "flush on eviction pressure failed; the background flusher retries", exc_info=True
+        except Exception as exc:  # the background flusher retries, and logs the outage
+            event(
+                logger,
+                logging.DEBUG,
+                "pressure_flush_failed",
+                "cache %s: flush on eviction pressure failed (%s); the flusher retries",
+                self.name,
+                type(exc).__name__,
+                cache=self.name,
+                keys=len(keys),
+                error=type(exc).__name__,
             )
 
     # -- bookkeeping -----------------------------------------------------------------------
@@ -722,6 +751,61 @@ class CacheLogic:
 
     def _pool_stats(self) -> PoolStats | None:
         return None
+
+    def _timed(self, load: Loader) -> Loader:
+        """``load`` timed into the load histogram, in a span when spans are on."""
+        latency, clock = self._load_latency, time.monotonic
+
+        def timed(key: Key) -> Any:
+            span = None if _tracing.tracer is None else _tracing.start("cachewise.load", self._span)
+            started = clock()
+            try:
+                value = load(key)
+            except BaseException as exc:
+                _tracing.end(span, exc)
+                raise
+            _tracing.end(span)
+            latency.observe(clock() - started)
+            return value
+
+        return timed
+
+    @property
+    def _span(self) -> dict[str, Any]:
+        """The attributes of this cache's spans."""
+        return {"cache": self.name}
+
+    def _refresh_failed(self, key: Key, exc: BaseException) -> None:
+        """A background refresh failed: the entry expires as usual (both drivers)."""
+        event(
+            logger,
+            logging.WARNING,
+            "refresh_failed",
+            "cache %s: background refresh of %r failed (%s); the entry expires as usual",
+            self.name,
+            key,
+            type(exc).__name__,
+            cache=self.name,
+            error=type(exc).__name__,
+        )
+
+    def histograms(self) -> dict[str, HistogramSnapshot]:
+        """Distributions recorded off the hit path, for metrics: seconds and keys.
+
+        ``load_seconds`` (each load or batch load from the source), and with write-back
+        ``flush_seconds`` and ``flush_keys`` (each flush batch); with a ``TieredStore``,
+        ``invalidation_lag_seconds`` (publish in one process to the L1 drop in this one).
+        """
+        out = {"load_seconds": self._load_latency.snapshot()}
+        flusher = self._flusher
+        times = getattr(flusher, "batch_times", None)
+        if times is not None:
+            out["flush_seconds"] = times.seconds.snapshot()
+            out["flush_keys"] = times.keys.snapshot()
+        lag = getattr(self.store, "invalidation_lag", None)
+        if isinstance(lag, Histogram):
+            out["invalidation_lag_seconds"] = lag.snapshot()
+        return out
 
     @property
     def stats(self) -> Stats:

@@ -480,6 +480,8 @@ typedef struct {
     Flight *spare;         /* a Flight no one else holds, reused by the next miss */
     unsigned long long misses;
     unsigned long long loads;
+    int observed;          /* loads are timed: a per-call loader's miss goes to the Python path
+                              (source_load is then a timed wrapper, set from Python) */
     vectorcallfunc vectorcall;
 } MissPath;
 
@@ -681,6 +683,9 @@ MissPath_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
         }
         return call_slow(self, key, deflt, loader); /* expired, or written since */
     }
+    if (self->observed && loader != Py_None) { /* the Python path times and traces it */
+        return call_slow(self, key, deflt, loader);
+    }
     self->misses++;
     if (loader == Py_None) {
         loader = self->source_load;
@@ -751,6 +756,7 @@ MissPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->misses = 0;
     self->loads = 0;
+    self->observed = 0;
     self->vectorcall = MissPath_vectorcall;
     self->lock_type = Py_NewRef((PyObject *)Py_TYPE(PyList_GET_ITEM(stripes, 0)));
     self->lock_acquire = PyObject_GetAttr(self->lock_type, str_acquire);
@@ -822,7 +828,50 @@ MissPath_get_loads(MissPath *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->loads);
 }
 
+static PyObject *
+MissPath_get_observed(MissPath *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->observed);
+}
+
+static int
+MissPath_set_observed(MissPath *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    int flag = value == NULL ? 0 : PyObject_IsTrue(value);
+    if (flag < 0) {
+        return -1;
+    }
+    self->observed = flag;
+    return 0;
+}
+
+static PyObject *
+MissPath_get_source_load(MissPath *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->source_load);
+}
+
+static int
+MissPath_set_source_load(MissPath *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    if (value == NULL || (value != Py_None && !PyCallable_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "MissPath.source_load must be callable or None");
+        return -1;
+    }
+    Py_SETREF(self->source_load, Py_NewRef(value));
+    return 0;
+}
+
 static PyGetSetDef MissPath_getset[] = {
+    {"source_load", (getter)MissPath_get_source_load, (setter)MissPath_set_source_load,
+     "Read-through's loader (None: cache-aside); metrics swap in a timed one.", NULL},
+    {"observed", (getter)MissPath_get_observed, (setter)MissPath_set_observed,
+     "True: loads are timed; a miss with a per-call loader goes to the Python path.",
+     NULL},
     {"misses", (getter)MissPath_get_misses, NULL, "Misses counted here (exact).", NULL},
     {"loads", (getter)MissPath_get_loads, NULL, "Loads this path led (exact).", NULL},
     {NULL, NULL, NULL, NULL, NULL},

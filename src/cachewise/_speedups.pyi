@@ -67,6 +67,10 @@ class MissPath:
         missing: Any,
     ) -> None: ...
     def __call__(self, key: Any, default: Any, loader: Any) -> Any: ...
+    observed: bool
+    """True: loads are timed; a miss with a per-call loader goes to the Python path."""
+    source_load: Callable[[Any], Any] | None
+    """Read-through's loader (None: cache-aside); metrics swap in a timed one."""
     @property
     def misses(self) -> int:
         """Misses counted here (exact)."""

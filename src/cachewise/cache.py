@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
+from cachewise import _tracing
+from cachewise import stats as stats_module
 from cachewise._accel import speedups
 from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._flow import Call, run
@@ -198,7 +200,24 @@ class Cache(CacheLogic):
             MISSING,
         )
         self._miss_path = path
+        if stats_module.sink is not None or _tracing.tracer is not None:
+            self._observe_loads()  # exporters or spans already on
         return path
+
+    def _observe_loads(self) -> None:
+        """Exported to metrics: from now on every load is timed (and traced, with spans).
+
+        The C miss path stays unobserved until then: timing a miss costs a Python frame
+        (about as much again as the C miss itself), so only exported caches pay it. It
+        then loads through :meth:`_timed` and hands per-call loaders to the Python path;
+        the hit path is unchanged.
+        """
+        path = self._miss_path
+        if path is None or path.observed:
+            return
+        if path.source_load is not None:
+            path.source_load = self._timed(path.source_load)
+        path.observed = True
 
     def _start_write_back(self, policy: WriteBack, journal: Journal | None) -> None:
         self._claim = self._claim_write_back(policy)
@@ -311,12 +330,14 @@ class Cache(CacheLogic):
         self._refresher.submit(self._refresh, key, loader)
 
     def _refresh(self, key: Key, loader: Loader) -> None:
+        span = None if _tracing.tracer is None else _tracing.start("cachewise.refresh", self._span)
         try:
             self._load(key, loader)
-        except Exception:
-            logger.warning(
-                "background refresh of %r failed; the entry expires as usual", key, exc_info=True
-            )
+        except Exception as exc:
+            _tracing.end(span, exc)
+            self._refresh_failed(key, exc)
+        else:
+            _tracing.end(span)
 
     def _read_miss(self, key: Key, default: Any, loader: Loader | None) -> Any:
         # The key was checked by every caller before its first store lookup.

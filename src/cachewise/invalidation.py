@@ -16,7 +16,9 @@ missed.
 
 Wire format (UTF-8 text): the publisher's origin on the first line, then one
 :func:`~cachewise.codecs.encode_key` per line, or the single line ``*`` for "every
-key". Encoded keys never contain a newline.
+key". Encoded keys never contain a newline. The first line may end with a tab and the
+publish time (Unix seconds), from which receivers measure the invalidation lag; a
+message without it (older publishers, the database trigger) is read as before.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from sqlalchemy import inspect, text
 
+from cachewise._events import event
 from cachewise._redact import redact
 from cachewise._types import Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     import redis
     from sqlalchemy.engine import URL, Engine
 
-logger = logging.getLogger("cachewise")
+logger = logging.getLogger("cachewise.invalidation")
 
 __all__ = [
     "Invalidation",
@@ -71,6 +74,8 @@ class Invalidation:
     keys: tuple[Key, ...] | None
     origin: str = ""
     live: bool = True
+    sent: float | None = field(default=None, compare=False)
+    """When it was published (``time.time()``), if the publisher said."""
 
 
 Subscriber = Callable[[Invalidation], None]
@@ -98,22 +103,28 @@ class InvalidationBus(Protocol):
         ...
 
 
-def encode_message(keys: Sequence[Key] | None, origin: str) -> str:
-    """The wire text of an invalidation (see the module docstring)."""
-    if "\n" in origin:
-        raise ConfigurationError("an origin cannot contain a newline")
+def encode_message(keys: Sequence[Key] | None, origin: str, sent: float | None = None) -> str:
+    """The wire text of an invalidation (see the module docstring), stamped ``sent``."""
+    if "\n" in origin or "\t" in origin:
+        raise ConfigurationError("an origin cannot contain a newline or a tab")
+    head = origin if sent is None else f"{origin}\t{sent:.6f}"
     if keys is None:
-        return f"{origin}\n{_EVERYTHING}"
-    return "\n".join([origin, *map(encode_key, keys)])
+        return f"{head}\n{_EVERYTHING}"
+    return "\n".join([head, *map(encode_key, keys)])
 
 
 def decode_message(text: str) -> Invalidation:
     """The invalidation a wire text carries (InvalidKeyError if it is malformed)."""
-    origin, _, body = text.partition("\n")
+    head, _, body = text.partition("\n")
+    origin, _, stamp = head.partition("\t")
+    try:
+        sent = float(stamp) if stamp else None
+    except ValueError:  # not our stamp: the whole line is the origin
+        origin, sent = head, None
     if body == _EVERYTHING:
-        return Invalidation(keys=None, origin=origin)
+        return Invalidation(keys=None, origin=origin, sent=sent)
     keys = tuple(decode_key(line) for line in body.split("\n")) if body else ()
-    return Invalidation(keys=keys, origin=origin)
+    return Invalidation(keys=keys, origin=origin, sent=sent)
 
 
 class _Subscribers:
@@ -135,15 +146,28 @@ class _Subscribers:
         for callback in callbacks:
             try:
                 callback(message)
-            except Exception:  # one broken subscriber must not starve the others
-                logger.exception("invalidation subscriber %r failed", callback)
+            except Exception as exc:  # one broken subscriber must not starve the others
+                event(
+                    logger,
+                    logging.ERROR,
+                    "subscriber_failed",
+                    "invalidation subscriber %r failed",
+                    callback,
+                    exc_info=True,
+                    error=type(exc).__name__,
+                )
 
     def deliver_wire(self, text: str) -> None:
         try:
             message = decode_message(text)
         except InvalidKeyError:
             # A message we cannot read may have named any key: drop everything.
-            logger.warning("unreadable invalidation message: dropping every key")
+            event(
+                logger,
+                logging.WARNING,
+                "unreadable_message",
+                "unreadable invalidation message: dropping every key",
+            )
             message = Invalidation(keys=None, origin="?")
         self.deliver(message)
 
@@ -166,7 +190,9 @@ class LocalBus:
         if self._closed:
             raise ClosedError("LocalBus is closed")
         self._subscribers.deliver(
-            Invalidation(keys=None if keys is None else tuple(keys), origin=origin)
+            Invalidation(
+                keys=None if keys is None else tuple(keys), origin=origin, sent=time.time()
+            )
         )
 
     def subscribe(self, callback: Subscriber) -> None:
@@ -174,6 +200,53 @@ class LocalBus:
 
     def close(self) -> None:
         self._closed = True
+
+
+class BusOutage:
+    """A bus's connection story, logged once: down (WARNING), retries (DEBUG), live (INFO).
+
+    Shared by the thread-driven and the task-driven listener buses.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._error = ""
+
+    def lost(self, bus: object, exc: BaseException) -> None:
+        """The listener failed: the first failure of an outage at WARNING, then DEBUG."""
+        self._error = type(exc).__name__
+        first = self._since is None
+        if first:
+            self._since = time.monotonic()
+        event(
+            logger,
+            logging.WARNING if first else logging.DEBUG,
+            "bus_down" if first else "bus_reconnect_failed",
+            "%r lost its connection (%s); L1 bypassed until it subscribes again",
+            bus,
+            self._error,
+            bus=repr(bus),
+            error=self._error,
+        )
+
+    def live(self, bus: object) -> None:
+        """Subscribed: after an outage, one line saying how long it lasted."""
+        if self._since is None:
+            return
+        seconds = time.monotonic() - self._since
+        event(
+            logger,
+            logging.INFO,
+            "bus_live",
+            "%r subscribed again after %.1fs (last error %s); L1 copies dropped",
+            bus,
+            seconds,
+            self._error,
+            bus=repr(bus),
+            seconds=round(seconds, 3),
+            error=self._error,
+        )
+        self._since = None
 
 
 class _ListenerBus:
@@ -188,6 +261,7 @@ class _ListenerBus:
         self._ready_timeout = ready_timeout
         self.reconnects = 0
         """How many times the listener lost its connection and subscribed again."""
+        self._outage = BusOutage()
         self._thread = threading.Thread(
             target=self._run, name=f"cachewise-{self._kind}", daemon=True
         )
@@ -220,6 +294,10 @@ class _ListenerBus:
         # before this point may have been missed, anything after will be delivered.
         self._subscribers.deliver(Invalidation(keys=None, origin="", live=True))
         self._live.set()
+        self._outage.live(self)
+
+    def _lost(self, exc: Exception) -> None:
+        self._outage.lost(self, exc)
 
     def _run(self) -> None:
         delay = 0.05
@@ -228,9 +306,7 @@ class _ListenerBus:
                 self._listen_once()
                 delay = 0.05
             except Exception as exc:  # any failure: reconnect, never die silently
-                logger.warning(
-                    "%r lost its connection (%s); reconnecting", self, type(exc).__name__
-                )
+                self._lost(exc)
             if self._stop.is_set():
                 break
             self.reconnects += 1
@@ -341,7 +417,7 @@ class RedisBus(_ListenerBus):
     def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
         if self._stop.is_set():
             raise ClosedError(f"{self!r} is closed")
-        text = encode_message(keys, origin)
+        text = encode_message(keys, origin, time.time())
         try:
             self._client.publish(self.channel, text.encode("utf-8"))
         except self._errors as exc:
@@ -491,25 +567,27 @@ class PostgresBus(_ListenerBus):
 
 
 def _pg_payloads(keys: Sequence[Key] | None, origin: str) -> Iterable[str]:
-    """Split a message into payloads under PostgreSQL's NOTIFY size limit."""
+    """Split a message into payloads under PostgreSQL's NOTIFY size limit, each stamped."""
+    sent = time.time()
     if keys is None:
-        yield encode_message(None, origin)
+        yield encode_message(None, origin, sent)
         return
+    head = len(encode_message((), origin, sent).encode()) + 1
     batch: list[Key] = []
-    size = len(origin.encode()) + 1
+    size = head
     for key in keys:
         line = len(encode_key(key).encode()) + 1
-        if line + len(origin.encode()) + 1 > _PG_NOTIFY_LIMIT:
+        if line + head > _PG_NOTIFY_LIMIT:
             # A key too long for one NOTIFY: invalidate everything rather than nothing.
-            yield encode_message(None, origin)
+            yield encode_message(None, origin, sent)
             return
         if batch and size + line > _PG_NOTIFY_LIMIT:
-            yield encode_message(batch, origin)
-            batch, size = [], len(origin.encode()) + 1
+            yield encode_message(batch, origin, sent)
+            batch, size = [], head
         batch.append(key)
         size += line
     if batch:
-        yield encode_message(batch, origin)
+        yield encode_message(batch, origin, sent)
 
 
 # -- the trigger that makes the database publish ------------------------------------------

@@ -53,12 +53,11 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
 
+from cachewise._events import event as log_event
 from cachewise._redact import leaks, redact, scrub, secrets, splits_at_first_at
 from cachewise._types import check_seconds
 from cachewise.errors import ConfigurationError, PoolTimeout, SourceError
-from cachewise.stats import Counter, PoolStats
-
-logger = logging.getLogger("cachewise")
+from cachewise.stats import Counter, Histogram, HistogramSnapshot, PoolStats
 
 __all__ = [
     "PoolStats",
@@ -79,6 +78,10 @@ DEFAULT_RECYCLE: Final = 3600.0
 DEFAULT_LIFETIME_JITTER: Final = 0.1
 
 _WAIT_WINDOW: Final = 4096
+_LOG_EVERY: Final = 60.0
+"""Seconds between two log lines about one saturated pool."""
+
+logger = logging.getLogger("cachewise.pool")
 """Acquire waits kept for the p99: the most recent ones, a bounded memory cost."""
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -279,11 +282,35 @@ class _Recorder:
         self.invalidated = Counter()
         self.recycled = Counter()
         self.waits: deque[float] = deque(maxlen=_WAIT_WINDOW)
+        self.wait_histogram = Histogram()
+        self.label = "?"
+        """The pool's URL, password hidden (for log lines)."""
+        self._logged_at = -_LOG_EVERY
         self._wait_total = 0.0
         self._lock = threading.Lock()
 
+    def timed_out(self, message: str) -> None:
+        """Log a saturated pool at most once a minute (a count of the timeouts since)."""
+        now = time.monotonic()
+        if now - self._logged_at < _LOG_EVERY:
+            return
+        timeouts = self.timeouts.value
+        log_event(
+            logger,
+            logging.WARNING,
+            "pool_timeout",
+            "pool %s: %s (%d timeouts so far; logged at most once a minute)",
+            self.label,
+            message,
+            timeouts,
+            pool=self.label,
+            timeouts=timeouts,
+        )
+        self._logged_at = now
+
     def waited(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.wait_histogram.observe(seconds)
         with self._lock:
             self._wait_total += seconds
 
@@ -383,11 +410,13 @@ class _ObservedQueuePool(QueuePool):
             conn = super().connect()
         except exc.TimeoutError as err:
             recorder.timeouts.add()
-            raise PoolTimeout(
+            message = (
                 f"no connection free within {self._timeout:g}s: pool size {self.size()}, "
                 f"checked out {self.checkedout()}, overflow {max(self.overflow(), 0)}"
                 f"/{self._max_overflow}, waiting {self.waiting()}"
-            ) from err
+            )
+            recorder.timed_out(message)
+            raise PoolTimeout(message) from err
         recorder.acquires.add()
         recorder.waited(time.perf_counter() - start)
         return conn
@@ -485,6 +514,14 @@ def pool_stats(engine: Engine) -> PoolStats:
     )
 
 
+def acquire_waits(engine: Engine) -> HistogramSnapshot | None:
+    """The distribution of ``engine``'s acquire waits in seconds (``connect()`` engines only)."""
+    if not isinstance(engine, Engine):
+        raise ConfigurationError(f"acquire_waits needs a SQLAlchemy Engine, got {engine!r}")
+    recorder = _recorder_of(engine)
+    return recorder.wait_histogram.snapshot() if recorder.timed else None
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -499,6 +536,11 @@ _INFO: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
 """Keyed by the engine's dialect: shared with ``engine.execution_options()`` copies and
 kept across ``dispose()``."""
 _BUILT: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def built_engines() -> list[Engine]:
+    """Every engine ``connect()`` built that is still alive (for metrics)."""
+    return list(_BUILT)
 
 
 def _after_fork_in_child() -> None:
@@ -601,11 +643,16 @@ def _install_pgpool(engine: Engine, p: _Plan) -> None:
     def on_first_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
         children = _pgpool_children(dbapi_conn)
         if children is not None and wanted > children:
-            logger.warning(
+            log_event(
+                logger,
+                logging.WARNING,
+                "pgpool_too_small",
                 "pool of %d connections through Pgpool-II with num_init_children=%d: "
                 "Pgpool-II serves one client per child, the rest wait in its listen queue",
                 wanted,
                 children,
+                connections=wanted,
+                children=children,
             )
 
     event.listen(engine, "first_connect", on_first_connect)
@@ -716,6 +763,9 @@ def connect(
     if isinstance(engine.pool, _ObservedQueuePool):
         _install_checkout_checks(engine, p)
         _listen_counts(engine, engine.pool._cw, count_checkouts=False)
+        engine.pool._cw.label = redact(p.url)
+        waits = engine.pool._cw.wait_histogram
+        waits.name, waits.attributes = "pool_acquire_wait_seconds", {"pool": redact(p.url)}
     else:
         _recorder_of(engine)  # count from the start with what events show
     if p.pgpool:

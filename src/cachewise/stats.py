@@ -5,9 +5,13 @@ Pure data: ``cachewise.pool`` fills a ``PoolStats``; this module knows nothing o
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import threading
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,98 @@ class Counter:
     def value(self) -> int:
         """Events counted so far."""
         return int(repr(self._count)[6:-1])
+
+
+SECONDS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Bucket bounds for durations: half a millisecond (a local query) to ten seconds."""
+KEYS: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+"""Bucket bounds for batch sizes, in keys (``max_batch`` defaults to 1000)."""
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    """A distribution at one moment: ``counts[i]`` values were ``<= bounds[i]``.
+
+    Not cumulative; the last count is the values above every bound (``+Inf``).
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    sum: float
+
+    @property
+    def count(self) -> int:
+        """How many values were observed."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, values <= it)`` pairs ending with ``(inf, count)``, Prometheus's form."""
+        out, total = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+
+Sink = Callable[[str, Mapping[str, str], float], None]
+
+sink: Sink | None = None
+"""While OpenTelemetry is instrumented, every observed value also goes here (name,
+attributes, value): OTel histograms are recorded, not read. ``None`` otherwise."""
+
+LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Every cache not yet garbage-collected, for ``cachewise.metrics.instrument()``."""
+
+
+class Histogram:
+    """Counts of observed values per bucket, recorded where the work already happens.
+
+    Never on the hit path: a load, a flush batch, a pool acquire, an invalidation are
+    each far dearer than the lock taken here. Readers take a :class:`HistogramSnapshot`.
+    ``name`` and ``attributes`` identify it to the OpenTelemetry ``sink``.
+    """
+
+    __slots__ = ("_counts", "_lock", "_sum", "attributes", "bounds", "name")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...] = SECONDS,
+        name: str = "",
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.bounds = bounds
+        self.name = name
+        self.attributes: Mapping[str, str] = attributes or {}
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        """Count one value."""
+        index = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+        forward = sink
+        if forward is not None and self.name:
+            forward(self.name, self.attributes, value)
+
+    def snapshot(self) -> HistogramSnapshot:
+        """The counts so far (a consistent copy)."""
+        with self._lock:
+            return HistogramSnapshot(self.bounds, tuple(self._counts), self._sum)

@@ -278,7 +278,7 @@ def test_a_torn_tail_is_truncated_and_logged(
     size = segment.stat().st_size
     with segment.open("r+b") as f:
         f.truncate(size - cut)
-    with caplog.at_level(logging.WARNING, logger="cachewise.writeback.journal"):
+    with caplog.at_level(logging.WARNING, logger="cachewise.journal"):
         journal = FileJournal(path)
     try:
         assert [k for _, k, _ in _records(journal)] == ["a", "b"]
@@ -315,7 +315,7 @@ def test_the_zero_tail_of_a_killed_process_segment_is_not_damage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     segment = _unsealed_segment(tmp_path / "j", b"")
-    with caplog.at_level(logging.WARNING, logger="cachewise.writeback.journal"):
+    with caplog.at_level(logging.WARNING, logger="cachewise.journal"):
         journal = FileJournal(tmp_path / "j")
     try:
         assert [k for _, k, _ in _records(journal)] == [1, 2]
@@ -837,7 +837,7 @@ def test_a_record_at_the_limit_is_replayed(tmp_path: Path, monkeypatch: pytest.M
 
 
 def _logged(caplog: pytest.LogCaptureFixture, path: Path) -> str:
-    with caplog.at_level(logging.INFO, logger="cachewise.writeback.journal"):
+    with caplog.at_level(logging.INFO, logger="cachewise.journal"):
         FileJournal(path).close()
     return caplog.text
 

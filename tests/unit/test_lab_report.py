@@ -149,8 +149,8 @@ def test_the_html_report_opens_with_the_run_and_the_summary() -> None:
     table = page[summary:first_case]
     for case in cases:
         for kr in case.kinds:
-            assert f"<td><b>{kr.decision.winner}</b></td>" in table
-            assert f"<td>{kr.kind.name}</td>" in table
+            assert f'<td data-label="recommended"><b>{kr.decision.winner}</b></td>' in table
+            assert f'<td data-label="data">{kr.kind.name}</td>' in table
 
 
 def test_the_html_tables_show_every_column_a_reason_cites_with_units() -> None:

@@ -86,7 +86,7 @@ def test_statistics_know_nothing_of_the_pool() -> None:
 def test_every_command_lives_in_the_cli_package() -> None:
     commands = {name.rsplit(".", 1)[-1] for name in cachewise.cli.COMMANDS}
     assert all(name.startswith("cachewise.cli.") for name in cachewise.cli.COMMANDS)
-    assert commands == {"aggregate", "journal", "pool", "lab"}
+    assert commands == {"aggregate", "journal", "pool", "lab", "stats"}
     stray = [
         path.relative_to(PACKAGE).as_posix()
         for path in PACKAGE.rglob("*.py")

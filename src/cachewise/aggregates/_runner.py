@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cachewise._events import event
 from cachewise.aggregates._watch import Watcher
 from cachewise.aggregates.schedules import Backoff, Cron, Debouncer, Every, OnChange
 from cachewise.errors import CachewiseError
@@ -65,8 +66,17 @@ class Runner:
     def _main(self) -> None:
         try:
             self._loop()
-        except Exception:  # the thread must not die silently
-            logger.exception("aggregate %s: the refresh thread stopped on an error", self._name)
+        except Exception as exc:  # the thread must not die silently
+            event(
+                logger,
+                logging.ERROR,
+                "aggregate_thread_stopped",
+                "aggregate %s: the refresh thread stopped on an error",
+                self._name,
+                exc_info=True,
+                aggregate=self._name,
+                error=type(exc).__name__,
+            )
 
     def _loop(self) -> None:
         schedule = self._schedule
@@ -124,11 +134,17 @@ class Runner:
             return self._watcher.wait(timeout)
         except CachewiseError as exc:
             delay = backoff.failed()
-            logger.warning(
+            event(
+                logger,
+                logging.WARNING,
+                "aggregate_watcher_failed",
                 "aggregate %s: change watcher failed (%s); retrying in %.1fs",
                 self._name,
                 exc,
                 delay,
+                aggregate=self._name,
+                error=type(exc.__cause__ or exc).__name__,
+                retry_in=round(delay, 3),
             )
             if self.stop_event.wait(delay):
                 return False

@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cachewise._events import event
 from cachewise._redact import redact
 from cachewise._types import Key, check_seconds
 from cachewise.aggregates import _sql
@@ -263,6 +264,8 @@ class Aggregate:
         self._generation = state.generation
         self._last_error: str | None = state.last_error
         self._refreshes = 0
+        self._failing = 0
+        """Scheduled refreshes failed in a row (one outage is logged once)."""
         source = _ViewSource(
             self._engine,
             self.name,
@@ -353,13 +356,39 @@ class Aggregate:
             self._adopt(state)
 
     def _scheduled(self) -> bool:
+        """One scheduled refresh; an outage is logged once, and its end once."""
         try:
             self.refresh()
         except ClosedError:
             return True
         except CachewiseError as exc:
-            logger.warning("aggregate %s: scheduled refresh failed: %s", self.name, exc)
+            self._failing += 1
+            first = self._failing == 1
+            event(
+                logger,
+                logging.WARNING if first else logging.DEBUG,
+                "aggregate_refresh_failed" if first else "aggregate_refresh_retry_failed",
+                "aggregate %s: scheduled refresh failed (%s)%s",
+                self.name,
+                exc,
+                "; logged once until a refresh succeeds" if first else "",
+                aggregate=self.name,
+                attempt=self._failing,
+                error=type(exc.__cause__ or exc).__name__,
+            )
             return False
+        if self._failing:
+            event(
+                logger,
+                logging.INFO,
+                "aggregate_refresh_recovered",
+                "aggregate %s: refreshed again after %d failed scheduled refreshes",
+                self.name,
+                self._failing,
+                aggregate=self.name,
+                attempts=self._failing,
+            )
+            self._failing = 0
         return True
 
     def _adopt(self, state: State, *, unless_refreshed_since: int | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -20,6 +20,7 @@ from cachewise._redact import redact
 from cachewise._types import Key
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.invalidation import (
+    BusOutage,
     Invalidation,
     Subscriber,
     _pg_payloads,
@@ -27,8 +28,6 @@ from cachewise.invalidation import (
     encode_message,
     pg_bus_target,
 )
-
-logger = logging.getLogger("cachewise")
 
 
 async def _aclose(connection: Any) -> None:
@@ -50,6 +49,7 @@ class _AsyncListenerBus:
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
         """How many times the listener lost its connection and subscribed again."""
+        self._outage = BusOutage()
 
     @property
     def live(self) -> bool:
@@ -83,6 +83,7 @@ class _AsyncListenerBus:
     def _came_up(self) -> None:
         self._subscribers.deliver(Invalidation(keys=None, origin="", live=True))
         self._live.set()
+        self._outage.live(self)
 
     async def _run(self) -> None:
         delay = 0.05
@@ -93,9 +94,7 @@ class _AsyncListenerBus:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: reconnect, never die silently
-                logger.warning(
-                    "%r lost its connection (%s); reconnecting", self, type(exc).__name__
-                )
+                self._outage.lost(self, exc)
             if self._stopped:
                 break
             self.reconnects += 1
@@ -162,7 +161,7 @@ class AsyncRedisBus(_AsyncListenerBus):
 
     async def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
         self.start()
-        text = encode_message(keys, origin)
+        text = encode_message(keys, origin, time.time())
         try:
             await self._client.publish(self.channel, text.encode("utf-8"))
         except self._errors as exc:

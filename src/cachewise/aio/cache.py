@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from cachewise import _tracing
 from cachewise._cached import (
     AsyncMemoized,
     AsyncWrapper,
@@ -257,12 +258,14 @@ class AsyncCache(CacheLogic):
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh(self, key: Key, loader: AsyncLoader) -> None:
+        span = None if _tracing.tracer is None else _tracing.start("cachewise.refresh", self._span)
         try:
             await self._load(key, loader)
-        except Exception:
-            logger.warning(
-                "background refresh of %r failed; the entry expires as usual", key, exc_info=True
-            )
+        except Exception as exc:
+            _tracing.end(span, exc)
+            self._refresh_failed(key, exc)
+        else:
+            _tracing.end(span)
 
     async def _load(self, key: Key, loader: AsyncLoader | None, *, ttl: float | None = None) -> Any:
         while True:

@@ -87,14 +87,14 @@ class AsyncFlusher(Flusher):
         name: str = "cachewise",
         on_rejected: Callable[[list[Key]], object] | None = None,
     ) -> None:
-        self._init_state(policy, source, journal, clock, on_rejected)
+        self._init_state(policy, source, journal, clock, on_rejected, name=name)
         if journal is not None:
             self._replay(journal.inner)
         self._wake: asyncio.Event = asyncio.Event()  # type: ignore[assignment]
         self._room_event = asyncio.Event()
         self._pending_event = asyncio.Event()
         self._exclusive = asyncio.Lock()
-        self._backoff = Backoff(policy, rng)
+        self._backoff = Backoff(policy, rng, name=name, backlog=lambda: len(self._dirty))
         self._task: asyncio.Task[None] | None = None
         self._name = name
 
@@ -204,13 +204,14 @@ class AsyncFlusher(Flusher):
             if self._closed:
                 return
             started = time.monotonic()
+            written = 0
             try:
                 if self.dirty_count:
-                    await self._flush_in_background()
+                    written = await self._flush_in_background()
             except Exception:
                 delay = self._backoff.failed()
             else:
-                delay = self._backoff.succeeded(time.monotonic() - started)
+                delay = self._backoff.succeeded(time.monotonic() - started, written)
 
     # -- lifecycle ---------------------------------------------------------------------
 

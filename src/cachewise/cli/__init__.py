@@ -1,4 +1,4 @@
-"""The ``cachewise`` command: one module per subcommand (lab, journal, aggregate, pool)."""
+"""The ``cachewise`` command: one module per subcommand (lab, journal, aggregate, pool, stats)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS: tuple[str, ...] = (
     "cachewise.cli.aggregate",
     "cachewise.cli.journal",
     "cachewise.cli.pool",
+    "cachewise.cli.stats",
     "cachewise.cli.lab",
 )
 """Modules that each add subcommands with ``register(subparsers)``; one job per module."""

@@ -1,7 +1,9 @@
-"""A self-contained HTML report: one inline-SVG chart per case, no scripts, no network.
+"""A self-contained HTML report: inline CSS and SVG, no scripts, no network.
 
 It opens with the run (seed, database, store, date) and the Summary; each data kind
-then has its chart and its table with every measured column, units in the headers.
+then has its chart (the recommendation against the runner-up on the metric that
+decided, ``charts.py``) and its table with every measured column, units in the headers.
+Readable at a phone's width: the Summary stacks, wide tables scroll in their own box.
 """
 
 from __future__ import annotations
@@ -10,68 +12,31 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from cachewise.lab.columns import COLUMNS, for_objective
+from cachewise.lab import charts
+from cachewise.lab.columns import for_objective
 from cachewise.lab.runner import CaseResult, KindResult
-
-_BY_METRIC = {c.metric: c for c in COLUMNS}
-_CHART_METRICS: tuple[tuple[str, str], ...] = (
-    ("source_reads", "source reads"),
-    ("source_writes", "source writes"),
-    ("read_p99_us", "read p99 µs"),
-    ("write_p99_us", "write p99 µs"),
-    ("stale_reads", "stale reads"),
-    ("lost_writes", "lost writes"),
-)
-_LABEL_W = 230
-_COL_W = 150
-_ROW_H = 22
-_HEAD_H = 28
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1400px}
 h1{margin-bottom:.2rem}h2{margin-top:2.5rem;border-bottom:1px solid #ccc}
+h1,h2,h3,p{overflow-wrap:anywhere}
 .dim{color:#666}.ok{color:#187a2f;font-weight:bold}.bad{color:#b3261e;font-weight:bold}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 td,th{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
 td:first-child,th:first-child{text-align:left}tr.win{background:#e6f4ea}
 table.summary td,table.summary th{text-align:left}
+figure{margin:.8rem 0;max-width:560px}svg.chart{display:block;width:100%;height:auto}
+figcaption{font-size:.85rem}
+@media (max-width:640px){
+body{margin:1rem}
+table.summary,table.summary tbody,table.summary tr,table.summary td{display:block}
+table.summary tr:first-child{display:none}
+table.summary tr{border:1px solid #ddd;margin:.5rem 0;padding:.3rem}
+table.summary td{border:none;padding:.1rem .2rem}
+table.summary td::before{content:attr(data-label) ": ";color:#666}
+}
 """
-
-
-def _fmt(metric: str, value: float) -> str:
-    return _BY_METRIC[metric].cell(value)
-
-
-def chart(kr: KindResult) -> str:
-    """Small multiples: one bar column per metric, one row per strategy (winner first)."""
-    ranking = kr.decision.ranking
-    width = _LABEL_W + _COL_W * len(_CHART_METRICS)
-    height = _HEAD_H + _ROW_H * len(ranking) + 6
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-size="12" role="img" aria-label="{escape(kr.kind.name)} chart">'
-    ]
-    for col, (metric, label) in enumerate(_CHART_METRICS):
-        x = _LABEL_W + col * _COL_W
-        parts.append(f'<text x="{x}" y="16" font-weight="bold">{escape(label)}</text>')
-        top = max(float(kr.results[s].get(metric, 0)) for s in ranking) or 1.0
-        for row, strategy in enumerate(ranking):
-            value = float(kr.results[strategy].get(metric, 0))
-            y = _HEAD_H + row * _ROW_H
-            bar = (_COL_W - 60) * value / top
-            color = "#2e7d32" if strategy == kr.decision.winner else "#7a8ca3"
-            parts.append(
-                f'<rect x="{x}" y="{y + 3}" width="{bar:.1f}" height="{_ROW_H - 8}" '
-                f'fill="{color}"/>'
-                f'<text x="{x + bar + 4:.1f}" y="{y + 15}">{escape(_fmt(metric, value))}</text>'
-            )
-    for row, strategy in enumerate(ranking):
-        y = _HEAD_H + row * _ROW_H + 15
-        weight = ' font-weight="bold"' if strategy == kr.decision.winner else ""
-        mark = "★ " if strategy == kr.decision.winner else ""
-        parts.append(f'<text x="4" y="{y}"{weight}>{escape(mark + strategy)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _table(kr: KindResult) -> str:
@@ -85,7 +50,7 @@ def _table(kr: KindResult) -> str:
         cells = "".join(f"<td>{c.cell(float(metrics.get(c.metric, 0)))}</td>" for c in columns)
         why = escape(kr.decision.reasons.get(s, ""))
         rows.append(f"<tr{cls}><td>{escape(s)}</td>{cells}<td>{why}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    return '<div class="scroll"><table>' + "".join(rows) + "</table></div>"
 
 
 def _summary(cases: list[CaseResult]) -> str:
@@ -99,10 +64,12 @@ def _summary(cases: list[CaseResult]) -> str:
             verdict = '<span class="ok">✓</span>' if agree else '<span class="bad">✗</span>'
             runner = f"{d.runner_up}: {kr.cost}" if d.runner_up else ""
             rows.append(
-                f"<tr><td>{escape(case.name)}</td>"
-                f"<td>{escape(kr.kind.name)}</td><td><b>{escape(d.winner)}</b></td>"
-                f"<td>{escape(kr.kind.workshop)}</td><td>{verdict}</td>"
-                f"<td>{escape(runner)}</td></tr>"
+                f'<tr><td data-label="case">{escape(case.name)}</td>'
+                f'<td data-label="data">{escape(kr.kind.name)}</td>'
+                f'<td data-label="recommended"><b>{escape(d.winner)}</b></td>'
+                f'<td data-label="workshop">{escape(kr.kind.workshop)}</td>'
+                f'<td data-label="agrees">{verdict}</td>'
+                f'<td data-label="runner-up">{escape(runner)}</td></tr>'
             )
     return '<table class="summary">' + "".join(rows) + "</table>"
 
@@ -126,13 +93,14 @@ def _kind(kr: KindResult) -> str:
     verdict = (
         '<span class="ok">✓ agrees</span>'
         if agree
-        else f'<span class="bad">✗ differs</span> ({escape(kr.workshop_cost or "")})'
+        else '<span class="bad">✗ differs</span>'
+        + (f" ({escape(kr.workshop_cost)})" if kr.workshop_cost else "")
     )
     out = [
         f"<h3>{escape(kr.kind.name)}</h3>",
         f"<p><b>objective:</b> {escape(kr.kind.objective.summary)}<br>"
         f'<span class="dim">{escape(kr.kind.objective.describe())}</span></p>',
-        chart(kr),
+        charts.figure(kr),
         f"<p><b>recommended:</b> {escape(d.winner)}<br>",
     ]
     if d.runner_up:
@@ -171,6 +139,7 @@ def render(
         body.extend(f'<p class="dim">note: {escape(n)}</p>' for n in case.notes)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         + "\n".join(part for part in body if part)
         + "</body></html>\n"

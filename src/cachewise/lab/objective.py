@@ -137,24 +137,42 @@ def decide(results: Metrics, objective: Objective, order: Sequence[str]) -> Deci
     return Decision(ranking=survivors + out, reasons=reasons)
 
 
+def deciding(
+    results: Metrics, objective: Objective, winner: str, other: str
+) -> tuple[Criterion, bool] | None:
+    """The criterion that put ``winner`` ahead of ``other``, and whether it was decisive.
+
+    Decisive: ``other`` is outside the tolerance there. Otherwise the tie-breaker ``decide``
+    used (counts before latencies), flagged not decisive. ``None`` when ``other`` is as
+    good on every criterion (the earlier candidate was kept).
+    """
+    worse: list[Criterion] = []
+    for crit in objective.criteria:
+        mine = float(results[winner][crit.metric])
+        theirs = float(results[other][crit.metric])
+        if theirs > mine if crit.goal == "min" else theirs < mine:
+            if not crit.ok(theirs, mine):
+                return crit, True
+            worse.append(crit)
+    if not worse:
+        return None
+    return min(worse, key=lambda c: c.metric.endswith("_us")), False
+
+
 def cost(results: Metrics, objective: Objective, winner: str, other: str) -> str:
     """What choosing ``other`` instead of ``winner`` costs.
 
     The criterion that eliminated ``other``; if it survived every criterion, the one
     that broke the tie (counts before latencies, as ``decide`` does).
     """
-    worse = []
-    for crit in objective.criteria:
-        mine = float(results[winner][crit.metric])
-        theirs = float(results[other][crit.metric])
-        if theirs > mine if crit.goal == "min" else theirs < mine:
-            if not crit.ok(theirs, mine):
-                return _compare(crit.metric, mine, theirs)
-            worse.append((crit.metric.endswith("_us"), crit.metric, mine, theirs))
-    if not worse:
+    found = deciding(results, objective, winner, other)
+    if found is None:
         return "ties on every criterion (kept the earlier candidate)"
-    _, metric, mine, theirs = min(worse, key=lambda w: w[0])
-    return f"{_compare(metric, mine, theirs)} (within tolerance; breaks the tie)"
+    crit, decisive = found
+    text = _compare(
+        crit.metric, float(results[winner][crit.metric]), float(results[other][crit.metric])
+    )
+    return text if decisive else f"{text} (within tolerance; breaks the tie)"
 
 
 def _compare(metric: str, mine: float, theirs: float) -> str:

@@ -45,6 +45,7 @@ from typing import Any, Final
 import redis
 from redis.exceptions import RedisError
 
+from cachewise._events import event
 from cachewise._flow import Flow, run
 from cachewise._redact import leaks, parses, redact, secrets
 from cachewise._types import MISSING, Key, check_seconds, check_ttl
@@ -56,7 +57,7 @@ from cachewise.stores import _redis_scripts as scripts
 from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.base import LoadTicket, PreparedWrite
 
-logger = logging.getLogger("cachewise")
+logger = logging.getLogger("cachewise.redis")
 
 _SCHEMES: Final = ("redis://", "rediss://", "unix://")
 _NAMESPACE: Final = re.compile(r"[!-z|~]+")  # printable ASCII, no space, no { }
@@ -358,7 +359,16 @@ class RedisStore:
             return self.codec.decode(data[_epoch.STAMP_SIZE :], key=wire)
         except CodecError as exc:
             self._rejected.add()
-            logger.debug("rejected value at %r: %s", wire, exc)
+            event(
+                logger,
+                logging.DEBUG,
+                "value_rejected",
+                "rejected value at %r: %s",
+                wire,
+                exc,
+                key=wire.decode("utf-8", "replace"),
+                error=type(exc).__name__,
+            )
             return MISSING
 
     # -- reads ---------------------------------------------------------------------------

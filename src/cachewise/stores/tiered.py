@@ -15,6 +15,7 @@ to L2 until the bus has resubscribed, when L1 is cleared again and used again.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from cachewise._flow import Flow, run
 from cachewise._types import MISSING, Key, check_seconds
 from cachewise.errors import ConfigurationError
 from cachewise.invalidation import Invalidation, InvalidationBus, RedisBus, new_origin
+from cachewise.stats import Histogram
 from cachewise.stores.base import Claim, HitPath, LoadTicket, PreparedWrite
 from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
@@ -80,6 +82,8 @@ class TieredStore:
         bus.subscribe(self._on_invalidation)
         self._set_serving(bus.live)  # a message may have flipped it while we subscribed
         self.invalidations_received = 0
+        self.invalidation_lag = Histogram(name="invalidation_lag_seconds")
+        """Seconds from another process's publish to this L1's drop (``Cache.histograms``)."""
         """Keys (or "everything" messages) dropped from L1 because another process said so."""
 
     def _default_bus(self, l2: RedisStore, ready_timeout: float) -> InvalidationBus:
@@ -104,6 +108,8 @@ class TieredStore:
             else:
                 self.l1.delete_many(message.keys)
             self.invalidations_received += 1 if message.keys is None else len(message.keys)
+        if message.sent is not None:  # publish there to the L1 drop here (wall clocks)
+            self.invalidation_lag.observe(max(0.0, time.time() - message.sent))
 
     def _hot_get(self) -> Callable[[Key], Any]:
         # Calls L1 directly: while the bus is not live L1 is empty and nothing fills

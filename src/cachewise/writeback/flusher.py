@@ -40,13 +40,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from cachewise import _tracing
+from cachewise._events import event
 from cachewise._flow import Flow, run
 from cachewise._types import MISSING, Clock, Key
 from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
-from cachewise.writeback.background import FlushLoop, close_at_exit, closed
+from cachewise.writeback.background import BatchTimes, FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, DirtySet, Rejected
 from cachewise.writeback.lag import PENDING_LIMIT, SAMPLE_EVERY, LagSummary, LagWindow
 from cachewise.writeback.rejection import isolate_flow, log_parked, refused_error
@@ -132,7 +134,7 @@ class Flusher:
         name: str = "cachewise",
         on_rejected: Callable[[list[Key]], object] | None = None,
     ) -> None:
-        self._init_state(policy, source, journal, clock, on_rejected)
+        self._init_state(policy, source, journal, clock, on_rejected, name=name)
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
         if journal is not None:
@@ -144,6 +146,7 @@ class Flusher:
             wake=self._wake,
             rng=rng,
             name=name,
+            backlog=lambda: len(self._dirty),
         )
         self._loop.start()
         close_at_exit(self)
@@ -155,8 +158,12 @@ class Flusher:
         journal: Any,
         clock: Clock,
         on_rejected: Callable[[list[Key]], object] | None = None,
+        *,
+        name: str = "cachewise",
     ) -> None:
         """The state both drivers keep (this thread-driven one and ``aio``'s task-driven one)."""
+        self._name = name
+        self.batch_times = BatchTimes(name)
         self.policy = policy
         self._source = source
         self._validate = source.validate if isinstance(source, ValidatingSource) else None
@@ -197,8 +204,17 @@ class Flusher:
         # Monotonic across restarts even when the journal was compacted to nothing.
         self._dirty.advance(journal.last_seq)
         if count:
-            logger.info(
-                "write-back journal replayed %d records, %d dirty keys", count, len(self._dirty)
+            event(
+                logger,
+                logging.INFO,
+                "journal_replayed",
+                "write-back %s: journal replayed %d records, %d dirty keys",
+                self._name,
+                count,
+                len(self._dirty),
+                cache=self._name,
+                records=count,
+                keys=len(self._dirty),
             )
 
     def dirty_entry(self, key: Key) -> DirtyEntry | None:
@@ -410,7 +426,7 @@ class Flusher:
             batch_refused = yield from self._write_batch_flow(batch)
             parked = self._settle(batch, batch_refused)
             if parked:
-                log_parked(parked)
+                log_parked(parked, self._name)
                 if self._on_rejected is not None:
                     yield self._on_rejected, ([key for key, _ in parked],)
             refused.update(batch_refused)
@@ -421,16 +437,23 @@ class Flusher:
         saves = {key: e.value for key, e in batch if e.value is not TOMBSTONE}
         removes = {key: e.value for key, e in batch if e.value is TOMBSTONE}
         refused: dict[Key, str] = {}
+        span = None
+        if _tracing.tracer is not None:
+            span = _tracing.start("cachewise.flush", {"cache": self._name, "keys": len(batch)})
+        started = time.monotonic()
         try:
             if saves:
                 refused.update((yield from isolate_flow(self._source.save_many, saves, _split)))
             if removes:
                 refused.update((yield from isolate_flow(self._remove, removes, _split)))
         except Exception as exc:
+            _tracing.end(span, exc)
             self.flush_failures.add()
             raise FlushError(
                 f"write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
             ) from exc
+        _tracing.end(span)
+        self.batch_times.observe(started, len(batch))
         self.flushes.add()
         self.source_writes.add_many(len(batch) - len(refused))
         return refused
@@ -593,7 +616,19 @@ class Flusher:
         """Report what the close left behind (both drivers)."""
         if error is not None:
             lost = "kept in the journal" if self._journal is not None else "LOST (no journal)"
-            logger.error("write-back closed with %d dirty keys %s", len(self._dirty), lost)
+            event(
+                logger,
+                logging.ERROR,
+                "closed_dirty",
+                "write-back %s closed with %d dirty keys %s",
+                self._name,
+                len(self._dirty),
+                lost,
+                cache=self._name,
+                keys=len(self._dirty),
+                journal=self._journal is not None,
+                error=type(error).__name__,
+            )
             raise error
         parked = self.rejected()
         if not parked:

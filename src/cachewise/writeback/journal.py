@@ -78,7 +78,7 @@ from cachewise.policies import FsyncMode, WriteBack
 from cachewise.stores.base import Store
 from cachewise.writeback import _journal_format as fmt
 
-logger = logging.getLogger("cachewise.writeback.journal")
+logger = logging.getLogger("cachewise.journal")
 
 __all__ = ["FileJournal", "Inspection", "fault_hook", "inspect_journal", "open_journal"]
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from cachewise._events import event
 from cachewise._flow import Flow, run
 from cachewise._types import Key
 from cachewise.errors import FlushError, InvalidKeyError, InvalidValueError, RejectedError
@@ -61,14 +62,21 @@ def isolate(
     return run(isolate_flow(write, items, on_split))
 
 
-def log_parked(parked: Iterable[tuple[Key, str]]) -> None:
-    """One line per parked key, naming it and the source's reason."""
+def log_parked(parked: Iterable[tuple[Key, str]], name: str = "cachewise") -> None:
+    """One line per parked key (a key is parked once), naming it and the source's reason."""
     for key, reason in parked:
-        logger.error(
-            "write-back: the source refused the write of key %r (%s); it is parked, not "
+        event(
+            logger,
+            logging.ERROR,
+            "row_refused",
+            "write-back %s: the source refused the write of key %r (%s); it is parked, not "
             "retried: see Cache.rejected(), retry_rejected(), discard_rejected()",
+            name,
             key,
             reason,
+            cache=name,
+            key=repr(key),
+            reason=reason,
         )
 
 

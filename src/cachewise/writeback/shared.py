@@ -72,6 +72,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from cachewise import _tracing
+from cachewise._events import event
 from cachewise._types import MISSING, Key, check_seconds
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import (
@@ -87,7 +89,7 @@ from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
-from cachewise.writeback.background import FlushLoop, close_at_exit, closed
+from cachewise.writeback.background import BatchTimes, FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, Rejected
 from cachewise.writeback.lag import LagSummary, LagWindow
 from cachewise.writeback.rejection import isolate, log_parked, refused_error
@@ -285,6 +287,9 @@ end
 return out
 """
 
+_REPORTED_MAX: Final = 10_000
+"""Undecodable keys remembered so each is logged once (past this many, no more lines)."""
+
 _CHUNK: Final = 256
 """Keys per script call: long enough to amortise a round trip, short enough that one
 script never holds Redis (single-threaded) for long."""
@@ -301,6 +306,42 @@ class _Claimed:
     value: Any
     since_ms: int
     """When the oldest write this flush covers was made (the mark's ``f``)."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A shared write-back's backlog as Redis holds it, readable by any process."""
+
+    dirty: int
+    """Keys in the dirty index: every process's unflushed writes."""
+    oldest_dirty_age: float
+    """Seconds the oldest dirty key has waited (0.0 when nothing is dirty)."""
+    claimed: int
+    """Of the ``sampled`` oldest dirty keys, how many a flusher holds a claim on now."""
+    sampled: int
+
+
+def read_backlog(client: Any, namespace: str, *, sample: int = 1000) -> Backlog:
+    """The backlog of the shared write-back in ``namespace``, read-only, in two round trips.
+
+    Claims are counted over the ``sample`` oldest dirty keys (a flusher takes keys oldest
+    first), so the cost stays bounded however large the backlog.
+    """
+    index = f"{namespace}:{{~dirty}}:z".encode()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zcard(index)
+        pipe.zrange(index, 0, sample - 1, withscores=True)
+        dirty, oldest = pipe.execute()
+    prefix = f"{namespace}:{{"
+    claims = [f"{prefix}{m.decode()}}}:c".encode() for m, _ in oldest]
+    claimed = 0
+    if claims:
+        with client.pipeline(transaction=False) as pipe:
+            for claim in claims:  # one key each: a cluster may hold them on different nodes
+                pipe.exists(claim)
+            claimed = sum(pipe.execute())
+    age = max(0.0, time.time() - float(oldest[0][1]) / 1000.0) if oldest else 0.0
+    return Backlog(int(dirty), age, int(claimed), len(claims))
 
 
 def _token(now_ms: int) -> str:
@@ -393,12 +434,19 @@ class SharedFlusher:
         self._lag_lock = threading.Lock()
         self._coalesced = Counter()
         self.undecodable = Counter()
+        self._reported: set[bytes] = set()
         """Dirty marks whose value failed to decode (left dirty, logged, never written)."""
         self.flushes = Counter()
         self.flush_failures = Counter()
         self.source_writes = Counter()
+        self.batch_times = BatchTimes(name)
+        self._name = name
         self._loop = FlushLoop(
-            policy, self._flush_in_background, lambda: self.dirty_count > 0, name=name
+            policy,
+            self._flush_in_background,
+            lambda: self.dirty_count > 0,
+            name=name,
+            backlog=self._backlog,
         )
         self._loop.start()
         close_at_exit(self)
@@ -448,9 +496,8 @@ class SharedFlusher:
         else:
             try:
                 value = self._codec.decode(payload, key=base + b"v")
-            except CodecError:
-                self.undecodable.add()
-                logger.warning("dirty value of %r failed to decode; not served", key)
+            except CodecError as exc:
+                self._reject(base, encode_key(key), exc)
                 return None
         return DirtyEntry(int(seq), value, int(since or 0) / 1000.0)
 
@@ -463,6 +510,36 @@ class SharedFlusher:
     def dirty_count(self) -> int:
         """Keys in the shared dirty index: the backlog of every process."""
         return int(self._call("ZCARD", self._client.zcard, self._index[0]))
+
+    def _reject(self, base: bytes, key: str, exc: Exception) -> None:
+        """Count a dirty row that cannot be decoded; log it once per key, not per flush.
+
+        ``key`` is the key as encoded in Redis (``codecs.encode_key``): it may not decode.
+        """
+        self.undecodable.add()
+        if base in self._reported or len(self._reported) >= _REPORTED_MAX:
+            return
+        self._reported.add(base)
+        event(
+            logger,
+            logging.WARNING,
+            "undecodable_row",
+            "shared write-back %s: the dirty value of %s cannot be decoded (%s); it stays "
+            "dirty, is never written nor served (logged once per key)",
+            self._name,
+            key,
+            type(exc).__name__,
+            cache=self._name,
+            key=key,
+            error=type(exc).__name__,
+        )
+
+    def _backlog(self) -> int | None:
+        """The dirty count for a log line, or None when Redis cannot say (it may be down)."""
+        try:
+            return self.dirty_count
+        except Exception:
+            return None
 
     @property
     def coalesced(self) -> int:
@@ -497,7 +574,16 @@ class SharedFlusher:
             try:
                 keys.append(decode_key(member.decode()))
             except (InvalidKeyError, UnicodeDecodeError):
-                logger.warning("undecodable member %r in the dirty index", member)
+                event(
+                    logger,
+                    logging.WARNING,
+                    "undecodable_index_member",
+                    "shared write-back %s: undecodable member %r in the dirty index",
+                    self._name,
+                    member,
+                    cache=self._name,
+                    key=member.decode("utf-8", "replace"),
+                )
         return keys
 
     # -- parked keys -------------------------------------------------------------------
@@ -510,7 +596,16 @@ class SharedFlusher:
             try:
                 key = decode_key(member.decode())
             except (InvalidKeyError, UnicodeDecodeError):
-                logger.warning("undecodable member %r in the parked set", member)
+                event(
+                    logger,
+                    logging.WARNING,
+                    "undecodable_parked_member",
+                    "shared write-back %s: undecodable member %r in the parked set",
+                    self._name,
+                    member,
+                    cache=self._name,
+                    key=member.decode("utf-8", "replace"),
+                )
                 continue
             entry = self.rejected_entry(key)
             if entry is not None:
@@ -528,8 +623,7 @@ class SharedFlusher:
         try:
             value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
         except CodecError:
-            self.undecodable.add()
-            logger.warning("parked value of %r failed to decode", key)
+            self._reject(base, encode_key(key), CodecError("parked value"))
             return None
         return Rejected(value, (reason or b"").decode(errors="replace"), int(seq))
 
@@ -734,8 +828,7 @@ class SharedFlusher:
             key = decode_key(member.decode())
             value = TOMBSTONE if tomb == b"1" else self._codec.decode(payload, key=base + b"v")
         except (CodecError, InvalidKeyError, UnicodeDecodeError) as exc:
-            self.undecodable.add()
-            logger.warning("dirty mark %r cannot be decoded (%s); left dirty", member, exc)
+            self._reject(base, member.decode("utf-8", "replace"), exc)
             return None
         return _Claimed(member, key, base, seq, value, int(since or 0))
 
@@ -745,20 +838,36 @@ class SharedFlusher:
         removes = {c.key: c.value for c in batch if c.value is TOMBSTONE}
         refused: dict[Key, str] = {}
         split = _split_hook(batch)
+        span = None
+        if _tracing.tracer is not None:
+            span = _tracing.start("cachewise.flush", {"cache": self._name, "keys": len(batch)})
+        started = time.monotonic()
         try:
             if saves:
                 refused.update(isolate(self._source.save_many, saves, split))
             if removes:
                 refused.update(isolate(self._remove, removes, split))
         except Exception as exc:
+            _tracing.end(span, exc)
             self.flush_failures.add()
             try:
                 self._release(batch, claim, flushed=False)
             except Exception:  # the claims expire by themselves
-                logger.warning("could not release claims after a failed flush", exc_info=True)
+                event(
+                    logger,
+                    logging.DEBUG,
+                    "claims_not_released",
+                    "shared write-back %s: could not release claims after a failed flush; "
+                    "they expire by themselves",
+                    self._name,
+                    cache=self._name,
+                    keys=len(batch),
+                )
             raise FlushError(
                 f"shared write-back could not flush {len(batch)} keys; they stay dirty: {exc}"
             ) from exc
+        _tracing.end(span)
+        self.batch_times.observe(started, len(batch))
         self.flushes.add()
         self.source_writes.add_many(len(batch) - len(refused))
         return refused
@@ -792,7 +901,7 @@ class SharedFlusher:
             self._call("unindex", self._unindex, keys=list(self._index), args=unindex)
         if stale:
             self._call("SREM", self._client.srem, self._parked, *stale)
-        log_parked(parked)
+        log_parked(parked, self._name)
 
     def _settle_all(
         self, keys: list[tuple[bytes, bytes]], claim: bytes, *, flushed: bool
@@ -846,10 +955,20 @@ class SharedFlusher:
                 keys=[b + b"v", b + b"n", b + b"d"],
                 args=[token, now, self._store.stamp()],
             )
-            logger.warning(
-                "flush of %r outlived its claim (claim_ttl too short?); %s",
+            outcome = (
+                "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value"
+            )
+            event(
+                logger,
+                logging.WARNING,
+                "claim_outlived",
+                "shared write-back %s: flush of %r outlived its claim (claim_ttl too short?); %s",
+                self._name,
                 c.key,
-                "marked dirty again" if done == 1 else "already dirty" if done == 0 else "no value",
+                outcome,
+                cache=self._name,
+                key=encode_key(c.key),
+                outcome=outcome,
             )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -871,5 +990,16 @@ class SharedFlusher:
         self._loop.stop(timeout)
         closed(self)
         if error is not None:
-            logger.error("shared write-back closed with keys still dirty in Redis")
+            event(
+                logger,
+                logging.ERROR,
+                "closed_dirty",
+                "shared write-back %s closed with keys still dirty in Redis (any process may "
+                "flush them)",
+                self._name,
+                cache=self._name,
+                keys=self._backlog(),
+                journal=True,
+                error=type(error).__name__,
+            )
             raise error
