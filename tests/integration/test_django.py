@@ -228,15 +228,23 @@ def test_memory_async_methods_run_inline_without_suspending(memory: CacheBackend
     assert run_inline(memory.aget_or_set("k", 7)) == 7
 
 
-def test_redis_async_methods_fall_back_to_a_thread(on_redis: CacheBackend) -> None:
-    async def roundtrip() -> Any:
-        await on_redis.aset("k", {"v": 1})
-        return await on_redis.aget("k")
-
+def test_tiered_and_memcached_async_methods_fall_back_to_a_thread(
+    redis_url: str, on_memcached: CacheBackend, unique_name: str
+) -> None:
     from django.core.cache.backends.base import BaseCache
 
-    assert on_redis.aget.__func__ is BaseCache.aget  # Django's sync_to_async, for now
-    assert asyncio.run(roundtrip()) == {"v": 1}
+    tiered = backend(redis_url, namespace=unique_name, tiered=True)
+
+    async def roundtrip(cache: CacheBackend) -> Any:
+        await cache.aset("k", {"v": 1})
+        return await cache.aget("k")
+
+    try:
+        for cache in (tiered, on_memcached):
+            assert cache.aget.__func__ is BaseCache.aget  # Django's sync_to_async
+            assert asyncio.run(roundtrip(cache)) == {"v": 1}
+    finally:
+        tiered.clear()
 
 
 # -- ModelSource ------------------------------------------------------------------------------
@@ -316,9 +324,10 @@ def test_every_strategy_works_with_the_orm(product: tuple[type[Any], str], write
         assert cache.stats.source_writes >= 1
 
 
-def test_django_page_examples_run(unique_name: str) -> None:
+def test_django_page_examples_run(unique_name: str, redis_url: str) -> None:
     page = Path(__file__).resolve().parents[2] / "docs" / "django.md"
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    text = page.read_text().replace("redis://127.0.0.1:6379/0", redis_url)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     assert len(blocks) >= 3
     model = test_settings.make_model(unique_name)
     model._default_manager.create(sku="tea", name="Tea", price=Decimal("3.10"))
