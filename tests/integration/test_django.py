@@ -250,9 +250,12 @@ def test_tiered_and_memcached_async_methods_fall_back_to_a_thread(
 # -- ModelSource ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", pytest.param("mysql", marks=pytest.mark.mysql)])
 def product(request: pytest.FixtureRequest, unique_name: str) -> Iterator[tuple[type[Any], str]]:
     using = "default"
+    if request.param == "mysql":
+        using = "my"
+        test_settings.add_database(using, request.getfixturevalue("mysql_url"))
     if request.param == "postgres":
         url = request.getfixturevalue("postgres_url")
         if "pgbouncer=true" in url:  # Django's psycopg prepares: not in transaction mode

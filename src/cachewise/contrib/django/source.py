@@ -26,7 +26,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, DataError, IntegrityError, router, transaction
-from django.db.models import Model
+from django.db.models import Model, UniqueConstraint
 from django.db.models.deletion import ProtectedError, RestrictedError
 
 from cachewise._types import MISSING, Key
@@ -61,6 +61,8 @@ class ModelSource:
         self._fields = {f.attname: f for f in meta.concrete_fields}
         # Validating a relation field queries the database; the database checks it anyway.
         self._unchecked = frozenset(f.name for f in meta.concrete_fields if f.is_relation)
+        self._other_unique = _other_unique(meta, field)
+        """Whether a unique index besides the key's exists (MySQL's upsert would use it)."""
 
     def __repr__(self) -> str:
         return f"ModelSource({self.model._meta.label}, key={self._key.name!r})"
@@ -180,15 +182,43 @@ class ModelSource:
         db = self._db(write=True)
         from django.db import connections  # noqa: PLC0415 - the alias is known only now
 
-        # MySQL/MariaDB's ON DUPLICATE KEY UPDATE takes no conflict target.
-        unique = None if connections[db].vendor == "mysql" else [self._key.name]
+        manager = self.model._default_manager.using(db)
+        mysql = connections[db].vendor == "mysql"
         with self._errors("save_many"), transaction.atomic(using=db):
-            if update:
-                self.model._default_manager.using(db).bulk_create(
+            if mysql and self._other_unique:
+                self._save_own_rows(manager, objects, update)
+            elif update:
+                # MySQL/MariaDB's ON DUPLICATE KEY UPDATE takes no conflict target (and,
+                # the key being the only unique index here, can only fire on the key).
+                unique = None if mysql else [self._key.name]
+                manager.bulk_create(
                     objects, update_conflicts=True, unique_fields=unique, update_fields=update
                 )
             else:  # only the key: insert what is missing
-                self.model._default_manager.using(db).bulk_create(objects, ignore_conflicts=True)
+                manager.bulk_create(objects, ignore_conflicts=True)
+
+    def _save_own_rows(self, manager: Any, objects: list[Model], update: list[str]) -> None:
+        """MySQL/MariaDB with unique fields besides the key: change only each key's own row.
+
+        ``ON DUPLICATE KEY UPDATE`` would fire on any unique index, so a new row whose
+        other unique field equals another row's would update that other row. Instead:
+        lock the rows of the keys that exist, ``bulk_update`` them (by primary key, so
+        only they change), and ``bulk_create`` the others without a conflict clause, so
+        a clash on another unique field is an IntegrityError (RejectedError).
+        """
+        name = self._key.attname
+        keys = [getattr(obj, name) for obj in objects]
+        found = dict(
+            manager.select_for_update().filter(**{f"{name}__in": keys}).values_list(name, "pk")
+        )
+        old = [obj for obj in objects if getattr(obj, name) in found]
+        new = [obj for obj in objects if getattr(obj, name) not in found]
+        for obj in old:
+            obj.pk = found[getattr(obj, name)]
+        if old and update:
+            manager.bulk_update(old, update)
+        if new:
+            manager.bulk_create(new)
 
     def remove(self, key: Key) -> None:
         self.remove_many([key])
@@ -201,3 +231,12 @@ class ModelSource:
         with self._errors("remove_many"), transaction.atomic(using=db):
             manager = self.model._default_manager.using(db)
             manager.filter(**{f"{self._key.attname}__in": wanted}).delete()
+
+
+def _other_unique(meta: Any, key: Any) -> bool:
+    """Whether the model has a unique field, unique_together or UniqueConstraint besides ``key``."""
+    if any((f.unique or f.primary_key) and f is not key for f in meta.concrete_fields):
+        return True
+    if meta.unique_together:
+        return True
+    return any(isinstance(c, UniqueConstraint) for c in meta.constraints)
