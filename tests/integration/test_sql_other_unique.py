@@ -192,3 +192,30 @@ async def test_the_async_source_rejects_the_clash_too(engine: sa.Engine, people:
     rows = _rows(engine, people)
     assert rows[1] == BEFORE[1]
     assert rows[3]["email"] == "three@x"
+
+
+def test_tuple_and_date_keys_keep_finding_their_own_rows(
+    engine: sa.Engine, unique_name: str
+) -> None:
+    # SQLAlchemy's SQLite Date takes date objects only: a text day there.
+    day: Any = sa.String(10) if engine.dialect.name == "sqlite" else sa.Date
+    table = sa.Table(
+        unique_name,
+        sa.MetaData(),
+        sa.Column("shop", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("day", day, primary_key=True),
+        sa.Column("code", sa.String(10), nullable=False, unique=True),
+        sa.Column("total", sa.Integer),
+    )
+    table.create(engine)
+    try:
+        source = SQLSource(engine, table=unique_name, key=("shop", "day"))
+        source.save_many({(1, "2026-12-04"): {"code": "a", "total": 1}})
+        source.save_many({(1, "2026-12-04"): {"code": "a", "total": 2}})  # its own row
+        with pytest.raises(RejectedError):
+            source.save_many({(2, "2026-12-04"): {"code": "a", "total": 9}})
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.shop, table.c.code, table.c.total)).all()
+        assert [tuple(r) for r in rows] == [(1, "a", 2)]
+    finally:
+        table.drop(engine)

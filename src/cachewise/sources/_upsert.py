@@ -168,6 +168,18 @@ def _own_row_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[s
     return insert.on_duplicate_key_update([*[(c, new[c]) for c in target.key], *rest])
 
 
+def _as_kinds(found: tuple[Any, ...], kinds: Sequence[type]) -> tuple[Any, ...]:
+    """A key read back from the database in the Python types the written keys have.
+
+    A key column of a type cache keys do not have (a DATE keyed by ``"2026-12-04"``)
+    reads back as another type; compared as is, an existing row would look new.
+    """
+    return tuple(
+        part if isinstance(part, kind) or kind not in (str, int) else kind(part)
+        for part, kind in zip(found, kinds, strict=True)
+    )
+
+
 def own_row_form(
     conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> None:
@@ -183,7 +195,8 @@ def own_row_form(
     key_cols = [table.c[c] for c in target.key]
     keys = [tuple(row[c] for c in target.key) for row in rows]
     lookup = sa.select(*key_cols).where(sa.tuple_(*key_cols).in_(keys)).with_for_update()
-    existing = {tuple(found) for found in conn.execute(lookup)}
+    kinds = [type(part) for part in keys[0]]
+    existing = {_as_kinds(tuple(found), kinds) for found in conn.execute(lookup)}
     old = [row for row, key in zip(rows, keys, strict=True) if key in existing]
     new = [row for row, key in zip(rows, keys, strict=True) if key not in existing]
     if old:
