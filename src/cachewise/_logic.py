@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cachewise import _tracing
 from cachewise._events import event
 from cachewise._flow import Call, Flow
-from cachewise._types import MISSING, Key, check_key, check_ttl
+from cachewise._types import MISSING, Key, check_key, check_ttl, implements
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
 from cachewise.policies import (
     CacheAside,
@@ -116,7 +116,7 @@ class CacheLogic:
         self._read_ttl = read.ttl
         # Keys are checked before any I/O: by the source when it knows its key types.
         self._check_key: Callable[[Key], Key] = (
-            source.check_key if isinstance(source, KeyChecked) else check_key
+            source.check_key if implements(source, KeyChecked) else check_key
         )
         self._write_guard: WriteGuarded | None = store if isinstance(store, WriteGuarded) else None
         # A dirty value may be cached in a store that outlives the process only if a
@@ -125,7 +125,7 @@ class CacheLogic:
             isinstance(write, WriteBack) and write.journal is not None
         )
         self._claim: Claim | None = None
-        self._validate = source.validate if isinstance(source, ValidatingSource) else None
+        self._validate = source.validate if implements(source, ValidatingSource) else None
         self._guard: LoadGuarded | None = store if isinstance(store, LoadGuarded) else None
         self._batch_guard = store if isinstance(store, BatchLoadGuarded) else None
         self._inflight = {}

@@ -6,7 +6,7 @@ import enum
 import math
 import threading
 from collections.abc import Callable
-from typing import Final, TypeAlias, overload
+from typing import Final, TypeAlias, TypeGuard, TypeVar, overload
 
 from cachewise.errors import ConfigurationError, InvalidKeyError
 
@@ -145,3 +145,19 @@ def check_positive(value: object, name: str, *, integer: bool = False) -> None:
     ):
         kind = "integer" if integer else "number"
         raise ConfigurationError(f"{name} must be a positive {kind}, got {value!r}")
+
+
+_P = TypeVar("_P")
+
+
+def implements(part: object, protocol: type[_P]) -> TypeGuard[_P]:
+    """``isinstance(part, protocol)`` for a runtime-checkable Protocol, alike on every Python.
+
+    Python 3.12 began looking a protocol's members up statically, so a wrapper that
+    forwards calls through ``__getattr__`` (an instrumented or retrying source) passed
+    on 3.10 and 3.11 and was refused on 3.12+. Here a member counts if ``getattr`` finds it.
+    """
+    names = getattr(protocol, "__protocol_attrs__", None)
+    if names is None:  # before 3.12, isinstance already looks members up with hasattr
+        return isinstance(part, protocol)
+    return all(hasattr(part, name) for name in names)

@@ -38,7 +38,7 @@ from cachewise._accel import speedups
 from cachewise._cached import KeyMaker, Memoized, SyncWrapper, check_memoizable, key_maker
 from cachewise._flow import Call, run
 from cachewise._logic import STRIPES, CacheLogic, Loader, compose
-from cachewise._types import MISSING, Key, check_key
+from cachewise._types import MISSING, Key, check_key, implements
 from cachewise.errors import BlockingCallWarning, ClosedError, ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.pool import PoolStats, pool_stats
@@ -157,7 +157,7 @@ class Cache(CacheLogic):
         self._reader: HitReader | None = None
         self._miss_path: MissPath | None = None
         if isinstance(read, ReadThrough) and read.refreshes:
-            assert isinstance(store, TTLAware)
+            assert implements(store, TTLAware)
             self._ttl_left = store.ttl_left
             self.read = self._read_refreshing  # type: ignore[method-assign]
             return
@@ -575,11 +575,11 @@ def _compose(
     store: Store, source: Source | None, read: ReadPolicy | None, write: WritePolicy | None
 ) -> tuple[ReadPolicy, WritePolicy | None]:
     """Validate a store/source/policy combination and fill in the defaults."""
-    if not isinstance(store, Store):
+    if not implements(store, Store):
         raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
-    if source is not None and not isinstance(source, Source):
+    if source is not None and not implements(source, Source):
         raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
-    return compose(store, source, read, write, ttl_aware=isinstance(store, TTLAware))
+    return compose(store, source, read, write, ttl_aware=implements(store, TTLAware))
 
 
 def _c_reader(

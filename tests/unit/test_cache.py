@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,28 @@ def test_defaults_follow_the_design() -> None:
 def test_bad_composition_is_a_configuration_error(build: object) -> None:
     with pytest.raises(ConfigurationError):
         build()  # type: ignore[operator]
+
+
+class _Forwarding:
+    """A wrapper that forwards every call to the source it wraps (an instrumented source)."""
+
+    def __init__(self, inner: MappingSource) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self.inner, name)
+
+
+def test_a_source_forwarding_through_getattr_is_a_source_on_every_python() -> None:
+    # Python 3.12+ checks a Protocol's members statically; the wrapper must still count.
+    wrapper = _Forwarding(MappingSource({1: "one"}))
+    cache = Cache(MemoryStore(), wrapper, read=ReadThrough())
+    assert cache.read(1) == "one"
+    assert "load" in wrapper.calls
+    with pytest.raises(ConfigurationError, match="Source protocol"):
+        Cache(MemoryStore(), object(), read=ReadThrough())  # type: ignore[arg-type]
 
 
 # -- cache-aside ----------------------------------------------------------------------

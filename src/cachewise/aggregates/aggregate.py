@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from cachewise._events import event
 from cachewise._redact import redact
-from cachewise._types import Key, check_seconds
+from cachewise._types import Key, check_seconds, implements
 from cachewise.aggregates import _sql
 from cachewise.aggregates._dialects import Builder, State, builder_for
 from cachewise.aggregates._runner import Runner
@@ -215,7 +215,7 @@ class Aggregate:
         keys = _sql.check_key_columns(key)
         schedule = check_schedule(refresh)
         check_seconds(check_interval, "check_interval", optional=True)
-        if store is not None and not isinstance(store, Store):
+        if store is not None and not implements(store, Store):
             raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
         self._owns_store = store is None
         self._store: Store = store if store is not None else MemoryStore(max_entries=max_entries)

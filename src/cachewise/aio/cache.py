@@ -35,7 +35,7 @@ from cachewise._cached import (
 )
 from cachewise._flow import Call, arun
 from cachewise._logic import STRIPES, CacheLogic, Load, compose
-from cachewise._types import MISSING, Key
+from cachewise._types import MISSING, Key, implements
 from cachewise.errors import ConfigurationError
 from cachewise.policies import ReadPolicy, ReadThrough, WriteBack, WritePolicy
 from cachewise.sources.base import Source
@@ -88,7 +88,7 @@ def _is_async(part: object, method: str) -> bool:
 
 def _check_parts(store: object, source: object) -> None:
     """An AsyncCache runs on async parts, or on in-memory ones that never block."""
-    if not isinstance(store, Store):
+    if not implements(store, Store):
         raise ConfigurationError(f"store must implement the Store protocol, got {store!r}")
     if not (isinstance(store, MemoryStore) or _is_async(store, "get")):
         raise ConfigurationError(
@@ -97,7 +97,7 @@ def _check_parts(store: object, source: object) -> None:
         )
     if source is None:
         return
-    if not isinstance(source, Source):
+    if not implements(source, Source):
         raise ConfigurationError(f"source must implement the Source protocol: {source!r}")
     if not (isinstance(source, MappingSource) or _is_async(source, "load")):
         raise ConfigurationError(

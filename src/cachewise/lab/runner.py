@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +102,14 @@ def _measure(env: Environment, scenario: Scenario, kind: Kind, strategy: str) ->
             "evictions": evictions,
         }
     finally:
-        for app in apps.values():
-            app.close()
-        store.shutdown()
-        drop_tables(engine, names)
-        engine.dispose()
+        # Each step runs even if one before it fails (a store whose server went away must
+        # not leave the database's tables and connections behind).
+        with ExitStack() as cleanup:
+            cleanup.callback(engine.dispose)
+            cleanup.callback(drop_tables, engine, names)
+            cleanup.callback(store.shutdown)
+            for app in apps.values():
+                cleanup.callback(app.close)
     return metrics
 
 

@@ -43,7 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 from cachewise import _tracing
 from cachewise._events import event
 from cachewise._flow import Flow, run
-from cachewise._types import MISSING, Clock, Key
+from cachewise._types import MISSING, Clock, Key, implements
 from cachewise.errors import CacheFullError, ClosedError, FlushError
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source, ValidatingSource
@@ -166,7 +166,7 @@ class Flusher:
         self.batch_times = BatchTimes(name)
         self.policy = policy
         self._source = source
-        self._validate = source.validate if isinstance(source, ValidatingSource) else None
+        self._validate = source.validate if implements(source, ValidatingSource) else None
         self._journal = journal
         self._clock = clock
         self._on_rejected = on_rejected

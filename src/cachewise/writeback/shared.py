@@ -74,7 +74,7 @@ from typing import Any, Final, TypeVar
 
 from cachewise import _tracing
 from cachewise._events import event
-from cachewise._types import MISSING, Key, check_seconds
+from cachewise._types import MISSING, Key, check_seconds, implements
 from cachewise.codecs import decode_key, encode_key
 from cachewise.errors import (
     CacheFullError,
@@ -414,7 +414,7 @@ class SharedFlusher:
             f"{store.namespace}:{{~dirty}}:h".encode(),
         )
         self._parked = f"{store.namespace}:{{~dirty}}:r".encode()
-        self._validate = source.validate if isinstance(source, ValidatingSource) else None
+        self._validate = source.validate if implements(source, ValidatingSource) else None
         self._claim_ms = max(1, math.ceil(claim_ttl * 1000))
         self._grace_ms = max(1, math.ceil(orphan_grace * 1000))
         self._value_px = 0 if store.ttl is None else max(1, math.ceil(store.ttl * 1000))
