@@ -146,7 +146,9 @@ def _run_child(
             time.sleep(0.01)
         if kill is not None:
             try:
-                proc.wait(timeout=3)
+                # Generous: on a loaded machine, through a pooler, the fourth flush can take
+                # seconds; a point not reached at all is reported by _check_named_points.
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()  # the point was not reached in time: a random kill instead
         else:
