@@ -37,7 +37,7 @@ from cachewise.errors import (
     SourceError,
 )
 from cachewise.pool import connect
-from cachewise.sources import _keysets, _upsert
+from cachewise.sources import _fastlane, _keysets, _upsert
 
 _RowGroups = dict[frozenset[str], list[Mapping[str, Any]]]
 """Rows to upsert, grouped by the set of columns they carry (one statement shape each)."""
@@ -117,6 +117,10 @@ class SQLSource:
         self._keyset = _keysets.KeySet(self._table, key_columns, self._engine.dialect)
         self._form_name = _upsert.DEFAULT_FORMS[self._dialect]
         self._form = _upsert.FORMS[self._dialect][self._form_name]
+        self._lane = _fastlane.FastLane.build(
+            self._engine, self._key_cols, self._keyset, self._target
+        )
+        """PostgreSQL on psycopg: statements compiled once, run on the driver connection."""
 
     # -- construction -------------------------------------------------------------
 
@@ -208,14 +212,24 @@ class SQLSource:
     # -- the Source protocol ------------------------------------------------------
 
     def load(self, key: Key) -> Any:
-        where = self._match(self.check_key(key))
+        checked = self.check_key(key)
+        lane = self._lane
+        if lane is not None and lane.open(self._engine):
+            found = self._load_fast(lane, [checked], "load")
+            if found is not None:
+                return found.get(checked, MISSING)
         with self._connect("load") as conn:
-            return self._load_on(conn, where)
+            return self._load_on(conn, self._match(checked))
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         wanted = self._unique_keys(keys)
         if not wanted:
             return {}
+        lane = self._lane
+        if lane is not None and lane.open(self._engine):
+            found = self._load_fast(lane, wanted, "load_many")
+            if found is not None:
+                return found
         with self._connect("load_many") as conn:
             return self._load_many_on(conn, wanted)
 
@@ -255,6 +269,10 @@ class SQLSource:
         groups = self._row_groups(items)
         if not groups:
             return
+        lane = self._lane
+        if lane is not None and len(groups) == 1 and lane.open(self._engine):  # noqa: SIM102
+            if self._save_fast(lane, groups):
+                return
         with self._connect("save_many", begin=True) as conn:
             self._save_groups_on(conn, groups)
 
@@ -269,6 +287,62 @@ class SQLSource:
             return
         with self._connect("remove_many", begin=True) as conn:
             self._remove_many_on(conn, wanted)
+
+    # -- the fast lane (PostgreSQL on psycopg; see _fastlane.py) -------------------
+
+    def _load_fast(
+        self, lane: _fastlane.FastLane, wanted: list[Key], operation: str
+    ) -> dict[Key, Any] | None:
+        """The rows of ``wanted`` read on the driver connection; None: take the Core path.
+
+        One key is the compiled primary-key SELECT, several the key set's array SELECT
+        per chunk, all on one connection in autocommit (one round trip per statement).
+        """
+        found: dict[Key, Any] = {}
+        with self._driver("autocommit", operation) as conn:
+            if len(wanted) == 1:
+                cursor = conn.execute(lane.load, lane.key_params(self._parts(wanted[0])))
+                if not lane.check_result(cursor.description):
+                    return None
+                for value in _fastlane.as_dicts(cursor.description, cursor.fetchall()):
+                    found[wanted[0]] = value
+                return found
+            for chunk in _chunks(wanted, self.chunk_size):
+                params = self._keyset.params([self._parts(k) for k in chunk])
+                cursor = conn.execute(lane.load_many, params)
+                if not lane.check_result(cursor.description):
+                    return None
+                for value in _fastlane.as_dicts(cursor.description, cursor.fetchall()):
+                    found[self._row_key(value)] = value
+        return found
+
+    def _save_fast(self, lane: _fastlane.FastLane, groups: _RowGroups) -> bool:
+        """Save a lone row with the compiled upsert and commit; False: take the Core path."""
+        ((names, rows),) = groups.items()
+        if len(rows) != 1:
+            return False
+        columns = [name for name in self._column_order if name in names]
+        sql = lane.upsert(columns)
+        if sql is None:
+            return False
+        with self._driver("transaction", "save_many") as conn:
+            conn.execute(sql, lane.row_params(columns, rows[0]))
+        return True
+
+    @contextmanager
+    def _driver(self, mode: str, operation: str) -> Iterator[Any]:
+        """A pooled psycopg connection (``mode``: autocommit or transaction); errors ours."""
+        if self._closed:
+            raise ClosedError(f"SQLSource {self._where} is closed")
+        dbapi_error: type[Exception] = getattr(
+            self._engine.dialect.dbapi, "Error", sa.exc.DBAPIError
+        )
+        try:
+            autocommit = mode == "autocommit"
+            with _fastlane.driver_connection(self._engine, autocommit=autocommit) as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, dbapi_error) as exc:
+            self._fail(operation, exc)
 
     # -- statements on a connection (the sync and the async source share them) ---------
 

@@ -1,0 +1,182 @@
+"""The fast lane of the SQL sources: statements compiled once, run on the driver connection.
+
+A short primary-key query through SQLAlchemy's Engine costs ~60 µs of client CPU in its
+``Connection``, execution-context and ``Result`` layers, and a checkout that starts a
+transaction costs a ``BEGIN`` and a ``ROLLBACK`` round trip on top (bench/README.md,
+"sqlmiss"). On PostgreSQL with psycopg 3 both sources (``SQLSource`` and
+``AsyncSQLSource``) skip them: the statements are SQLAlchemy's own (the reflected table,
+the dialect's quoting and casts), compiled once per source, and run on the pooled psycopg
+connection (the same pool, checkout checks and statistics); reads run in autocommit,
+one round trip each. Rows come back as the Core path would give them, so the lane is
+only taken when SQLAlchemy would hand every value through unchanged: no bind processor
+on a key or written column (checked when compiling), no result processor on a read
+column (checked on the first result, when the server has said each column's type).
+Anything else, and every other dialect, takes the Core path.
+
+An Engine whose statements someone watches (a tracer's or a test's
+``before_cursor_execute`` listener, ``echo``) keeps the Core path, so they see every
+statement. Pgpool-II's ``/*NO LOAD BALANCE*/`` hint, which ``connect()`` adds to every statement
+through an Engine event, is added here to the compiled text, since driver connections
+see no Engine events; behind PgBouncer the connections already have no prepared
+statements (``connect()`` sets that when it opens them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cachewise.pool import statement_listeners, statement_prefix
+from cachewise.sources import _keysets, _upsert
+
+
+def supported(engine: Engine) -> bool:
+    """Whether ``engine`` (a sync engine, or an async engine's ``sync_engine``) has a lane."""
+    return engine.dialect.name == "postgresql" and engine.driver == "psycopg"
+
+
+def _plain_bind(kind: Any, dialect: sa.Dialect) -> bool:
+    """Whether SQLAlchemy sends values of the type ``kind`` to the driver unchanged."""
+    kind = sa.types.to_instance(kind)
+    return kind.dialect_impl(dialect).bind_processor(dialect) is None
+
+
+class FastLane:
+    """One source's statements as psycopg SQL text, and the checks that keep them exact.
+
+    ``load`` reads one key, ``load_many`` a chunk of keys (the key set's array SELECT),
+    ``upsert(columns)`` writes one row of those columns with the dialect's conflict
+    clause (None when a column needs SQLAlchemy's processing). ``rows_plain`` is None
+    until the first result was checked, then whether results may skip SQLAlchemy.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        key_cols: Sequence[sa.Column[Any]],
+        keyset: _keysets.KeySet,
+        target: _upsert.Target,
+    ) -> None:
+        self._dialect = engine.dialect
+        self._prefix = statement_prefix(engine)
+        self._target = target
+        self.key_names = [f"cw_k{i}" for i in range(len(key_cols))]
+        where = sa.and_(
+            *(col == sa.bindparam(name) for col, name in zip(key_cols, self.key_names, strict=True))
+        )
+        self.load = self._text(sa.select(target.table).where(where))
+        self.load_many = self._text(keyset.select([])[0])
+        self.rows_plain: bool | None = None
+        self._upserts: dict[tuple[str, ...], str | None] = {}
+
+    @classmethod
+    def build(
+        cls,
+        engine: Engine,
+        key_cols: Sequence[sa.Column[Any]],
+        keyset: _keysets.KeySet,
+        target: _upsert.Target,
+    ) -> FastLane | None:
+        """The lane for a source, or None when its engine or key columns have none."""
+        if not supported(engine):
+            return None
+        dialect = engine.dialect
+        for column in key_cols:  # as a parameter of the key SELECT and in the array one
+            element = _keysets.key_element_type(column)
+            if not _plain_bind(column.type, dialect) or not _plain_bind(element, dialect):
+                return None
+        return cls(engine, key_cols, keyset, target)
+
+    def _text(self, statement: Any) -> str:
+        compiled: Any = statement.compile(dialect=self._dialect)
+        return self._prefix + str(compiled)
+
+    def open(self, engine: Engine) -> bool:
+        """Whether a call may take the lane now: results not refused, statements unwatched."""
+        return self.rows_plain is not False and not statement_listeners(engine)
+
+    def key_params(self, parts: tuple[Any, ...]) -> dict[str, Any]:
+        """The parameters of ``load`` for one key's parts."""
+        return dict(zip(self.key_names, parts, strict=True))
+
+    def upsert(self, columns: Sequence[str]) -> str | None:
+        """The single-row upsert of ``columns`` (parameters ``cw_v0``...), compiled once."""
+        shape = tuple(columns)
+        if shape not in self._upserts:
+            table = self._target.table
+            sql: str | None = None
+            if all(_plain_bind(table.c[name].type, self._dialect) for name in shape):
+                values: dict[str, Any] = {
+                    name: sa.bindparam(f"cw_v{i}") for i, name in enumerate(shape)
+                }
+                insert = _upsert.insert_for(self._dialect.name, table).values(values)
+                sql = self._text(
+                    _upsert.upsert_clause(self._dialect.name, insert, self._target, shape)
+                )
+            self._upserts[shape] = sql
+        return self._upserts[shape]
+
+    @staticmethod
+    def row_params(columns: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters of ``upsert(columns)`` for one row."""
+        return {f"cw_v{i}": row[name] for i, name in enumerate(columns)}
+
+    def check_result(self, description: Any) -> bool:
+        """Decide, from the first result's columns, whether results may skip SQLAlchemy."""
+        if self.rows_plain is None:
+            self.rows_plain = self._unprocessed(description)
+        return self.rows_plain
+
+    def _unprocessed(self, description: Any) -> bool:
+        dialect, table = self._dialect, self._target.table
+        for d in description:
+            column = table.c.get(str(d.name))
+            if column is None:
+                return False
+            impl = column.type.dialect_impl(dialect)
+            if impl.result_processor(dialect, d.type_code) is not None:
+                return False
+        return True
+
+
+def as_dicts(description: Any, rows: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows as ``dict`` of plain ``str`` column names, as the Core path returns them."""
+    names = [str(d.name) for d in description]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+@contextmanager
+def driver_connection(engine: Engine, *, autocommit: bool) -> Iterator[Any]:
+    """A pooled psycopg connection: in autocommit for reads, else one committed transaction.
+
+    Checked out of ``engine``'s pool (its checkout checks and statistics apply) and
+    given back as it was taken. A transaction commits on a clean exit and rolls back
+    on an error; a connection the error broke is invalidated, not pooled again. Reads in
+    autocommit need one round trip: no ``BEGIN``, and the pool's reset on return finds
+    no transaction to roll back.
+    """
+    fairy = engine.raw_connection()
+    conn: Any = fairy.driver_connection
+    was = conn.autocommit
+    try:
+        if autocommit and not was:
+            conn.autocommit = True
+        yield conn
+        if not autocommit:
+            conn.commit()
+    except BaseException as exc:
+        if conn.closed or conn.broken:
+            fairy.invalidate(exc if isinstance(exc, Exception) else None)
+        elif not autocommit:
+            with suppress(Exception):  # the caller's error matters more
+                conn.rollback()
+        raise
+    finally:
+        if not conn.closed and conn.autocommit != was:
+            with suppress(Exception):
+                conn.autocommit = was
+        fairy.close()
