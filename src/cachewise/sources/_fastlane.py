@@ -5,20 +5,22 @@ A short primary-key query through SQLAlchemy's Engine costs ~60 µs of client CP
 transaction costs a ``BEGIN`` and a ``ROLLBACK`` round trip on top (bench/README.md,
 "sqlmiss"). On PostgreSQL with psycopg 3 both sources (``SQLSource`` and
 ``AsyncSQLSource``) skip them: the statements are SQLAlchemy's own (the reflected table,
-the dialect's quoting and casts), compiled once per source, and run on the pooled psycopg
-connection (the same pool, checkout checks and statistics); reads run in autocommit,
-one round trip each. Rows come back as the Core path would give them, so the lane is
-only taken when SQLAlchemy would hand every value through unchanged: no bind processor
-on a key or written column (checked when compiling), no result processor on a read
-column (checked on the first result, when the server has said each column's type).
-Anything else, and every other dialect, takes the Core path.
+the dialect's quoting and casts), compiled once per source, and run on the pooled
+psycopg connection (the same pool, checkout checks and statistics) in autocommit: each
+statement (a read, or the upsert of one row) is its own transaction, one round trip
+(behind Pgpool-II, one committed transaction per call instead).
+Rows come back as the Core path would give them, so the lane is only taken when
+SQLAlchemy would hand every value through unchanged: no bind processor on a key or
+written column (checked when compiling), no result processor on a read column (checked
+on the first result, when the server has said each column's type). Anything else, and
+every other dialect, takes the Core path.
 
 An Engine whose statements someone watches (a tracer's or a test's
 ``before_cursor_execute`` listener, ``echo``) keeps the Core path, so they see every
-statement. Pgpool-II's ``/*NO LOAD BALANCE*/`` hint, which ``connect()`` adds to every statement
-through an Engine event, is added here to the compiled text, since driver connections
-see no Engine events; behind PgBouncer the connections already have no prepared
-statements (``connect()`` sets that when it opens them).
+statement. Pgpool-II's ``/*NO LOAD BALANCE*/`` hint, which ``connect()`` adds to every
+statement through an Engine event, is added here to the compiled text, since driver
+connections see no Engine events; behind PgBouncer the connections already have no
+prepared statements (``connect()`` sets that when it opens them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cachewise.pool import statement_listeners, statement_prefix
+from cachewise.pool import is_pgpool, statement_listeners, statement_prefix
 from cachewise.sources import _keysets, _upsert
 
 
@@ -63,6 +65,10 @@ class FastLane:
     ) -> None:
         self._dialect = engine.dialect
         self._prefix = statement_prefix(engine)
+        self.autocommit = not is_pgpool(engine)
+        """Pgpool-II (4.3) can leave a connection switched to autocommit reported as in a
+        transaction after a statement, and the write is then rolled back with it: behind
+        it the lane runs each call in a committed transaction (one BEGIN ... COMMIT)."""
         self._target = target
         self.key_names = [f"cw_k{i}" for i in range(len(key_cols))]
         where = sa.and_(
@@ -151,13 +157,14 @@ def as_dicts(description: Any, rows: Sequence[tuple[Any, ...]]) -> list[dict[str
 
 @contextmanager
 def driver_connection(engine: Engine, *, autocommit: bool) -> Iterator[Any]:
-    """A pooled psycopg connection: in autocommit for reads, else one committed transaction.
+    """A pooled psycopg connection for one statement, given back to the pool as it was taken.
 
-    Checked out of ``engine``'s pool (its checkout checks and statistics apply) and
-    given back as it was taken. A transaction commits on a clean exit and rolls back
-    on an error; a connection the error broke is invalidated, not pooled again. Reads in
-    autocommit need one round trip: no ``BEGIN``, and the pool's reset on return finds
-    no transaction to roll back.
+    Checked out of ``engine``'s pool (its checkout checks and statistics apply). In
+    ``autocommit`` every statement is its own transaction, committed by the server
+    before it answers: one round trip, no ``BEGIN``, and the pool's reset on return
+    finds nothing to roll back. Otherwise the statements run in one transaction,
+    committed on a clean exit and rolled back on an error. A connection an error broke
+    is invalidated, not pooled again.
     """
     fairy = engine.raw_connection()
     conn: Any = fairy.driver_connection
@@ -176,7 +183,9 @@ def driver_connection(engine: Engine, *, autocommit: bool) -> Iterator[Any]:
                 conn.rollback()
         raise
     finally:
-        if not conn.closed and conn.autocommit != was:
-            with suppress(Exception):
+        if conn.autocommit != was and not conn.closed:
+            try:
                 conn.autocommit = was
+            except Exception as exc:  # never pooled again in the wrong mode
+                fairy.invalidate(exc)
         fairy.close()
