@@ -312,13 +312,13 @@ class SQLSource:
                 for value in _fastlane.as_dicts(cursor.description, cursor.fetchall()):
                     found[wanted[0]] = value
                 return found
+            single = self._single_key is not None
             for chunk in _chunks(wanted, self.chunk_size):
-                params = self._keyset.params([self._parts(k) for k in chunk])
-                cursor = conn.execute(lane.load_many, params)
+                parts = [(k,) for k in chunk] if single else chunk
+                cursor = conn.execute(lane.load_many, self._keyset.params(parts))
                 if not lane.check_result(cursor.description):
                     return None
-                for value in _fastlane.as_dicts(cursor.description, cursor.fetchall()):
-                    found[self._row_key(value)] = value
+                found.update(_fastlane.keyed_dicts(cursor.description, cursor.fetchall(), self.key))
         return found
 
     def _save_fast(self, lane: _fastlane.FastLane, groups: _RowGroups) -> bool:
