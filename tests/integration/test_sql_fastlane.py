@@ -229,3 +229,17 @@ def test_the_array_select_binds_key_arrays_as_the_core_path_does(
             "k2": {"k": "k2", "v": 2},
         }
     )
+
+
+def test_integer_key_arrays_of_any_magnitude_match_the_core_path(
+    pair: Pair, unique_name: str
+) -> None:
+    _create(pair, f'CREATE TABLE "{unique_name}" (a smallint, b bigint, PRIMARY KEY (a, b))')
+    lane, core = pair.sources(unique_name, key=("a", "b"))
+    assert lane._lane is not None
+    assert "b::" in lane._lane.load_many  # integer arrays are sent in binary
+    for a, b in [(1, 2), (300, 2**40), (-5, -(2**62))]:
+        lane.save((a, b), {})
+    keys = [(1, 2), (300, 2**40), (-5, -(2**62)), (7, 7)]
+    assert lane.load_many(keys) == core.load_many(keys)
+    assert set(lane.load_many(keys)) == set(keys[:3])

@@ -42,6 +42,14 @@ def supported(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql" and engine.driver == "psycopg"
 
 
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        python: type = column.type.python_type
+    except NotImplementedError:
+        return None
+    return python
+
+
 def _plain_bind(kind: Any, dialect: sa.Dialect) -> bool:
     """Whether SQLAlchemy sends values of the type ``kind`` to the driver unchanged."""
     kind = sa.types.to_instance(kind)
@@ -77,6 +85,11 @@ class FastLane:
         )
         self.load = self._text(sa.select(target.table).where(where))
         self.load_many = self._text(keyset.select([])[0])
+        if all(_python_type(col) is int for col in key_cols):
+            # Integer key arrays travel in binary: psycopg's text form of an array checks
+            # every element for quoting (~0.5 µs a key); the statement's cast is the same.
+            for name in self.key_names:
+                self.load_many = self.load_many.replace(f"%({name})s", f"%({name})b")
         self.rows_plain: bool | None = None
         self._upserts: dict[tuple[str, ...], str | None] = {}
 

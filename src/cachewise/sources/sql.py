@@ -314,8 +314,8 @@ class SQLSource:
                 return found
             single = self._single_key is not None
             for chunk in _chunks(wanted, self.chunk_size):
-                parts = [(k,) for k in chunk] if single else chunk
-                cursor = conn.execute(lane.load_many, self._keyset.params(parts))
+                params = {"cw_k0": list(chunk)} if single else self._keyset.params(chunk)
+                cursor = conn.execute(lane.load_many, params)
                 if not lane.check_result(cursor.description):
                     return None
                 found.update(_fastlane.keyed_dicts(cursor.description, cursor.fetchall(), self.key))
