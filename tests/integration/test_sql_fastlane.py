@@ -243,3 +243,37 @@ def test_integer_key_arrays_of_any_magnitude_match_the_core_path(
     keys = [(1, 2), (300, 2**40), (-5, -(2**62)), (7, 7)]
     assert lane.load_many(keys) == core.load_many(keys)
     assert set(lane.load_many(keys)) == set(keys[:3])
+
+
+@pytest.mark.pgpool
+@pytest.mark.parametrize("mode", ["pgpool=true", "unannounced"])
+def test_a_lane_write_through_pgpool_is_committed_after_a_core_transaction(
+    pgpool_url: str, unique_name: str, mode: str
+) -> None:
+    # Pgpool-II 4.3 holds the first statement after a switch to autocommit in a
+    # transaction it reports open; a connection that just ran a Core transaction is
+    # switched by the lane. The write must be committed, also for an engine that was
+    # not told it goes through Pgpool-II.
+    url = sa.make_url(pgpool_url)
+    if mode == "unannounced":
+        url = url.difference_update_query(["pgpool", "direct", "load_balance"])
+    engine = connect(url, pool_size=1)
+    check = connect(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE TABLE "{unique_name}" (id integer PRIMARY KEY, v int)'))
+        source = SQLSource(engine, unique_name)
+        for n in range(3):
+            with engine.connect() as conn:  # a Core transaction on the one connection
+                conn.execute(sa.text("SELECT 1"))
+            source.save(n, {"v": n})
+        with check.connect() as conn:
+            rows = conn.execute(sa.text(f'SELECT id, v FROM "{unique_name}" ORDER BY id'))
+            assert rows.all() == [(0, 0), (1, 1), (2, 2)]
+        with engine.connect() as conn:  # the connection came back in its own mode
+            assert conn.connection.driver_connection.autocommit is False  # type: ignore[union-attr]
+    finally:
+        with check.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{unique_name}"'))
+        engine.dispose()
+        check.dispose()

@@ -7,8 +7,7 @@ transaction costs a ``BEGIN`` and a ``ROLLBACK`` round trip on top (bench/README
 ``AsyncSQLSource``) skip them: the statements are SQLAlchemy's own (the reflected table,
 the dialect's quoting and casts), compiled once per source, and run on the pooled
 psycopg connection (the same pool, checkout checks and statistics) in autocommit: each
-statement (a read, or the upsert of one row) is its own transaction, one round trip
-(behind Pgpool-II, one committed transaction per call instead).
+statement (a read, or the upsert of one row) is its own transaction, one round trip.
 Rows come back as the Core path would give them, so the lane is only taken when
 SQLAlchemy would hand every value through unchanged: no bind processor on a key or
 written column (checked when compiling), no result processor on a read column (checked
@@ -33,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cachewise.pool import is_pgpool, statement_listeners, statement_prefix
+from cachewise.pool import statement_listeners, statement_prefix
 from cachewise.sources import _keysets, _upsert
 
 
@@ -74,10 +73,6 @@ class FastLane:
     ) -> None:
         self._dialect = engine.dialect
         self._prefix = statement_prefix(engine)
-        self.autocommit = not is_pgpool(engine)
-        """Pgpool-II (4.3) can leave a connection switched to autocommit reported as in a
-        transaction after a statement, and the write is then rolled back with it: behind
-        it the lane runs each call in a committed transaction (one BEGIN ... COMMIT)."""
         self._target = target
         self.key_names = [f"cw_k{i}" for i in range(len(key_cols))]
         where = sa.and_(
@@ -198,6 +193,10 @@ def row_maker(names: tuple[str, ...]) -> Callable[[Sequence[Any]], dict[str, Any
     return made
 
 
+_IDLE = 0
+"""libpq's PQTRANS_IDLE: no transaction open on the connection."""
+
+
 @contextmanager
 def driver_connection(engine: Engine, *, autocommit: bool) -> Iterator[Any]:
     """A pooled psycopg connection for one statement, given back to the pool as it was taken.
@@ -216,7 +215,10 @@ def driver_connection(engine: Engine, *, autocommit: bool) -> Iterator[Any]:
         if autocommit and not was:
             conn.autocommit = True
         yield conn
-        if not autocommit:
+        if not autocommit or conn.info.transaction_status != _IDLE:
+            # Pgpool-II (4.3, seen here) can hold the first statement after a switch to
+            # autocommit in a transaction it reports open: commit it, or the pool's
+            # reset on return would roll the write back.
             conn.commit()
     except BaseException as exc:
         if conn.closed or conn.broken:

@@ -343,13 +343,11 @@ class SQLSource:
         """The lane's pooled psycopg connection; errors translated as ``_connect``'s."""
         if self._closed:
             raise ClosedError(f"SQLSource {self._where} is closed")
-        assert self._lane is not None
         dbapi_error: type[Exception] = getattr(
             self._engine.dialect.dbapi, "Error", sa.exc.DBAPIError
         )
         try:
-            autocommit = self._lane.autocommit
-            with _fastlane.driver_connection(self._engine, autocommit=autocommit) as conn:
+            with _fastlane.driver_connection(self._engine, autocommit=True) as conn:
                 yield conn
         except (sa.exc.SQLAlchemyError, dbapi_error) as exc:
             self._fail(operation, exc)
