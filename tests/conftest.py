@@ -102,7 +102,14 @@ def pgpool_url() -> Iterator[str]:
     """
     from cachewise._pgpool import Pgpool
 
-    yield from _through_pooler("pgpool", lambda h, p: Pgpool(((h, p, 1),)), "pgpool")
+    # Every child keeps a server connection of its own once it has served a client, so
+    # the workers' Pgpool-IIs together must leave room under PostgreSQL's max_connections
+    # (100 by default) for the direct connections of the same tests.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    children = max(8, 40 // workers)
+    yield from _through_pooler(
+        "pgpool", lambda h, p: Pgpool(((h, p, 1),), children=children), "pgpool"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -296,8 +296,14 @@ def _layers(url: URL, table: str, repeat: int = 2000) -> dict[str, float]:
 
 
 @contextmanager
-def _maybe_poolers(url: URL, wanted: Sequence[str], notes: list[str]) -> Iterator[dict[str, str]]:
-    """Conninfos through a PgBouncer and a Pgpool-II of our own, for those wanted and startable."""
+def _maybe_poolers(
+    url: URL, wanted: Sequence[str], notes: list[str], clients: int
+) -> Iterator[dict[str, str]]:
+    """Conninfos through a PgBouncer and a Pgpool-II of our own, for those wanted and startable.
+
+    Pgpool-II gets one child per client thread and a spare: each child keeps its own
+    server connection, so more children would only spend PostgreSQL's ``max_connections``.
+    """
     started: dict[str, PgBouncer | Pgpool] = {}
     through: dict[str, str] = {}
     host, port = url.host or "127.0.0.1", url.port or 5432
@@ -309,7 +315,7 @@ def _maybe_poolers(url: URL, wanted: Sequence[str], notes: list[str]) -> Iterato
                 server = (
                     PgBouncer(host, port)
                     if name.startswith("PgBouncer")
-                    else Pgpool(((host, port, 1),), children=32, max_pool=1)
+                    else Pgpool(((host, port, 1),), children=clients + 1, max_pool=1)
                 )
                 started[name] = server
                 server.start()
@@ -358,7 +364,7 @@ def measure(
         "results": [],
     }
     try:
-        with _maybe_poolers(parsed, contenders, out["notes"]) as poolers:
+        with _maybe_poolers(parsed, contenders, out["notes"], max(threads)) as poolers:
             names = [n for n in contenders if n not in _POOLERS or n in poolers]
             built = []
             for name in names:

@@ -30,14 +30,24 @@ def configure() -> None:
 
 
 def add_database(alias: str, sqlalchemy_url: str) -> None:
-    """Make ``alias`` a PostgreSQL database for Django from a SQLAlchemy URL."""
+    """Make ``alias`` a PostgreSQL or MariaDB database for Django from a SQLAlchemy URL.
+
+    MariaDB goes through PyMySQL standing in for mysqlclient (``install_as_MySQLdb``),
+    the driver the rest of the test suite uses.
+    """
     from sqlalchemy.engine import make_url
 
     url = make_url(sqlalchemy_url)
     if alias in connections.settings:
         return
+    engine = "django.db.backends.postgresql"
+    if url.get_backend_name() in {"mysql", "mariadb"}:
+        import pymysql  # type: ignore[import-untyped]  # ships no type information
+
+        pymysql.install_as_MySQLdb()
+        engine = "django.db.backends.mysql"
     conf: dict[str, Any] = {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": engine,
         "NAME": url.database,
         "USER": url.username or "",
         "PASSWORD": url.password or "",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cachewise import (
+    MISSING,
     Cache,
     MappingSource,
     MemoryStore,
@@ -176,3 +177,26 @@ async def test_shared_write_back_between_an_async_and_a_sync_process(
         other.store.clear()
         other.close()
         await cache.close()
+
+
+async def test_async_compare_and_set_is_the_sync_one(
+    astore: AsyncRedisStore, redis_url: str, unique_name: str
+) -> None:
+    sync = RedisStore(redis_url, namespace=unique_name)
+    try:
+        assert await astore.add("k", 1) is True
+        assert await astore.add("k", 2) is False
+        assert sync.add("k", 3) is False
+        value, token = await astore.gets("k")
+        assert value == 1
+        sync.set("k", 5)  # a write in between: the token is stale
+        assert await astore.cas("k", 6, token) is False
+        value, token = await astore.gets("k")
+        assert await astore.cas("k", 7, token, keep_ttl=True) is True
+        assert sync.get("k") == 7
+        assert await astore.gets("absent") == (MISSING, (b"", False))
+        _, sync_token = sync.gets("k")
+        assert await astore.cas("k", 8, sync_token) is True  # tokens cross drivers
+        assert sync.get("k") == 8
+    finally:
+        sync.close()

@@ -37,8 +37,15 @@ from cachewise import (  # noqa: E402
 )
 from cachewise._types import Key  # noqa: E402
 from cachewise.contrib.django import CacheBackend, ModelSource, UnpicklableValueError  # noqa: E402
-from cachewise.errors import ConfigurationError  # noqa: E402
+from cachewise.errors import (  # noqa: E402
+    ConfigurationError,
+    FlushError,
+    InvalidKeyError,
+    InvalidValueError,
+    RejectedError,
+)
 from cachewise.pool import direct_url  # noqa: E402
+from cachewise.sources import ValidatingSource  # noqa: E402
 
 
 def backend(location: str, **options: Any) -> CacheBackend:
@@ -221,23 +228,34 @@ def test_memory_async_methods_run_inline_without_suspending(memory: CacheBackend
     assert run_inline(memory.aget_or_set("k", 7)) == 7
 
 
-def test_redis_async_methods_fall_back_to_a_thread(on_redis: CacheBackend) -> None:
-    async def roundtrip() -> Any:
-        await on_redis.aset("k", {"v": 1})
-        return await on_redis.aget("k")
-
+def test_tiered_and_memcached_async_methods_fall_back_to_a_thread(
+    redis_url: str, on_memcached: CacheBackend, unique_name: str
+) -> None:
     from django.core.cache.backends.base import BaseCache
 
-    assert on_redis.aget.__func__ is BaseCache.aget  # Django's sync_to_async, for now
-    assert asyncio.run(roundtrip()) == {"v": 1}
+    tiered = backend(redis_url, namespace=unique_name, tiered=True)
+
+    async def roundtrip(cache: CacheBackend) -> Any:
+        await cache.aset("k", {"v": 1})
+        return await cache.aget("k")
+
+    try:
+        for cache in (tiered, on_memcached):
+            assert cache.aget.__func__ is BaseCache.aget  # Django's sync_to_async
+            assert asyncio.run(roundtrip(cache)) == {"v": 1}
+    finally:
+        tiered.clear()
 
 
 # -- ModelSource ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", pytest.param("mysql", marks=pytest.mark.mysql)])
 def product(request: pytest.FixtureRequest, unique_name: str) -> Iterator[tuple[type[Any], str]]:
     using = "default"
+    if request.param == "mysql":
+        using = "my"
+        test_settings.add_database(using, request.getfixturevalue("mysql_url"))
     if request.param == "postgres":
         url = request.getfixturevalue("postgres_url")
         if "pgbouncer=true" in url:  # Django's psycopg prepares: not in transaction mode
@@ -309,9 +327,10 @@ def test_every_strategy_works_with_the_orm(product: tuple[type[Any], str], write
         assert cache.stats.source_writes >= 1
 
 
-def test_django_page_examples_run(unique_name: str) -> None:
+def test_django_page_examples_run(unique_name: str, redis_url: str) -> None:
     page = Path(__file__).resolve().parents[2] / "docs" / "django.md"
-    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    text = page.read_text().replace("redis://127.0.0.1:6379/0", redis_url)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     assert len(blocks) >= 3
     model = test_settings.make_model(unique_name)
     model._default_manager.create(sku="tea", name="Tea", price=Decimal("3.10"))
@@ -321,3 +340,69 @@ def test_django_page_examples_run(unique_name: str) -> None:
             exec(compile(block, str(page), "exec"), scope)
     finally:
         test_settings.drop_model(model)
+
+
+# -- ModelSource: refused rows ----------------------------------------------------------------
+
+
+def _good(sku: str, **fields: Any) -> dict[str, Any]:
+    return {"sku": sku, "name": sku.title(), "price": Decimal("1.00"), "views": 0, **fields}
+
+
+def test_model_source_validates_without_the_database(product: tuple[type[Any], str]) -> None:
+    model, using = product
+    source = ModelSource(model, key="sku", using=using)
+    assert isinstance(source, ValidatingSource)
+    source.validate("cake", _good("cake"))
+    source.validate("cake", {"views": 3})  # a partial row: only what it carries
+    source.validate("cake", MISSING)
+    with pytest.raises(InvalidValueError, match="name"):
+        source.validate("cake", _good("cake", name="x" * 101))
+    with pytest.raises(InvalidValueError, match="price"):
+        source.validate("cake", _good("cake", price=Decimal("123456789.00")))
+    with pytest.raises(InvalidValueError, match="null"):
+        source.validate("cake", _good("cake", name=None))
+    with pytest.raises(InvalidValueError, match="no field"):
+        source.validate("cake", {"colour": "red"})
+    with pytest.raises(InvalidValueError, match="differs"):
+        source.validate("cake", _good("pie"))
+    with pytest.raises(InvalidKeyError):
+        source.validate("k" * 41, MISSING)
+
+
+def test_model_source_classifies_refused_rows_as_rejected(product: tuple[type[Any], str]) -> None:
+    model, using = product
+    by_sku = ModelSource(model, key="sku", using=using)
+    with pytest.raises(RejectedError, match="name"):  # model validation (SQLite: no length)
+        by_sku.save_many({"cake": _good("cake"), "pie": _good("pie", name="x" * 101)})
+    by_id = ModelSource(model, using=using)
+    tea = model._default_manager.using(using).get(sku="tea")
+    with pytest.raises(RejectedError, match="IntegrityError"):  # the database: UNIQUE(sku)
+        by_id.save_many({tea.pk + 1: _good("tea", name="Thief")})
+    rows = list(model._default_manager.using(using).values("sku", "name"))
+    assert rows == [{"sku": "tea", "name": "Tea"}]  # nothing changed
+
+
+def test_write_back_parks_refused_model_rows_and_writes_the_rest(
+    product: tuple[type[Any], str],
+) -> None:
+    model, using = product
+    source = ModelSource(model, using=using)
+    tea = model._default_manager.using(using).get(sku="tea")
+    with Cache(MemoryStore(), source, write=WriteBack(flush_interval=3600)) as cache:
+        with pytest.raises(InvalidValueError):  # refused at write(): never acknowledged
+            cache.write(tea.pk + 9, _good("long", name="x" * 101))
+        cache.write_many(
+            {
+                tea.pk + 1: _good("cake"),
+                tea.pk + 2: _good("tea", name="Thief"),  # UNIQUE(sku): the database says no
+                tea.pk + 3: _good("pie"),
+            }
+        )
+        with pytest.raises(FlushError) as info:
+            cache.flush()
+        assert set(info.value.rejected) == {tea.pk + 2}
+        assert set(cache.rejected()) == {tea.pk + 2}
+        assert cache.flush() == 0  # parked, not retried
+    rows = {r["sku"]: r["name"] for r in model._default_manager.using(using).values()}
+    assert rows == {"tea": "Tea", "cake": "Cake", "pie": "Pie"}

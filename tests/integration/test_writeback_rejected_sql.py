@@ -72,10 +72,9 @@ def test_row_errors_are_rejected_and_an_unreachable_database_is_not(
     source = SQLSource(db.engine, table=table.name)
     with pytest.raises(RejectedError, match="qty"):
         source.save_many({1: _row(1, qty=-1)})  # CHECK
-    if db.name != "mysql":  # MariaDB's upsert takes any UNIQUE conflict for the key's
-        source.save(2, _row(2, email="a@b"))
-        with pytest.raises(RejectedError):
-            source.save_many({3: _row(3, email="a@b")})  # UNIQUE
+    source.save(2, _row(2, email="a@b"))
+    with pytest.raises(RejectedError):
+        source.save_many({3: _row(3, email="a@b")})  # UNIQUE (test_sql_other_unique.py)
     if db.name != "sqlite":  # SQLite does not enforce lengths
         with pytest.raises(RejectedError):
             source.save_many({4: _row(4, name="too long")})

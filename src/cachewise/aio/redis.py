@@ -109,6 +109,20 @@ class AsyncRedisStore(AsyncFlows, RedisStore):  # type: ignore[misc]
     async def get(self, key: Key) -> Any:
         return await arun(self._get_flow(key))
 
+    async def gets(self, key: Key) -> tuple[Any, Any]:  # type: ignore[override]
+        """``RedisStore.gets``, awaited: the value (or MISSING) and a token for :meth:`cas`."""
+        return await arun(self._gets_flow(key))
+
+    async def cas(  # type: ignore[override]
+        self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
+    ) -> bool:
+        """``RedisStore.cas``, awaited: store if the key is as :meth:`gets` saw it."""
+        return await arun(self._cas_flow(key, value, token, ttl, keep_ttl))
+
+    async def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:  # type: ignore[override]
+        """``RedisStore.add``, awaited: store only if the key holds no value."""
+        return await arun(self._add_flow(key, value, ttl))
+
     async def ttl_left(self, key: Key) -> float | None:  # type: ignore[override]
         return await arun(self._ttl_left_flow(key))
 

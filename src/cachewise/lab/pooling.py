@@ -113,7 +113,12 @@ def _poolers(
             continue
         host, port = url.host or "127.0.0.1", url.port or 5432
         try:
-            server = PgBouncer(host, port) if name == "pgbouncer" else Pgpool(((host, port, 1),))
+            # One client at a time: a few children, each caching one server connection.
+            server = (
+                PgBouncer(host, port)
+                if name == "pgbouncer"
+                else Pgpool(((host, port, 1),), children=4)
+            )
         except (OSError, RuntimeError) as exc:
             notes.append(f"{name}: skipped ({str(exc).splitlines()[0]})")
             continue

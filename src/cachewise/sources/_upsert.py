@@ -7,6 +7,13 @@ column an existing row is replaced only by a strictly newer version (a row whose
 is NULL counts as older than any), so replaying an old batch never overwrites newer data.
 ``bench/upsert.py`` measures every form; the fastest per dialect is ``DEFAULT_FORMS``.
 
+MariaDB/MySQL's ``ON DUPLICATE KEY UPDATE`` takes no conflict target: it fires on a
+clash with *any* unique index. When the key is not the table's only unique index, a
+new row whose other unique column (an email, say) equals another row's would silently
+update that other row. ``own_row_form`` is the form for such tables: it only ever
+changes the row of each written key, and a clash on another unique index is an
+IntegrityError (which SQLSource reports as RejectedError) with nothing changed.
+
 Identifiers always come from the reflected ``Table`` and are quoted by the dialect's
 own identifier preparer; values always travel as bound parameters (or COPY data).
 """
@@ -59,7 +66,10 @@ def _pg_sqlite_conflict(
     )
 
 
-def _mysql_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str]) -> sa.Executable:
+def _mysql_assignments(
+    insert: mysql.Insert, target: Target, columns: Sequence[str]
+) -> list[tuple[str, Any]]:
+    """The ON DUPLICATE KEY UPDATE assignments, in the order MariaDB applies them."""
     table = target.table
     new = insert.inserted
     updated = [c for c in columns if c not in target.key and c != target.version]
@@ -67,15 +77,18 @@ def _mysql_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str
         if not updated:
             # Only key columns: a no-op assignment keeps INSERT idempotent.
             first = target.key[0]
-            return insert.on_duplicate_key_update([(first, new[first])])
-        return insert.on_duplicate_key_update([(c, new[c]) for c in updated])
+            return [(first, new[first])]
+        return [(c, new[c]) for c in updated]
     version = target.version
     # NULL is older than any version (see _pg_sqlite_conflict).
     newer = sa.or_(table.c[version].is_(None), new[version] > table.c[version])
     # MariaDB applies the assignments left to right on the updated row, so the version
     # column must come last: every earlier guard still compares with the old version.
-    pairs = [(c, sa.case((newer, new[c]), else_=table.c[c])) for c in [*updated, version]]
-    return insert.on_duplicate_key_update(pairs)
+    return [(c, sa.case((newer, new[c]), else_=table.c[c])) for c in [*updated, version]]
+
+
+def _mysql_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str]) -> sa.Executable:
+    return insert.on_duplicate_key_update(_mysql_assignments(insert, target, columns))
 
 
 def insert_for(dialect_name: str, table: sa.Table) -> Any:
@@ -141,6 +154,56 @@ def executemany_form(
     name = conn.dialect.name
     insert = insert_for(name, target.table)
     conn.execute(upsert_clause(name, insert, target, columns), list(rows))
+
+
+def _own_row_duplicate(insert: mysql.Insert, target: Target, columns: Sequence[str]) -> Any:
+    """The ON DUPLICATE KEY UPDATE clause for rows whose own key is known to exist.
+
+    The key columns are assigned first, to the incoming key: a no-op on the row's own
+    row, and a duplicate-key error if the clash was with another row (through another
+    unique index), since the incoming key is already taken by its own row.
+    """
+    new = insert.inserted
+    rest = [(c, v) for c, v in _mysql_assignments(insert, target, columns) if c not in target.key]
+    return insert.on_duplicate_key_update([*[(c, new[c]) for c in target.key], *rest])
+
+
+def _as_kinds(found: tuple[Any, ...], kinds: Sequence[type]) -> tuple[Any, ...]:
+    """A key read back from the database in the Python types the written keys have.
+
+    A key column of a type cache keys do not have (a DATE keyed by ``"2026-12-04"``)
+    reads back as another type; compared as is, an existing row would look new.
+    """
+    return tuple(
+        part if isinstance(part, kind) or kind not in (str, int) else kind(part)
+        for part, kind in zip(found, kinds, strict=True)
+    )
+
+
+def own_row_form(
+    conn: Connection, target: Target, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """MariaDB/MySQL with other unique indexes: each write changes its own key's row only.
+
+    In the batch's transaction: lock the rows of the keys that exist (``FOR UPDATE``;
+    under InnoDB's REPEATABLE READ the gaps of the absent ones too), update those with
+    ``_own_row_duplicate``, then insert the others with a plain INSERT, which refuses any
+    unique clash instead of updating someone else's row. Updates go first so a batch
+    that moves a unique value from an existing row to a new one is written.
+    """
+    table = target.table
+    key_cols = [table.c[c] for c in target.key]
+    keys = [tuple(row[c] for c in target.key) for row in rows]
+    lookup = sa.select(*key_cols).where(sa.tuple_(*key_cols).in_(keys)).with_for_update()
+    kinds = [type(part) for part in keys[0]]
+    existing = {_as_kinds(tuple(found), kinds) for found in conn.execute(lookup)}
+    old = [row for row, key in zip(rows, keys, strict=True) if key in existing]
+    new = [row for row, key in zip(rows, keys, strict=True) if key not in existing]
+    if old:
+        insert = mysql.insert(table)
+        conn.execute(_own_row_duplicate(insert, target, columns), old)
+    if new:
+        conn.execute(mysql.insert(table), new)
 
 
 def array_element_type(column: sa.Column[Any]) -> Any:
@@ -273,11 +336,13 @@ FORMS: dict[str, dict[str, UpsertForm]] = {
         "values": values_form,
         "prepared_values": prepared_values_form,
         "executemany": executemany_form,
+        "own_row": own_row_form,
     },
     "mariadb": {
         "values": values_form,
         "prepared_values": prepared_values_form,
         "executemany": executemany_form,
+        "own_row": own_row_form,
     },
 }
 """Every upsert form each dialect can run (the benchmark measures them all)."""
@@ -289,6 +354,10 @@ DEFAULT_FORMS: dict[str, str] = {
     "mariadb": "executemany",
 }
 """The form ``SQLSource.save_many`` uses per dialect: the fastest measured (bench/README.md)."""
+
+OWN_ROW_FORMS: dict[str, str] = {"mysql": "own_row", "mariadb": "own_row"}
+"""The form used instead where the upsert clause cannot name its conflict target and
+the table has unique indexes besides the key (see the module docstring)."""
 
 PARAMETER_LIMITS: dict[str, int] = {"sqlite": 32_766, "postgresql": 65_535}
 """Bound parameters one statement may carry; a chunk is split so one statement fits."""

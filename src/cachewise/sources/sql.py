@@ -121,6 +121,9 @@ class SQLSource:
         self._dialect = self._engine.dialect.name
         self._keyset = _keysets.KeySet(self._table, key_columns, self._engine.dialect)
         self._form_name = _upsert.DEFAULT_FORMS[self._dialect]
+        if self._dialect in _upsert.OWN_ROW_FORMS and _other_unique(table, key_columns):
+            # ON DUPLICATE KEY UPDATE would fire on those indexes too (see _upsert).
+            self._form_name = _upsert.OWN_ROW_FORMS[self._dialect]
         self._form = _upsert.FORMS[self._dialect][self._form_name]
         self._lane = _fastlane.FastLane.build(
             self._engine, self._key_cols, self._keyset, self._target
@@ -651,7 +654,16 @@ def _key_kind(column: sa.Column[Any]) -> type | None:
 
 def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
     """Whether ``key`` is exactly the primary key, a unique constraint or a unique index."""
-    wanted = set(key)
+    return set(key) in _unique_sets(table)
+
+
+def _other_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
+    """Whether the table has a unique index (or primary key) besides the key's own."""
+    return any(columns != set(key) for columns in _unique_sets(table))
+
+
+def _unique_sets(table: sa.Table) -> list[set[str]]:
+    """The column sets of the primary key and every full unique constraint or index."""
     candidates: list[set[str]] = [{c.name for c in table.primary_key.columns}]
     candidates += [
         {c.name for c in constraint.columns}
@@ -666,7 +678,7 @@ def _is_unique(table: sa.Table, key: tuple[str, ...]) -> bool:
         and index.dialect_kwargs.get("postgresql_where") is None
         and index.dialect_kwargs.get("sqlite_where") is None
     ]
-    return wanted in candidates
+    return [columns for columns in candidates if columns]
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

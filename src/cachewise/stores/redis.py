@@ -508,32 +508,46 @@ class RedisStore:
 
         A value of another epoch (from before a Redis restart) reads as absent.
         """
+        return run(self._gets_flow(key))
+
+    def _gets_flow(self, key: Key) -> Flow[tuple[Any, Any]]:
         self._check_open()
         vkey, nkey = self._keys(key)
-        data, version = self._call("MGET", self.client.mget, [vkey, nkey])
+        data, version = yield from self._call_flow("MGET", self.client.mget, [vkey, nkey])
         value = MISSING if data is None else self._decode(data, vkey)
-        present = data is not None and data.startswith(self.stamp())
+        stamp = yield from self._stamp_flow()
+        present = data is not None and data.startswith(stamp)
         return value, (version or b"", present)
 
     def cas(
         self, key: Key, value: Any, token: Any, ttl: float | None = None, *, keep_ttl: bool = False
     ) -> bool:
         """Store ``value`` if ``key``'s version and presence are as :meth:`gets` saw them."""
+        return run(self._cas_flow(key, value, token, ttl, keep_ttl))
+
+    def _cas_flow(
+        self, key: Key, value: Any, token: Any, ttl: float | None, keep_ttl: bool
+    ) -> Flow[bool]:
         self._check_open()
         version, present = token
         vkey, nkey = self._keys(key)
         px = -1 if keep_ttl else self._ttl_px(ttl)
         payload = self.codec.encode(value, key=vkey)
-        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS, self.stamp()]
-        return bool(self._call("CAS", self._cas, keys=[vkey, nkey], args=args))
+        stamp = yield from self._stamp_flow()
+        args = [version, b"1" if present else b"0", payload, px, _VERSION_TTL_MS, stamp]
+        return bool((yield from self._call_flow("CAS", self._cas, keys=[vkey, nkey], args=args)))
 
     def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` holds no value of this epoch; bump the version."""
+        return run(self._add_flow(key, value, ttl))
+
+    def _add_flow(self, key: Key, value: Any, ttl: float | None) -> Flow[bool]:
         self._check_open()
         vkey, nkey = self._keys(key)
         payload = self.codec.encode(value, key=vkey)
-        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload, self.stamp()]
-        return bool(self._call("ADD", self._add, keys=[vkey, nkey], args=args))
+        stamp = yield from self._stamp_flow()
+        args = [self._ttl_px(ttl), _VERSION_TTL_MS, payload, stamp]
+        return bool((yield from self._call_flow("ADD", self._add, keys=[vkey, nkey], args=args)))
 
     # -- the load guard (LoadGuarded) ----------------------------------------------------
 

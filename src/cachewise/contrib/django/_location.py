@@ -176,6 +176,23 @@ def _open(spec: StoreSpec) -> CompareAndSet:
     return tiered.TieredStore(l1, l2)  # type: ignore[no-any-return]
 
 
+def open_async(spec: StoreSpec) -> Any:
+    """An ``AsyncRedisStore`` for a (non-tiered) Redis ``spec``: the sync store's twin.
+
+    Same location, namespace, signing codec and timeout as ``_open``'s ``RedisStore``, so
+    the backend's sync and native async methods read and write the same entries.
+    """
+    if spec.kind != "redis" or spec.tiered:
+        raise ConfigurationError(f"no native async store for {spec.shown!r}")
+    module = _optional("cachewise.aio.redis", "async")
+    return module.AsyncRedisStore(
+        spec.location,
+        namespace=spec.namespace,
+        codec=SignedPickleCodec(spec.secret),
+        timeout=spec.timeout,
+    )
+
+
 def _optional(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
