@@ -136,16 +136,21 @@ def _poolers(
 
 def _engines(env: Environment, poolers: dict[str, str]) -> dict[str, Engine]:
     url = str(env.database.url)
+    # On PostgreSQL every connection is opened in autocommit, as Django's are: the
+    # request is one statement, and no contender switches modes per request.
+    kw: dict[str, Any] = {}
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        kw["connect_args"] = {"autocommit": True}
     engines = {
         # connect() reads the URL's ?pgbouncer=/?direct= options; pool_size=0 is NullPool.
-        "new-connection": connect(url, pool_size=0),
-        "pool": connect(url, pool_size=5),
+        "new-connection": connect(url, pool_size=0, **kw),
+        "pool": connect(url, pool_size=5, **kw),
     }
     # A new client connection per request through each pooler.
     if "pgbouncer" in poolers:  # no server-side prepares (transaction mode)
-        engines["pgbouncer"] = connect(poolers["pgbouncer"], pool_size=0, pgbouncer=True)
+        engines["pgbouncer"] = connect(poolers["pgbouncer"], pool_size=0, pgbouncer=True, **kw)
     if "pgpool" in poolers:
-        engines["pgpool"] = connect(poolers["pgpool"], pool_size=0, pgpool=True)
+        engines["pgpool"] = connect(poolers["pgpool"], pool_size=0, pgpool=True, **kw)
     return engines
 
 
@@ -303,8 +308,9 @@ def _request(engine: Engine, table: sa.Table) -> Callable[[str], object]:
     """One request in autocommit, as Django makes it: one statement, no BEGIN/ROLLBACK.
 
     On PostgreSQL (psycopg) through the driver connection, as ``SQLSource`` reads
-    (its fast lane: the statement compiled once, Pgpool-II's routing hint included);
-    elsewhere through the Engine with ``isolation_level="AUTOCOMMIT"``.
+    (its fast lane: the statement compiled once, Pgpool-II's routing hint included),
+    on connections opened in autocommit (``_engines``); elsewhere through the Engine
+    with ``isolation_level="AUTOCOMMIT"``.
     """
     query = sa.select(table).where(table.c.k == sa.bindparam("key"))
     if _fastlane.supported(engine):
