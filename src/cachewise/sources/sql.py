@@ -443,6 +443,9 @@ class SQLSource:
     def _unique_keys(self, keys: Iterable[Key]) -> list[Key]:
         if isinstance(keys, (str, bytes)):
             raise InvalidKeyError("keys must be an iterable of keys, not a single str or bytes")
+        kind = self._lone_kind
+        if kind is not None and type(keys) is list and set(map(type, keys)) <= {kind}:
+            return list(dict.fromkeys(keys))  # every key checked at once, in C
         return list(dict.fromkeys(self.check_key(k) for k in keys))
 
     def _parts(self, key: Key) -> tuple[Any, ...]:
