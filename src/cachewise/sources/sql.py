@@ -278,9 +278,8 @@ class SQLSource:
         if not groups:
             return
         lane = self._lane
-        if lane is not None and len(groups) == 1 and lane.open(self._engine):  # noqa: SIM102
-            if self._save_fast(lane, groups):
-                return
+        if lane is not None and len(groups) == 1 and self._save_fast(lane, groups):
+            return
         with self._connect("save_many", begin=True) as conn:
             self._save_groups_on(conn, groups)
 
@@ -331,7 +330,7 @@ class SQLSource:
         before it answers: one round trip instead of ``BEGIN``, upsert, ``COMMIT``.
         """
         ((names, rows),) = groups.items()
-        if len(rows) != 1:
+        if len(rows) != 1 or not lane.open(self._engine):
             return False
         columns = [name for name in self._column_order if name in names]
         sql = lane.upsert(columns)
