@@ -28,6 +28,7 @@ BENCHMARKS = {
     "aggregates": "bench.aggregates",
     "copying": "bench.copying",
     "aio": "bench.aio",
+    "sqlmiss": "bench.sqlmiss",
     "metrics": "bench.metrics_overhead",
 }
 RESULTS = Path(__file__).parent / "results"

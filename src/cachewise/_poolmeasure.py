@@ -1,8 +1,9 @@
 """Measure connection pooling on PostgreSQL: a primary-key SELECT per request, many ways.
 
 The contenders answer the same request (``SELECT id, name, price FROM t WHERE id = k``)
-with a new connection each time, with ``cachewise.connect()`` (through SQLAlchemy's Engine
-and through ``dbapi_connection()``), with psycopg_pool, with SQLAlchemy's stock
+with a new connection each time, with ``cachewise.connect()`` (through SQLAlchemy's Engine,
+through ``dbapi_connection()``, and in autocommit through the driver connection as
+``SQLSource`` reads), with psycopg_pool (also in autocommit), with SQLAlchemy's stock
 ``QueuePool`` engine, with Django's persistent connection per thread (its implicit
 pooling), and with a new client connection each time through PgBouncer and through
 Pgpool-II.
@@ -33,6 +34,7 @@ from cachewise._djangopool import django_requests
 from cachewise._pgbouncer import PgBouncer
 from cachewise._pgpool import Pgpool
 from cachewise.pool import DEFAULT_POOL_SIZE, connect, dbapi_connection, direct_url
+from cachewise.sources._fastlane import driver_connection
 
 Request = Callable[[int], object]
 
@@ -40,6 +42,7 @@ CONTENDERS = (
     "new connection",
     "cachewise.connect() Engine",
     "cachewise.connect() dbapi_connection",
+    "cachewise.connect() autocommit",
     "psycopg_pool",
     "psycopg_pool autocommit",
     "SQLAlchemy stock QueuePool",
@@ -149,7 +152,11 @@ def _build(name: str, url: URL, table: str, pool_size: int, poolers: dict[str, s
     if name == "SQLAlchemy stock QueuePool":
         stock = sa.create_engine(url)
         return _Contender(name, _engine_request(stock, table), stock.dispose)
-    engine = connect(url, pool_size=pool_size)
+    return _build_ours(name, connect(url, pool_size=pool_size), table, sql)
+
+
+def _build_ours(name: str, engine: Engine, table: str, sql: str) -> _Contender:
+    """The contenders on ``cachewise.connect()``'s pool (``engine``)."""
     if name == "cachewise.connect() Engine":
         return _Contender(name, _engine_request(engine, table), engine.dispose)
     if name == "cachewise.connect() dbapi_connection":
@@ -164,6 +171,14 @@ def _build(name: str, url: URL, table: str, pool_size: int, poolers: dict[str, s
                     cursor.close()
 
         return _Contender(name, fast, engine.dispose)
+    if name == "cachewise.connect() autocommit":
+        # SQLSource's fast lane: one round trip, as Django's and psycopg_pool autocommit.
+        def lane(key: int) -> object:
+            with driver_connection(engine, autocommit=True) as conn:
+                return conn.execute(sql, (key,)).fetchone()
+
+        return _Contender(name, lane, engine.dispose)
+    engine.dispose()
     raise ValueError(f"unknown contender {name!r}; choose from {CONTENDERS}")
 
 

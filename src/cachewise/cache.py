@@ -19,6 +19,7 @@ key is refused on every path, the C hit path included.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import logging
@@ -92,6 +93,25 @@ class _Load:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+class _BatchLoad(_Load):
+    """One key's load in a ``read_many`` batch: the batch's one lock, released once.
+
+    A batch's keys are published together anyway (after its one ``load_many``), so
+    they share the lock their waiters block on: no lock per key to make and release.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, busy: threading.Lock) -> None:
+        self._busy = busy
+        self.value = MISSING
+        self.error = None
+        self.superseded = False
+
+    def publish(self) -> None:
+        """Nothing per key: ``Cache._load_many`` releases the batch's lock once."""
 
 
 class Cache(CacheLogic):
@@ -385,8 +405,13 @@ class Cache(CacheLogic):
         return {k: found[k] for k in wanted if k in found}
 
     def _load_many(self, keys: list[Key], from_source: bool) -> dict[Key, Any]:
-        mine, theirs = self._register_loads(keys, _Load)
-        result = run(self._lead_loads_flow(mine, from_source)) if mine else {}
+        busy = threading.Lock()
+        busy.acquire()
+        try:
+            mine, theirs = self._register_loads(keys, functools.partial(_BatchLoad, busy))
+            result = run(self._lead_loads_flow(mine, from_source)) if mine else {}
+        finally:
+            busy.release()  # publishes every key this call led, value or error
         for key, load in theirs.items():
             value = cast(_Load, load).wait()
             if value is not MISSING:

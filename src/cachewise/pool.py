@@ -69,6 +69,8 @@ __all__ = [
     "is_pgpool",
     "pool_stats",
     "redact",
+    "statement_listeners",
+    "statement_prefix",
 ]
 
 DEFAULT_POOL_SIZE: Final = 5
@@ -530,12 +532,16 @@ class _EngineInfo:
     pgbouncer: bool
     direct: URL | None
     pgpool: bool = False
+    prefix: str = ""
+    """What every statement starts with (Pgpool-II's no-load-balance hint, or nothing)."""
 
 
 _INFO: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
 """Keyed by the engine's dialect: shared with ``engine.execution_options()`` copies and
 kept across ``dispose()``."""
 _BUILT: weakref.WeakSet[Engine] = weakref.WeakSet()
+_OWN_LISTENERS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""connect()'s own statement hooks (Pgpool-II's hint), which the fast lane reproduces."""
 
 
 def built_engines() -> list[Engine]:
@@ -638,6 +644,7 @@ def _install_pgpool(engine: Engine, p: _Plan) -> None:
             return NO_LOAD_BALANCE + statement, params
 
         event.listen(engine, "before_cursor_execute", to_primary, retval=True)
+        _OWN_LISTENERS.add(to_primary)
     wanted = p.pool_size + p.max_overflow
 
     def on_first_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
@@ -771,7 +778,10 @@ def connect(
     if p.pgpool:
         _install_pgpool(engine, p)
     _INFO[engine.dialect] = _EngineInfo(
-        pgbouncer=p.pgbouncer, direct=p.direct or (None if p.pgbouncer else p.url), pgpool=p.pgpool
+        pgbouncer=p.pgbouncer,
+        direct=p.direct or (None if p.pgbouncer else p.url),
+        pgpool=p.pgpool,
+        prefix=NO_LOAD_BALANCE if p.pgpool and not p.load_balance else "",
     )
     _BUILT.add(engine)
     return engine
@@ -790,6 +800,30 @@ def is_pgbouncer(engine: Engine) -> bool:
     """True if ``engine`` was built by ``connect()`` in PgBouncer mode."""
     info = _INFO.get(engine.dialect)
     return info.pgbouncer if info is not None else False
+
+
+def statement_listeners(engine: Engine) -> bool:
+    """Whether anyone but ``connect()`` watches ``engine``'s statements as they are sent.
+
+    Tracing, SQL logging (``echo``) and statement-counting tests hook the Engine's
+    ``before_cursor_execute``/``after_cursor_execute`` events; code that could send SQL
+    on a driver connection instead (where no event runs) must not, when this is True.
+    """
+    dispatch: Any = engine.dispatch
+    if dispatch.after_cursor_execute or engine._should_log_info():
+        return True
+    return any(fn not in _OWN_LISTENERS for fn in dispatch.before_cursor_execute)
+
+
+def statement_prefix(engine: Engine) -> str:
+    """What ``engine`` puts before every statement it sends (through its Engine events).
+
+    Pgpool-II mode without load balancing starts each statement with
+    ``/*NO LOAD BALANCE*/``; code that sends SQL on a driver connection, where no
+    Engine event runs, must add it itself. Empty for every other engine.
+    """
+    info = _INFO.get(engine.dialect)
+    return info.prefix if info is not None else ""
 
 
 def direct_url(target: Engine | str | URL) -> URL:

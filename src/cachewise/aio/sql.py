@@ -22,7 +22,7 @@ from cachewise._redact import redact
 from cachewise._types import MISSING, Key
 from cachewise.errors import CachewiseError, ClosedError, ConfigurationError
 from cachewise.pool import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, plan
-from cachewise.sources import _upsert
+from cachewise.sources import _fastlane, _upsert
 from cachewise.sources.sql import (
     SQLSource,
     _check_sqlite_file,
@@ -128,8 +128,6 @@ class AsyncSQLSource(SQLSource):
         self._names = (table, schema, version)
         self._ready_lock = asyncio.Lock()
         self._prepared = False
-        self._fast_load: tuple[str, list[str]] | None = None
-        self._fast_checked = False
         self._reads = self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
         check_dialect(self._engine.dialect)
         _check_sqlite_file(self._engine.url, table)
@@ -166,23 +164,7 @@ class AsyncSQLSource(SQLSource):
             if self._form_name in _SYNC_ONLY_FORMS:
                 self._form_name = _SYNC_ONLY_FORMS[self._form_name]
                 self._form = _upsert.FORMS[self._dialect][self._form_name]
-            self._fast_load = self._compile_fast_load()
             self._prepared = True
-
-    def _compile_fast_load(self) -> tuple[str, list[str]] | None:
-        """The primary-key SELECT as psycopg SQL, if no column needs SQLAlchemy's processing."""
-        dialect = self._engine.dialect
-        if dialect.name != "postgresql" or self._engine.driver != "psycopg":
-            return None
-        for column in self._key_cols:
-            if column.type.dialect_impl(dialect).bind_processor(dialect) is not None:
-                return None
-        names = [f"cw_k{i}" for i in range(len(self._key_cols))]
-        where = sa.and_(
-            *(col == sa.bindparam(name) for col, name in zip(self._key_cols, names, strict=True))
-        )
-        compiled = sa.select(self._table).where(where).compile(dialect=dialect)
-        return str(compiled), names
 
     async def _run(
         self, operation: str, fn: Callable[..., Any], *args: Any, begin: bool = False
@@ -207,51 +189,35 @@ class AsyncSQLSource(SQLSource):
     async def load(self, key: Key) -> Any:
         await self._ready()
         where = self._match(self.check_key(key))
-        if self._fast_load is None:
+        lane = self._lane
+        if lane is None or not lane.open(self._engine):
             return await self._run("load", self._load_on, where)
-        return await self._load_direct(key)
+        return await self._load_direct(lane, key)
 
-    async def _load_direct(self, key: Key) -> Any:
+    async def _load_direct(self, lane: _fastlane.FastLane, key: Key) -> Any:
         """One primary-key SELECT on the pooled driver connection (PostgreSQL).
 
-        The statement is SQLAlchemy's own, compiled once; only the Result layer is
-        skipped, and only when no column needs a result processor (so rows are what
-        the Core path returns).
+        The statement and its checks are the sync source's fast lane (``_fastlane``):
+        SQLAlchemy's own statement compiled once, rows that skip the Result layer only
+        when no column needs a result processor (so they are what the Core path returns).
         """
-        assert self._fast_load is not None
-        sql, names = self._fast_load
-        params = dict(zip(names, self._parts(key), strict=True))
+        params = lane.key_params(self._parts(key))
         if self._closed:
             raise ClosedError(f"AsyncSQLSource {self._where} is closed")
         dbapi_error: type[Exception] = getattr(self._engine.dialect.dbapi, "Error", Exception)
         try:
             async with self._reads.connect() as conn:
                 raw = await conn.get_raw_connection()
-                cursor = await raw.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+                cursor = await raw.driver_connection.execute(lane.load, params)  # type: ignore[union-attr]
                 row = await cursor.fetchone()
                 description = cursor.description
         except (sa.exc.SQLAlchemyError, dbapi_error) as exc:
             self._fail("load", exc)
-        if not self._fast_checked:
-            # Now the server has said what each column's type is: the fast lane stays
-            # only if SQLAlchemy would hand every value through unchanged.
-            self._fast_checked = True
-            if not self._unprocessed(description):
-                self._fast_load = None
-                return await self.load(key)
-        columns = [str(d.name) for d in description]
-        return MISSING if row is None else dict(zip(columns, row, strict=True))
-
-    def _unprocessed(self, description: Any) -> bool:
-        dialect = self._engine.dialect
-        for d in description:
-            column = self._table.c.get(str(d.name))
-            if column is None:
-                return False
-            impl = column.type.dialect_impl(dialect)
-            if impl.result_processor(dialect, d.type_code) is not None:
-                return False
-        return True
+        # The first result says what each column's type is: the lane stays only if
+        # SQLAlchemy would hand every value through unchanged.
+        if not lane.check_result(description):
+            return await self.load(key)
+        return MISSING if row is None else _fastlane.as_dicts(description, [row])[0]
 
     async def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:  # type: ignore[override]
         await self._ready()

@@ -11,6 +11,11 @@ Pgpool-II, which keep the server connections: the ones given with
 lab starts for the run (when their binaries are installed). In the report's columns,
 read latency is request latency, source reads are requests and the hit ratio is the
 share of requests served by a reused connection.
+
+Every contender makes the same request the same way: one ``SELECT`` in autocommit, as
+Django does by default and as ``SQLSource`` reads; a SQLAlchemy checkout's own
+transaction (``BEGIN`` ... ``ROLLBACK``, two more round trips) would otherwise be
+measured as the pool's cost (docs/pooling.md, "A fair comparison").
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import importlib
 import random
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +43,11 @@ from cachewise.lab.objective import Criterion, Objective, cost, decide
 from cachewise.lab.runner import CaseResult, KindResult, Progress
 from cachewise.lab.scenario import Case, Kind, Params, Scenario
 from cachewise.lab.workloads import History
-from cachewise.pool import connect, direct_url
+from cachewise.pool import connect, direct_url, statement_prefix
+from cachewise.sources import _fastlane
+
+Samples = dict[str, list[float]]
+"""Request latencies in µs, per contender."""
 
 
 def _no_scenario(params: Params, rng: random.Random) -> Scenario:
@@ -125,16 +136,21 @@ def _poolers(
 
 def _engines(env: Environment, poolers: dict[str, str]) -> dict[str, Engine]:
     url = str(env.database.url)
+    # On PostgreSQL every connection is opened in autocommit, as Django's are: the
+    # request is one statement, and no contender switches modes per request.
+    kw: dict[str, Any] = {}
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        kw["connect_args"] = {"autocommit": True}
     engines = {
         # connect() reads the URL's ?pgbouncer=/?direct= options; pool_size=0 is NullPool.
-        "new-connection": connect(url, pool_size=0),
-        "pool": connect(url, pool_size=5),
+        "new-connection": connect(url, pool_size=0, **kw),
+        "pool": connect(url, pool_size=5, **kw),
     }
     # A new client connection per request through each pooler.
     if "pgbouncer" in poolers:  # no server-side prepares (transaction mode)
-        engines["pgbouncer"] = connect(poolers["pgbouncer"], pool_size=0, pgbouncer=True)
+        engines["pgbouncer"] = connect(poolers["pgbouncer"], pool_size=0, pgbouncer=True, **kw)
     if "pgpool" in poolers:
-        engines["pgpool"] = connect(poolers["pgpool"], pool_size=0, pgpool=True)
+        engines["pgpool"] = connect(poolers["pgpool"], pool_size=0, pgpool=True, **kw)
     return engines
 
 
@@ -175,13 +191,20 @@ def run_pooling(
         table = sa.Table(names["conn"], sa.MetaData(), autoload_with=setup)
         poolers, servers = _poolers(env, params, notes)
         engines = _engines(env, poolers)
-        for name, engine in engines.items():
-            results[name] = _measure(engine, table, keys)
-            progress()
-        django = _measure_django(env, names["conn"], keys, notes)
+        contenders = {name: _engine_contender(e, table) for name, e in engines.items()}
+        django = _django_contender(env, names["conn"], notes)
         if django is not None:
-            results["django-persistent"] = django
-        progress()
+            contenders["django-persistent"] = django
+        try:
+            samples = _interleaved({name: c.request for name, c in contenders.items()}, keys)
+        finally:
+            for contender in contenders.values():
+                contender.close()
+        for name, contender in contenders.items():
+            results[name] = _figures(samples[name], len(keys), contender.opened[0])
+            progress()
+        if django is None:
+            progress()
     finally:
         for engine in engines.values():
             engine.dispose()
@@ -217,9 +240,40 @@ def run_pooling(
     )
 
 
-def _measure_django(
-    env: Environment, table: str, keys: list[str], notes: list[str]
-) -> dict[str, float] | None:
+@dataclass
+class _Contender:
+    """One way of making a request, the connections it opened, how to clean it up."""
+
+    request: Callable[[str], object]
+    opened: list[int]
+    close: Callable[[], None]
+
+
+def _interleaved(
+    requests: dict[str, Callable[[str], object]], keys: list[str], block: int = 50
+) -> Samples:
+    """Each contender's latency (µs) per key, the contenders taking turns by blocks of keys.
+
+    Every contender requests the same keys; the order rotates every block, so a stall
+    of the shared machine falls on any of them alike instead of on whichever was being
+    measured at the time. Blocks rather than single keys: a new connection's teardown
+    on the server would otherwise land on the next contender's request.
+    """
+    names = list(requests)
+    samples: Samples = {name: [] for name in names}
+    for turn, first in enumerate(range(0, len(keys), block)):
+        chunk = keys[first : first + block]
+        shift = turn % len(names)
+        for name in names[shift:] + names[:shift]:
+            request, out = requests[name], samples[name]
+            for key in chunk:
+                start = time.perf_counter_ns()
+                request(key)
+                out.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
+def _django_contender(env: Environment, table: str, notes: list[str]) -> _Contender | None:
     """Django's persistent connection (its defaults: autocommit, ``CONN_MAX_AGE=None``)."""
     url = direct_url(str(env.database.url))
     if url.get_backend_name() != "postgresql":
@@ -238,40 +292,57 @@ def _measure_django(
 
     signals.connection_created.connect(on_created, weak=False)
     sql = f'SELECT * FROM "{table}" WHERE k = %s'
-    samples: list[float] = []
-    try:
-        for key in keys:
-            start = time.perf_counter_ns()
-            django.query(sql, (key,))
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    finally:
+
+    def close() -> None:
         signals.connection_created.disconnect(on_created)
         django.close_thread()
+
     notes.append(
-        "django-persistent: Django's defaults (autocommit, CONN_MAX_AGE=None): one round "
-        "trip per request, where the SQLAlchemy engines also send BEGIN and ROLLBACK"
+        "django-persistent: Django's defaults (autocommit, CONN_MAX_AGE=None); every "
+        "contender reads in autocommit alike (one round trip per request, no BEGIN/ROLLBACK)"
     )
-    return _figures(samples, len(keys), opened[0])
+    return _Contender(lambda key: django.query(sql, (key,)), opened, close)
 
 
-def _measure(engine: Engine, table: sa.Table, keys: list[str]) -> dict[str, float]:
+def _request(engine: Engine, table: sa.Table) -> Callable[[str], object]:
+    """One request in autocommit, as Django makes it: one statement, no BEGIN/ROLLBACK.
+
+    On PostgreSQL (psycopg) through the driver connection, as ``SQLSource`` reads
+    (its fast lane: the statement compiled once, Pgpool-II's routing hint included),
+    on connections opened in autocommit (``_engines``); elsewhere through the Engine
+    with ``isolation_level="AUTOCOMMIT"``.
+    """
+    query = sa.select(table).where(table.c.k == sa.bindparam("key"))
+    if _fastlane.supported(engine):
+        sql = statement_prefix(engine) + str(query.compile(dialect=engine.dialect))
+
+        def direct(key: str) -> object:
+            with _fastlane.driver_connection(engine, autocommit=True) as conn:
+                return conn.execute(sql, {"key": key}).fetchone()
+
+        return direct
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def core(key: str) -> object:
+        with reads.connect() as conn:
+            return conn.execute(query, {"key": key}).first()
+
+    return core
+
+
+def _engine_contender(engine: Engine, table: sa.Table) -> _Contender:
+    """Requests through ``engine``, counting the connections its pool opens."""
     opened = [0]
 
     def on_connect(*_: Any) -> None:
         opened[0] += 1
 
     sa.event.listen(engine, "connect", on_connect)
-    query = sa.select(table).where(table.c.k == sa.bindparam("key"))
-    samples: list[float] = []
-    try:
-        for key in keys:
-            start = time.perf_counter_ns()
-            with engine.connect() as conn:
-                conn.execute(query, {"key": key}).first()
-            samples.append((time.perf_counter_ns() - start) / 1000)
-    finally:
-        sa.event.remove(engine, "connect", on_connect)
-    return _figures(samples, len(keys), opened[0])
+    return _Contender(
+        _request(engine, table),
+        opened,
+        lambda: sa.event.remove(engine, "connect", on_connect),
+    )
 
 
 def _figures(samples: list[float], requests: int, opened: int) -> dict[str, float]:

@@ -32,7 +32,7 @@ class KeySet:
     def _array_statements(self) -> tuple[sa.Select[Any], sa.Delete]:
         table, columns = self.table, self.columns
         params = [
-            sa.bindparam(f"cw_k{i}", type_=postgresql.ARRAY(_key_element_type(col)))
+            sa.bindparam(f"cw_k{i}", type_=postgresql.ARRAY(key_element_type(col)))
             for i, col in enumerate(columns)
         ]
         if len(columns) == 1:
@@ -47,7 +47,8 @@ class KeySet:
         # DELETE ... USING unnest(...) on PostgreSQL: the extra FROM comes from ``on``.
         return sa.select(table).join(keys, on), sa.delete(table).where(on)
 
-    def _params(self, keys: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    def params(self, keys: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+        """The array parameters (one list per key column) of the PostgreSQL statements."""
         return {f"cw_k{i}": [key[i] for key in keys] for i in range(len(self.columns))}
 
     def _where(self, keys: Sequence[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
@@ -65,17 +66,17 @@ class KeySet:
     def select(self, keys: Sequence[tuple[Any, ...]]) -> tuple[sa.Executable, dict[str, Any]]:
         """The statement (and its parameters) reading the rows of ``keys`` (distinct)."""
         if self.arrays:
-            return self._select, self._params(keys)
+            return self._select, self.params(keys)
         return sa.select(self.table).where(self._where(keys)), {}
 
     def delete(self, keys: Sequence[tuple[Any, ...]]) -> tuple[sa.Executable, dict[str, Any]]:
         """The statement (and its parameters) deleting the rows of ``keys``."""
         if self.arrays:
-            return self._delete, self._params(keys)
+            return self._delete, self.params(keys)
         return sa.delete(self.table).where(self._where(keys)), {}
 
 
-def _key_element_type(column: sa.Column[Any]) -> Any:
+def key_element_type(column: sa.Column[Any]) -> Any:
     """The array element type to send a key column's values as.
 
     Integer keys go as bigint: a key out of a small column's range then finds nothing

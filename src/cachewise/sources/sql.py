@@ -37,7 +37,7 @@ from cachewise.errors import (
     SourceError,
 )
 from cachewise.pool import connect
-from cachewise.sources import _keysets, _upsert
+from cachewise.sources import _fastlane, _keysets, _upsert
 
 _RowGroups = dict[frozenset[str], list[Mapping[str, Any]]]
 """Rows to upsert, grouped by the set of columns they carry (one statement shape each)."""
@@ -58,6 +58,9 @@ class SQLSource:
     names an integer column: ``save_many`` then replaces a row only with a strictly
     newer version. ``chunk_size`` bounds the keys or rows per statement.
     """
+
+    _lone_kind: type | None = None
+    """The one type a lone key column takes (``check_key``'s shortcut), once reflected."""
 
     def __init__(
         self,
@@ -107,6 +110,8 @@ class SQLSource:
         self._key_kinds = [_key_kind(col) for col in self._key_cols]
         self._key_names = key_columns
         self._single_key = key_columns[0] if len(key_columns) == 1 else None
+        if self._single_key is not None:
+            self._lone_kind = self._key_kinds[0]
         self._column_order = [c.name for c in self._table.c]
         self._column_names = frozenset(self._column_order)
         self._required = frozenset(
@@ -120,6 +125,10 @@ class SQLSource:
             # ON DUPLICATE KEY UPDATE would fire on those indexes too (see _upsert).
             self._form_name = _upsert.OWN_ROW_FORMS[self._dialect]
         self._form = _upsert.FORMS[self._dialect][self._form_name]
+        self._lane = _fastlane.FastLane.build(
+            self._engine, self._key_cols, self._keyset, self._target
+        )
+        """PostgreSQL on psycopg: statements compiled once, run on the driver connection."""
 
     # -- construction -------------------------------------------------------------
 
@@ -211,14 +220,24 @@ class SQLSource:
     # -- the Source protocol ------------------------------------------------------
 
     def load(self, key: Key) -> Any:
-        where = self._match(self.check_key(key))
+        checked = self.check_key(key)
+        lane = self._lane
+        if lane is not None and lane.open(self._engine):
+            found = self._load_fast(lane, [checked], "load")
+            if found is not None:
+                return found.get(checked, MISSING)
         with self._connect("load") as conn:
-            return self._load_on(conn, where)
+            return self._load_on(conn, self._match(checked))
 
     def load_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         wanted = self._unique_keys(keys)
         if not wanted:
             return {}
+        lane = self._lane
+        if lane is not None and lane.open(self._engine):
+            found = self._load_fast(lane, wanted, "load_many")
+            if found is not None:
+                return found
         with self._connect("load_many") as conn:
             return self._load_many_on(conn, wanted)
 
@@ -258,6 +277,9 @@ class SQLSource:
         groups = self._row_groups(items)
         if not groups:
             return
+        lane = self._lane
+        if lane is not None and len(groups) == 1 and self._save_fast(lane, groups):
+            return
         with self._connect("save_many", begin=True) as conn:
             self._save_groups_on(conn, groups)
 
@@ -272,6 +294,65 @@ class SQLSource:
             return
         with self._connect("remove_many", begin=True) as conn:
             self._remove_many_on(conn, wanted)
+
+    # -- the fast lane (PostgreSQL on psycopg; see _fastlane.py) -------------------
+
+    def _load_fast(
+        self, lane: _fastlane.FastLane, wanted: list[Key], operation: str
+    ) -> dict[Key, Any] | None:
+        """The rows of ``wanted`` read on the driver connection; None: take the Core path.
+
+        One key is the compiled primary-key SELECT, several the key set's array SELECT
+        per chunk, all on one connection in autocommit (one round trip per statement).
+        """
+        found: dict[Key, Any] = {}
+        with self._driver(operation) as conn:
+            if len(wanted) == 1:
+                cursor = conn.execute(lane.load, lane.key_params(self._parts(wanted[0])))
+                if not lane.check_result(cursor.description):
+                    return None
+                for value in _fastlane.as_dicts(cursor.description, cursor.fetchall()):
+                    found[wanted[0]] = value
+                return found
+            single = self._single_key is not None
+            for chunk in _chunks(wanted, self.chunk_size):
+                params = {"cw_k0": list(chunk)} if single else self._keyset.params(chunk)
+                cursor = conn.execute(lane.load_many, params)
+                if not lane.check_result(cursor.description):
+                    return None
+                found.update(_fastlane.keyed_dicts(cursor.description, cursor.fetchall(), self.key))
+        return found
+
+    def _save_fast(self, lane: _fastlane.FastLane, groups: _RowGroups) -> bool:
+        """Save a lone row with the compiled upsert; False: take the Core path.
+
+        One statement in autocommit is its own transaction, committed by the server
+        before it answers: one round trip instead of ``BEGIN``, upsert, ``COMMIT``.
+        """
+        ((names, rows),) = groups.items()
+        if len(rows) != 1 or not lane.open(self._engine):
+            return False
+        columns = [name for name in self._column_order if name in names]
+        sql = lane.upsert(columns)
+        if sql is None:
+            return False
+        with self._driver("save_many") as conn:
+            conn.execute(sql, lane.row_params(columns, rows[0]))
+        return True
+
+    @contextmanager
+    def _driver(self, operation: str) -> Iterator[Any]:
+        """The lane's pooled psycopg connection; errors translated as ``_connect``'s."""
+        if self._closed:
+            raise ClosedError(f"SQLSource {self._where} is closed")
+        dbapi_error: type[Exception] = getattr(
+            self._engine.dialect.dbapi, "Error", sa.exc.DBAPIError
+        )
+        try:
+            with _fastlane.driver_connection(self._engine, autocommit=True) as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, dbapi_error) as exc:
+            self._fail(operation, exc)
 
     # -- statements on a connection (the sync and the async source share them) ---------
 
@@ -332,6 +413,8 @@ class SQLSource:
         the database can compare with it. Checked before any I/O, so ``"1"`` is refused
         for an integer key on every dialect (SQLite would otherwise find the row ``1``).
         """
+        if type(key) is self._lone_kind:
+            return key  # the common case, in one test (this runs per key of every batch)
         check_key(key)
         # An AsyncSQLSource reflects its table on first use: until then, the shape only.
         kinds: list[type | None] | None = getattr(self, "_key_kinds", None)
@@ -359,6 +442,9 @@ class SQLSource:
     def _unique_keys(self, keys: Iterable[Key]) -> list[Key]:
         if isinstance(keys, (str, bytes)):
             raise InvalidKeyError("keys must be an iterable of keys, not a single str or bytes")
+        kind = self._lone_kind
+        if kind is not None and type(keys) is list and set(map(type, keys)) <= {kind}:
+            return list(dict.fromkeys(keys))  # every key checked at once, in C
         return list(dict.fromkeys(self.check_key(k) for k in keys))
 
     def _parts(self, key: Key) -> tuple[Any, ...]:
