@@ -40,9 +40,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from cachewise._events import event
@@ -52,6 +53,7 @@ from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.stats import Counter
+from cachewise.stores import _redis_cluster as _cluster
 from cachewise.stores import _redis_epoch as _epoch
 from cachewise.stores import _redis_scripts as scripts
 from cachewise.stores._redis_claim import RedisClaim
@@ -137,11 +139,13 @@ class RedisStore:
         codec: Codec | None = None,
         *,
         fail_open: bool = False,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         lease_ttl: float = 5.0,
         lease_wait: float | None = None,
         timeout: float = 5.0,
         write_hold: float = 30.0,
+        cluster: bool = False,
+        cluster_retry_for: float = 10.0,
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
@@ -152,6 +156,7 @@ class RedisStore:
         check_seconds(timeout, "timeout")
         check_seconds(lease_wait, "lease_wait", optional=True)
         check_seconds(write_hold, "write_hold")
+        check_seconds(cluster_retry_for, "cluster_retry_for")
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         check_redis_url(url)
@@ -166,21 +171,25 @@ class RedisStore:
         self._prefix = f"{namespace}:{{"
         self._owns_client = client is None
         if client is None:
-            client = self._connect(url, timeout)
-        self.client: redis.Redis = client
+            client = _cluster.connect(url, timeout) if cluster else self._connect(url, timeout)
+        self.cluster = _cluster.is_cluster(client)
+        """Whether this store runs on a Redis Cluster (``cluster=True`` or a cluster client)."""
+        if cluster and not self.cluster:
+            raise ConfigurationError("cluster=True takes a redis.cluster.RedisCluster client")
+        self._retry_for = float(cluster_retry_for)
+        # RedisCluster has the same command surface for everything the store calls.
+        self.client: redis.Redis = cast("redis.Redis", client)
         self._epoch = _epoch.Epoch(namespace)
-        _epoch.watch(
-            client.connection_pool.connection_kwargs, self._epoch, asynchronous=self._asynchronous
-        )
+        _epoch.watch(client, self._epoch, asynchronous=self._asynchronous)
         self._set = client.register_script(scripts.SET)
         self._default_px = _px(self._ttl)
-        self._set_many = client.register_script(scripts.SET_MANY)
-        self._delete = client.register_script(scripts.DELETE)
+        self._set_many = self._batch_script(scripts.SET_MANY, _cluster.Layout(2, 2, 1, 1, "one"))
+        self._delete = self._batch_script(scripts.DELETE, _cluster.Layout(2, 1, 0, 0, "sum"))
         self._begin = client.register_script(scripts.BEGIN)
         self._end = client.register_script(scripts.END)
-        self._end_many = client.register_script(scripts.END_MANY)
-        self._hold = client.register_script(scripts.HOLD)
-        self._release = client.register_script(scripts.RELEASE)
+        self._end_many = self._batch_script(scripts.END_MANY, _cluster.Layout(2, 1, 2, 1, "list"))
+        self._hold = self._batch_script(scripts.HOLD, _cluster.Layout(3, 2, 0, 0, "list"))
+        self._release = self._batch_script(scripts.RELEASE, _cluster.Layout(3, 2, 3, 1, "list"))
         self._cas = client.register_script(scripts.CAS)
         self._add = client.register_script(scripts.ADD)
         self._closed = False
@@ -189,6 +198,12 @@ class RedisStore:
         self._failed_reads = Counter()
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY
+
+    def _batch_script(self, text: str, layout: _cluster.Layout) -> Any:
+        """A script over many cache keys: split by slot on a cluster (``_redis_cluster``)."""
+        if self.cluster:
+            return _cluster.SlottedScript(self.client, text, layout)  # type: ignore[arg-type]
+        return self.client.register_script(text)
 
     def _connect(self, url: str, timeout: float) -> redis.Redis:
         try:
@@ -263,12 +278,25 @@ class RedisStore:
         attached as implicit context.
         """
         try:
-            result = yield functools.partial(fn, *args, **kwargs), ()
+            result = yield self._wrap(functools.partial(fn, *args, **kwargs)), ()
         except RedisError as exc:
             failure = exc
         else:
             return result
         raise self._translate(op, failure)
+
+    def _wrap(self, call: Any) -> Any:
+        """On a cluster, a call retried while the cluster fails over or reshards."""
+        if self.cluster:
+            return functools.partial(_cluster.retrying, self._retry_for, call)
+        return call
+
+    @property
+    def _mget(self) -> Any:
+        """MGET; on a cluster one MGET per slot, in one pipeline (keys in many slots)."""
+        if self.cluster:
+            return self.client.mget_nonatomic  # type: ignore[attr-defined]
+        return self.client.mget
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:
         # While Redis is down every read fails: one warning per interval, not per read.
@@ -289,7 +317,7 @@ class RedisStore:
     def _read_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
         """Like :meth:`_call_flow` for reads: with ``fail_open`` a failure returns _FAILED."""
         try:
-            result = yield functools.partial(fn, *args, **kwargs), ()
+            result = yield self._wrap(functools.partial(fn, *args, **kwargs)), ()
         except RedisError as exc:
             if self.fail_open:
                 self._failed_reads.add()
@@ -316,7 +344,11 @@ class RedisStore:
         if stamp is not None:
             return stamp
         try:
-            stamp = yield from self._epoch.check_flow(self.client)
+            if self.cluster:
+                check = functools.partial(run, self._epoch.check_flow(self.client))
+                stamp = yield self._wrap(check), ()
+            else:
+                stamp = yield from self._epoch.check_flow(self.client)
         except RedisError as exc:
             failure = exc
         else:
@@ -396,7 +428,7 @@ class RedisStore:
         if not wanted:
             return {}
         wires = [self.wire_key(k) for k in wanted]
-        datas = yield from self._read_flow("MGET", self.client.mget, wires)
+        datas = yield from self._read_flow("MGET", self._mget, wires)
         if datas is _FAILED:
             return {}
         found: dict[Key, Any] = {}
@@ -474,6 +506,9 @@ class RedisStore:
     def _clear_flow(self) -> Flow[None]:
         self._check_open()
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + ":{*}:v"
+        if self.cluster:
+            yield from self._call_flow("SCAN", self._clear_cluster, pattern)
+            return
         cursor = 0
         while True:
             cursor, batch = yield from self._call_flow(
@@ -483,6 +518,17 @@ class RedisStore:
                 yield from self._call_flow("UNLINK", self.client.unlink, *batch)
             if cursor == 0:
                 return
+
+    def _clear_cluster(self, pattern: str) -> None:
+        """SCAN every primary of the cluster and UNLINK what matches, node by node."""
+        batch: list[bytes] = []
+        for wire in self.client.scan_iter(match=pattern, count=1000):  # every primary
+            batch.append(wire)
+            if len(batch) >= 1000:
+                self.client.unlink(*batch)  # redis-py splits it by slot
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
 
     def ttl_left(self, key: Key) -> float | None:
         """Seconds until ``key`` expires in Redis (``None``: no expiry or absent)."""
@@ -623,7 +669,7 @@ class RedisStore:
             wires += (*self._keys(key), self.wire_key(key, "w"))
         if not wanted:
             return {}
-        replies = yield from self._read_flow("MGET", self.client.mget, wires)
+        replies = yield from self._read_flow("MGET", self._mget, wires)
         if replies is _FAILED:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
@@ -774,8 +820,9 @@ class RedisStore:
                 return
             self._closed = True
         if self._owns_client:
-            self.client.close()
-            self.client.connection_pool.disconnect()
+            self.client.close()  # a RedisCluster closes every node's pool here
+            if not self.cluster:
+                self.client.connection_pool.disconnect()
 
 
 def _encoded(prepared: PreparedWrite) -> _Encoded:

@@ -1,0 +1,188 @@
+"""Redis Cluster under RedisStore: connecting, scripts split by slot, retries, the epoch.
+
+The key layout already puts everything one script changes for one cache key in one
+slot (the hash tag ``ns:{key}:...``), so single-key scripts run on a cluster unchanged:
+redis-py's ``RedisCluster`` routes each by its first key. What changes:
+
+- A *batch* script (``SET_MANY``, ``DELETE``, ``END_MANY``, ``HOLD``, ``RELEASE``) takes
+  many cache keys, which hash to many slots. :class:`SlottedScript` splits the batch by
+  slot, runs one script per slot in one cluster pipeline (one round trip per node, not
+  one per key) and puts the replies back in the caller's order. Each slot's part is
+  atomic; the batch as a whole is not (it is not on one Redis either across a crash of
+  the client between two batches, and no caller relies on it).
+- ``MOVED``/``ASK`` are followed by redis-py. ``CLUSTERDOWN``, ``TRYAGAIN``, an
+  unreachable node and a topology being refreshed are retried by :func:`retrying`
+  with backoff until a deadline, then the caller gets one clear ``StoreError``.
+- The epoch (``_redis_epoch``): on one Redis the epoch records that server's
+  ``run_id``; on a cluster it records a digest of every primary's ``run_id``, so the
+  promotion of a replica (a failover) starts a new epoch and every value written
+  before it reads as a miss, as after a restart of one Redis. The check runs at first
+  use and again after redis-py opens any new connection (``watch``): after a failover
+  the client connects to the promoted node, and the next value it reads is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    TimeoutError,
+    TryAgainError,
+)
+
+T = TypeVar("T")
+
+RETRYABLE: Final = (
+    ClusterDownError,
+    TryAgainError,
+    ConnectionError,
+    TimeoutError,
+    RedisClusterException,
+)
+"""Errors a cluster in the middle of a failover or a resharding answers with for a while."""
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` is redis-py's sync cluster client."""
+    return isinstance(client, RedisCluster)
+
+
+def connect(url: str, timeout: float) -> RedisCluster:
+    """A cluster client for ``url`` (any node of the cluster: it discovers the others)."""
+    return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+class ClusterUnavailableError(RedisError):
+    """The cluster kept refusing past the deadline (a RedisError: translated as usual)."""
+
+
+def retrying(deadline: float, call: Callable[[], T]) -> T:
+    """Run ``call``; while the cluster answers a retryable error, retry until ``deadline`` s.
+
+    Only errors that a cluster gives while it changes shape (a failover, a slot moving)
+    are retried; the last one is raised, as a RedisError, once the deadline passes.
+    """
+    end = time.monotonic() + deadline
+    pause = 0.05
+    while True:
+        try:
+            return call()
+        except RETRYABLE as exc:
+            if time.monotonic() + pause > end:
+                if isinstance(exc, RedisError):
+                    raise
+                raise ClusterUnavailableError(f"{type(exc).__name__}: {exc}") from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+Merge = Literal["one", "sum", "list"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a batch script lays out its KEYS and ARGV (see ``_redis_scripts``).
+
+    KEYS: ``stride`` keys per cache key. ARGV: ``head`` arguments, then ``per``
+    arguments per cache key, then ``tail`` arguments. ``merge``: how the replies of
+    the slots make one (``one``: the script returns 1; ``sum``: a count; ``list``: a
+    value per cache key).
+    """
+
+    stride: int
+    head: int
+    per: int
+    tail: int
+    merge: Merge
+
+
+class SlottedScript:
+    """A batch script that runs on a cluster as one script per slot, one pipeline."""
+
+    def __init__(self, client: RedisCluster, text: str, layout: Layout) -> None:
+        self._client = client
+        self._text = text
+        self._layout = layout
+        self._script = client.register_script(text)
+
+    def __call__(self, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        lay = self._layout
+        count = len(keys) // lay.stride
+        head = list(args[: lay.head])
+        tail = list(args[len(args) - lay.tail :]) if lay.tail else []
+        groups: dict[int, list[int]] = {}
+        for i in range(count):
+            groups.setdefault(key_slot(keys[i * lay.stride]), []).append(i)
+        if len(groups) <= 1:
+            return self._script(keys=list(keys), args=list(args))
+        client: Any = self._client  # redis-py leaves RedisCluster.pipeline untyped
+        pipe = client.pipeline()
+        for items in groups.values():
+            part_keys: list[bytes] = []
+            part_args: list[Any] = list(head)
+            for i in items:
+                part_keys += keys[i * lay.stride : (i + 1) * lay.stride]
+                start = lay.head + i * lay.per
+                part_args += args[start : start + lay.per]
+            pipe.execute_command("EVAL", self._text, len(part_keys), *part_keys, *part_args, *tail)
+        replies = pipe.execute()
+        if lay.merge == "one":
+            return 1
+        if lay.merge == "sum":
+            return sum(int(r) for r in replies)
+        out: list[Any] = [None] * count
+        for items, reply in zip(groups.values(), replies, strict=True):
+            for i, value in zip(items, reply, strict=True):
+                out[i] = value
+        return out
+
+
+def topology_digest(client: RedisCluster) -> bytes:
+    """A digest of every primary's ``run_id``: it changes when a replica is promoted."""
+    infos = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+    if "run_id" in infos:  # one primary: redis-py returns its reply alone
+        infos = {"only": infos}
+    run_ids = sorted(str(info["run_id"]) for info in infos.values())
+    return hashlib.sha1("\n".join(run_ids).encode(), usedforsecurity=False).hexdigest().encode()
+
+
+class _Expiring:
+    """A cluster client's connect hook: a new connection makes every watched epoch recheck."""
+
+    def __init__(self, previous: Callable[[Any], None] | None) -> None:
+        self._previous = previous
+        self._epochs: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, epoch: Any) -> None:
+        with self._lock:
+            self._epochs.add(epoch)
+
+    def __call__(self, connection: Any) -> None:
+        if self._previous is not None:
+            self._previous(connection)
+        with self._lock:
+            epochs = list(self._epochs)
+        for epoch in epochs:
+            epoch.expire()
+
+
+def watch(client: RedisCluster, epoch: Any) -> None:
+    """Make every connection ``client`` opens from now on send ``epoch`` to a recheck."""
+    hook = client.user_on_connect_func
+    if not isinstance(hook, _Expiring):
+        hook = _Expiring(hook)
+        client.user_on_connect_func = hook
+    hook.add(epoch)

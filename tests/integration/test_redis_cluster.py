@@ -1,0 +1,110 @@
+"""RedisStore on a real Redis Cluster: keys over every primary, batches across slots."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from cachewise import MISSING, Cache, MappingSource, RedisStore
+from cachewise._types import Key
+from cachewise.errors import ClosedError, ConfigurationError
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def store(redis_cluster_url: str, unique_name: str) -> Iterator[RedisStore]:
+    store = RedisStore(redis_cluster_url, namespace=unique_name, cluster=True)
+    yield store
+    with contextlib.suppress(ClosedError):  # a Cache closed it: the cluster is ours alone
+        store.clear()
+    store.close()
+
+
+def _owner(client: Any, wire: bytes) -> str:
+    return str(client.get_node_from_key(wire).name)
+
+
+def test_keys_spread_over_every_primary(store: RedisStore) -> None:
+    items: dict[Key, Any] = {i: {"id": i} for i in range(300)}
+    store.set_many(items)
+    cluster: Any = store.client
+    assert store.cluster
+    owners = {_owner(cluster, store.wire_key(k)) for k in items}
+    primaries = {node.name for node in cluster.get_primaries()}
+    assert len(primaries) == 3
+    assert owners == primaries
+    counts = dict.fromkeys(primaries, 0)
+    for key in items:
+        counts[_owner(cluster, store.wire_key(key))] += 1
+    assert min(counts.values()) > 50  # not one hot node
+
+
+def test_batches_across_slots_round_trip(store: RedisStore) -> None:
+    keys = [f"k{i}" for i in range(100)]
+    assert len({key_slot(store.wire_key(k)) for k in keys}) > 50
+    store.set_many({k: k.upper() for k in keys}, ttl=60)
+    assert store.get_many([*keys, "absent"]) == {k: k.upper() for k in keys}
+    assert store.delete_many([*keys[:40], "absent"]) == 40
+    assert store.get_many(keys) == {k: k.upper() for k in keys[40:]}
+    store.clear()
+    assert store.get_many(keys) == {}
+
+
+def test_load_guard_batches_across_slots(store: RedisStore) -> None:
+    keys = [("order", i) for i in range(50)]
+    store.set(keys[0], "cached")
+    tickets = store.begin_load_many(keys)
+    assert tickets[keys[0]].value == "cached"
+    store.set(keys[1], "written meanwhile")  # moves key 1's version: its load must not store
+    stored = store.end_load_many(tickets, {k: f"loaded {k[1]}" for k in keys[1:]}, ttl=None)
+    assert set(stored) == set(keys[2:])
+    assert store.get(keys[1]) == "written meanwhile"
+    assert store.get(keys[7]) == "loaded 7"
+
+
+def test_write_guard_across_slots(store: RedisStore) -> None:
+    values: dict[Key, Any] = {f"w{i}": i for i in range(30)}
+    held = store.begin_write(store.prepare_write(values, ttl=None))
+    assert store.get_many(values) == {}
+    assert set(store.end_write(held, saved=True)) == set(values)
+    assert store.get_many(values) == values
+
+
+def test_read_through_cache_on_the_cluster(store: RedisStore) -> None:
+    source = MappingSource({i: {"id": i} for i in range(60)})
+    with Cache(store, source=source) as cache:
+        assert cache.read_many(range(60)) == {i: {"id": i} for i in range(60)}
+        cache.write(3, {"id": 3, "new": True})
+        assert cache.read(3) == {"id": 3, "new": True}
+        assert store.get(3) == {"id": 3, "new": True}
+        assert store.get(999) is MISSING
+
+
+def test_a_cluster_client_is_accepted(redis_cluster_url: str, unique_name: str) -> None:
+    client = RedisCluster.from_url(redis_cluster_url)
+    store = RedisStore(namespace=unique_name, client=client)
+    try:
+        assert store.cluster
+        store.set("a", 1)
+        assert store.get("a") == 1
+    finally:
+        store.clear()
+        store.close()
+        client.close()
+
+
+def test_cluster_true_refuses_a_plain_client(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with pytest.raises(ConfigurationError, match="RedisCluster"):
+            RedisStore(client=client, cluster=True)
+    finally:
+        client.close()
