@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from cachewise import MISSING, Cache, MappingSource, RedisStore
+from cachewise import MISSING, Cache, MappingSource, MemoryStore, RedisStore, TieredStore
+from cachewise._cluster_bus import ShardedRedisBus
 from cachewise._types import Key
 from cachewise.errors import ClosedError, ConfigurationError
 
@@ -108,3 +110,43 @@ def test_cluster_true_refuses_a_plain_client(redis_url: str) -> None:
             RedisStore(client=client, cluster=True)
     finally:
         client.close()
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()
+
+
+def test_tiered_invalidations_go_over_sharded_pubsub(
+    redis_cluster_url: str, unique_name: str
+) -> None:
+    def make() -> TieredStore:
+        l2 = RedisStore(redis_cluster_url, namespace=unique_name, cluster=True)
+        return TieredStore(MemoryStore(max_entries=100), l2)
+
+    one, two = make(), make()
+    try:
+        assert isinstance(one.bus, ShardedRedisBus)
+        channel = f"{unique_name}:{{~invalidations}}".encode()
+        cluster: Any = one.l2.client
+        owner = cluster.get_node_from_key(channel)
+        channels = cluster.execute_command("PUBSUB", "SHARDCHANNELS", target_nodes=owner)
+        assert channel in channels
+        one.set("k", "v1")
+        assert two.get("k") == "v1"  # now in two's L1
+        one.set("k", "v2")
+        assert _wait_for(lambda: two.l1.get("k") is MISSING)
+        assert two.get("k") == "v2"
+        one.set_many({f"m{i}": i for i in range(20)})
+        assert two.get_many([f"m{i}" for i in range(20)]) == {f"m{i}": i for i in range(20)}
+        one.delete_many([f"m{i}" for i in range(10)])
+        assert _wait_for(lambda: two.l1.get("m3") is MISSING)
+        assert two.get_many([f"m{i}" for i in range(20)]) == {f"m{i}": i for i in range(10, 20)}
+    finally:
+        one.clear()
+        one.close()
+        two.close()
