@@ -3,7 +3,9 @@
 Six ``redis-server --cluster-enabled yes`` on free ports of 127.0.0.1 (each also needs
 its port + 10000 free: the cluster bus), each in a temporary directory, joined by
 ``redis-cli --cluster create ... --cluster-replicas 1``. ``cluster-node-timeout`` is
-short (1 s) so a killed primary's replica takes over within seconds.
+short (1 s) so a killed primary's replica takes over within seconds, and a replica may
+always take over (``cluster-replica-validity-factor 0``: an idle test cluster's replica
+would otherwise count as too long out of touch with its primary).
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class RedisClusterServers:
             self.server, "--port", str(port), "--bind", "127.0.0.1",
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(node_dir),
+            "--cluster-replica-validity-factor", "0", "--repl-ping-replica-period", "1",
+            "--repl-diskless-sync-delay", "0",
             "--save", "", "--appendonly", "no", "--protected-mode", "no",
             "--logfile", str(node_dir / "redis.log"),
         ]  # fmt: skip
@@ -105,20 +109,36 @@ class RedisClusterServers:
         return out.stdout.decode()
 
     def _info(self, port: int) -> str:
+        """CLUSTER INFO and INFO replication of one node ("" if it does not answer)."""
         try:
-            return self.cli_run("cluster", "info", port=port, timeout=5)
+            return self.cli_run("cluster", "info", port=port, timeout=5) + self.cli_run(
+                "info", "replication", port=port, timeout=5
+            )
         except (subprocess.SubprocessError, OSError):
             return ""
+
+    @staticmethod
+    def _synced(info: str) -> bool:
+        """A primary, or a replica whose link to its primary is up (its first sync done)."""
+        return "role:master" in info or "master_link_status:up" in info
 
     def alive(self) -> list[int]:
         return [p for p, proc in self.processes.items() if proc.poll() is None]
 
-    def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every live node reports cluster_state:ok and agrees on the slots."""
+    def wait_ok(self, timeout: float = 30.0, *, check: bool = True) -> None:
+        """Wait until every live node reports cluster_state:ok, every replica is in sync.
+
+        ``check``: also until ``redis-cli --cluster check`` passes (every node up).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             infos = [self._info(p) for p in self.alive()]
-            if all("cluster_state:ok" in i and "cluster_slots_ok:16384" in i for i in infos):
+            if all(
+                "cluster_state:ok" in i and "cluster_slots_ok:16384" in i and self._synced(i)
+                for i in infos
+            ):
+                if not check:
+                    return
                 try:
                     self.cli_run("--cluster", "check", f"127.0.0.1:{self.alive()[0]}", timeout=10)
                 except subprocess.CalledProcessError:
@@ -137,6 +157,19 @@ class RedisClusterServers:
             if "master" in parts[2] and "fail" not in parts[2]:
                 found[int(parts[1].split(":")[1].split("@")[0])] = parts[0]
         return found
+
+    def wait_failover(self, victim: int, timeout: float = 30.0) -> float:
+        """Wait until a replica took over from the dead primary ``victim``; return seconds."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                if victim not in self.primaries():
+                    self.wait_ok(timeout, check=False)
+                    return time.monotonic() - started
+            except (subprocess.SubprocessError, OSError, IndexError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {victim} in {timeout}s")
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         """Stop the node on ``port`` by its pid (SIGKILL by default: a crash)."""

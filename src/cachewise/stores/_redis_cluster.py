@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -38,6 +38,7 @@ from redis.exceptions import (
     ConnectionError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TimeoutError,
     TryAgainError,
 )
@@ -108,13 +109,92 @@ class Layout:
     merge: Merge
 
 
-class SlottedScript:
-    """A batch script that runs on a cluster as one script per slot, one pipeline."""
+class NotReplicatedError(RedisError):
+    """A write reached its primary but no replica confirmed it within the wait."""
 
-    def __init__(self, client: RedisCluster, text: str, layout: Layout) -> None:
+
+class MovedOnError(TryAgainError):
+    """The node a WAIT went to is a replica now (a failover moved the slot): try again."""
+
+
+def _execute(pipe: Any, client: Any) -> list[Any]:
+    """Run a pipeline that ends in WAITs; a WAIT sent to a demoted node is retried.
+
+    The WAIT's node was looked up before the pipeline ran; after a failover the
+    script is redirected (MOVED) to the new primary but the WAIT still goes to the old
+    one, now a replica, which refuses it. The topology is refreshed and the caller's
+    ``retrying`` runs the whole write again (a set or a mark may run twice: both are
+    idempotent for the same value).
+    """
+    try:
+        return list(pipe.execute())
+    except ResponseError as exc:
+        if "WAIT cannot be used with replica" not in str(exc):
+            raise
+    client.nodes_manager.initialize()
+    raise MovedOnError("the WAIT went to a replica (a failover): retrying")
+
+
+def _wait_for_replicas(
+    pipe: Any, nodes: list[Any], replicas: int, timeout_ms: int
+) -> Callable[[list[Any]], list[Any]]:
+    """Queue ``WAIT replicas timeout`` on each node's connection, after its writes.
+
+    A cluster pipeline sends each node's commands in order on one connection, and
+    ``WAIT`` waits for that connection's writes: so the replies say whether every
+    write of the pipeline reached ``replicas`` replicas. Returns what strips the WAIT
+    replies off the pipeline's replies (raising if a WAIT fell short).
+    """
+    for node in nodes:
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+
+    def strip(replies: list[Any]) -> list[Any]:
+        waits = replies[len(replies) - len(nodes) :]
+        if any(int(w) < replicas for w in waits):
+            raise NotReplicatedError(
+                f"a write was not confirmed by {replicas} replica(s) within {timeout_ms} ms"
+            )
+        return replies[: len(replies) - len(nodes)]
+
+    return strip
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """``WAIT`` after each write: how many replicas must confirm, and how long to wait."""
+
+    replicas: int
+    timeout_ms: int
+
+
+def run_script(
+    client: RedisCluster,
+    text: str,
+    keys: Sequence[bytes],
+    args: Sequence[Any],
+    ack: Acknowledgement,
+) -> Any:
+    """Run one script (all its keys in one slot), then WAIT for its replicas."""
+    pipe: Any = cast("Any", client).pipeline()
+    pipe.execute_command("EVAL", text, len(keys), *keys, *args)
+    node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+    strip = _wait_for_replicas(pipe, [node], ack.replicas, ack.timeout_ms)
+    return strip(_execute(pipe, client))[0]
+
+
+class SlottedScript:
+    """A batch script that runs on a cluster as one script per slot, one pipeline.
+
+    With ``ack``, each node's part is followed by ``WAIT`` on the same connection.
+    """
+
+    def __init__(
+        self, client: RedisCluster, text: str, layout: Layout, ack: Acknowledgement | None = None
+    ) -> None:
         self._client = client
-        self._text = text
+        self.text = text
         self._layout = layout
+        self._ack = ack
         self._script = client.register_script(text)
 
     def __call__(self, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
@@ -125,8 +205,10 @@ class SlottedScript:
         groups: dict[int, list[int]] = {}
         for i in range(count):
             groups.setdefault(key_slot(keys[i * lay.stride]), []).append(i)
-        if len(groups) <= 1:
+        if len(groups) <= 1 and self._ack is None:
             return self._script(keys=list(keys), args=list(args))
+        if not groups:
+            return self._script(keys=[], args=list(args))
         client: Any = self._client  # redis-py leaves RedisCluster.pipeline untyped
         pipe = client.pipeline()
         for items in groups.values():
@@ -136,8 +218,17 @@ class SlottedScript:
                 part_keys += keys[i * lay.stride : (i + 1) * lay.stride]
                 start = lay.head + i * lay.per
                 part_args += args[start : start + lay.per]
-            pipe.execute_command("EVAL", self._text, len(part_keys), *part_keys, *part_args, *tail)
-        replies = pipe.execute()
+            pipe.execute_command("EVAL", self.text, len(part_keys), *part_keys, *part_args, *tail)
+        if self._ack is None:
+            replies = pipe.execute()
+        else:
+            nodes = {}
+            for items in groups.values():
+                node = client.get_node_from_key(keys[items[0] * lay.stride])
+                nodes[node.name] = node
+            ack = self._ack
+            strip = _wait_for_replicas(pipe, list(nodes.values()), ack.replicas, ack.timeout_ms)
+            replies = strip(_execute(pipe, client))
         if lay.merge == "one":
             return 1
         if lay.merge == "sum":

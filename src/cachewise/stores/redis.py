@@ -44,6 +44,7 @@ from typing import Any, Final, cast
 
 import redis
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from cachewise._events import event
@@ -109,6 +110,26 @@ def check_redis_url(url: object) -> None:
         )
 
 
+def _cluster_settings(
+    client: object, cluster: bool, retry_for: float, replicas: int, wait: float
+) -> tuple[float, _cluster.Acknowledgement | None]:
+    """Check the Redis Cluster options; return the retry deadline and the WAIT to send.
+
+    With ``replicas`` every write is acknowledged only once that many replicas have it.
+    """
+    check_seconds(retry_for, "cluster_retry_for")
+    check_seconds(wait, "wait_timeout")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ConfigurationError(f"wait_replicas must be an int >= 0, got {replicas!r}")
+    on_cluster = _cluster.is_cluster(client)
+    if cluster and client is not None and not on_cluster:
+        raise ConfigurationError("cluster=True takes a redis.cluster.RedisCluster client")
+    if replicas and not (cluster or on_cluster):
+        raise ConfigurationError("wait_replicas is for a Redis Cluster (cluster=True)")
+    ack = _cluster.Acknowledgement(replicas, _px(wait)) if replicas else None
+    return float(retry_for), ack
+
+
 def _px(ttl: float | None) -> int:
     """Milliseconds for Redis PX (0 = no expiry); never rounds a TTL down to zero."""
     return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
@@ -146,6 +167,8 @@ class RedisStore:
         write_hold: float = 30.0,
         cluster: bool = False,
         cluster_retry_for: float = 10.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
@@ -156,7 +179,9 @@ class RedisStore:
         check_seconds(timeout, "timeout")
         check_seconds(lease_wait, "lease_wait", optional=True)
         check_seconds(write_hold, "write_hold")
-        check_seconds(cluster_retry_for, "cluster_retry_for")
+        self._retry_for, self._ack = _cluster_settings(
+            client, cluster, cluster_retry_for, wait_replicas, wait_timeout
+        )
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         check_redis_url(url)
@@ -174,9 +199,6 @@ class RedisStore:
             client = _cluster.connect(url, timeout) if cluster else self._connect(url, timeout)
         self.cluster = _cluster.is_cluster(client)
         """Whether this store runs on a Redis Cluster (``cluster=True`` or a cluster client)."""
-        if cluster and not self.cluster:
-            raise ConfigurationError("cluster=True takes a redis.cluster.RedisCluster client")
-        self._retry_for = float(cluster_retry_for)
         # RedisCluster has the same command surface for everything the store calls.
         self.client: redis.Redis = cast("redis.Redis", client)
         self._epoch = _epoch.Epoch(namespace)
@@ -202,7 +224,8 @@ class RedisStore:
     def _batch_script(self, text: str, layout: _cluster.Layout) -> Any:
         """A script over many cache keys: split by slot on a cluster (``_redis_cluster``)."""
         if self.cluster:
-            return _cluster.SlottedScript(self.client, text, layout)  # type: ignore[arg-type]
+            client = cast("RedisCluster", self.client)
+            return _cluster.SlottedScript(client, text, layout, self._ack)
         return self.client.register_script(text)
 
     def _connect(self, url: str, timeout: float) -> redis.Redis:
@@ -277,8 +300,21 @@ class RedisStore:
         Raised outside the ``except`` so a cause that named a secret is not even
         attached as implicit context.
         """
+        if self._ack is not None and isinstance(fn, Script) and "keys" in kwargs:
+            # A write the caller will take as acknowledged: WAIT for the replicas first.
+            client = cast("RedisCluster", self.client)
+            call = functools.partial(
+                _cluster.run_script,
+                client,
+                cast("str", fn.script),  # every script here is registered as text
+                kwargs["keys"],
+                kwargs["args"],
+                self._ack,
+            )
+        else:
+            call = functools.partial(fn, *args, **kwargs)
         try:
-            result = yield self._wrap(functools.partial(fn, *args, **kwargs)), ()
+            result = yield self._wrap(call), ()
         except RedisError as exc:
             failure = exc
         else:
