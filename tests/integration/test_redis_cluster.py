@@ -150,3 +150,20 @@ def test_tiered_invalidations_go_over_sharded_pubsub(
         one.clear()
         one.close()
         two.close()
+
+
+def test_the_lab_finds_a_cluster_from_its_url(
+    redis_cluster_url: str, redis_url: str, unique_name: str
+) -> None:
+    from cachewise.lab.stores import redis_store
+
+    on_cluster, on_one = (
+        redis_store(redis_cluster_url, unique_name),
+        redis_store(redis_url, unique_name),
+    )
+    try:
+        assert on_cluster.cluster
+        assert not on_one.cluster
+    finally:
+        on_cluster.shutdown()
+        on_one.shutdown()

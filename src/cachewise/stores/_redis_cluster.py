@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar, cast
 
+import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -63,6 +64,20 @@ def is_cluster(client: object) -> bool:
 def connect(url: str, timeout: float) -> RedisCluster:
     """A cluster client for ``url`` (any node of the cluster: it discovers the others)."""
     return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def cluster_enabled(url: str, timeout: float = 5.0) -> bool:
+    """Whether the Redis at ``url`` is a node of a Redis Cluster (``INFO cluster``).
+
+    False if it cannot be asked: the store then reports the failure on first use.
+    """
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except RedisError:
+        return False
+    finally:
+        client.close()
 
 
 class ClusterUnavailableError(RedisError):
