@@ -29,6 +29,7 @@ BENCHMARKS = {
     "copying": "bench.copying",
     "aio": "bench.aio",
     "metrics": "bench.metrics_overhead",
+    "cluster": "bench.cluster",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -167,3 +167,38 @@ def test_the_lab_finds_a_cluster_from_its_url(
     finally:
         on_cluster.shutdown()
         on_one.shutdown()
+
+
+def test_shared_write_back_on_the_cluster(redis_cluster_url: str, unique_name: str) -> None:
+    from cachewise import WriteBack
+    from cachewise.codecs import encode_key
+
+    source = MappingSource({})
+    quiet = {"flush_interval": 3600.0, "max_batch": 10_000}
+
+    def make() -> Cache:
+        store = RedisStore(redis_cluster_url, namespace=unique_name, cluster=True, ttl=300)
+        return Cache(store, source, write=WriteBack(journal="redis", **quiet))  # type: ignore[arg-type]
+
+    a, b = make(), make()
+    try:
+        items: dict[Key, Any] = {i: {"id": i} for i in range(200)}
+        a.write_many(items)
+        a.delete(7)
+        assert b.read(5) == {"id": 5}  # read-your-writes from another cache
+        assert b.read(7) is None
+        assert b.stats.dirty == 200
+        cluster: Any = a.store.client  # type: ignore[attr-defined]
+        claim = f"{unique_name}:{{{encode_key(3)}}}:c"
+        cluster.set(claim, b"another-flusher", px=800)  # a flusher that died holding key 3
+        assert b.flush() == 199  # every key but the claimed one, across every slot
+        assert source.load(3) is MISSING
+        assert a.stats.dirty == 1
+        time.sleep(0.9)  # its claim lapses: any process takes the key over
+        assert a.flush() == 1
+        assert source.load(3) == {"id": 3}
+        assert source.load(7) is MISSING
+        assert {k: source.load(k) for k in range(8, 200)} == {k: {"id": k} for k in range(8, 200)}
+    finally:
+        a.close()
+        b.close()

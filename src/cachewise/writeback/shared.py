@@ -87,6 +87,7 @@ from cachewise.errors import (
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
+from cachewise.stores._redis_cluster import Layout
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
 from cachewise.writeback.background import BatchTimes, FlushLoop, close_at_exit, closed
@@ -426,9 +427,11 @@ class SharedFlusher:
         self._unindex = register(_UNINDEX)
         self._mark = register(_MARK)
         self._remark = register(_REMARK)
-        self._claim = register(_CLAIM)
-        self._settle = register(_SETTLE)
-        self._park_script = register(_PARK)
+        # The flush's scripts take a batch of keys: on a cluster, one script per slot in
+        # one pipeline per node (``_redis_cluster.SlottedScript``), not one call per slot.
+        self._claim = store._batch_script(_CLAIM, Layout(2, 2, 0, 0, "list"))
+        self._settle = store._batch_script(_SETTLE, Layout(4, 4, 1, 0, "list"))
+        self._park_script = store._batch_script(_PARK, Layout(5, 2, 2, 1, "list"))
         self._closed = False
         self._lag = LagWindow()
         self._lag_lock = threading.Lock()
@@ -463,6 +466,12 @@ class SharedFlusher:
     def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One Redis call; a failure becomes StoreError (chained, password never shown)."""
         return self._store._call(op, fn, *args, **kwargs)
+
+    @staticmethod
+    def _chunks(items: list[T], _wire: Callable[[T], bytes]) -> Iterator[list[T]]:
+        """``items`` in chunks one (slot-splitting) batch script call takes, in order."""
+        for i in range(0, len(items), _CHUNK):
+            yield items[i : i + _CHUNK]
 
     def _groups(self, items: list[T], wire: Callable[[T], bytes]) -> Iterator[list[T]]:
         """``items`` in chunks one script may take, in order.
@@ -774,7 +783,7 @@ class SharedFlusher:
         tokens = self._call("HMGET", self._client.hmget, self._index[1], members)
         claim = os.urandom(16).hex().encode()
         replies: dict[bytes, list[Any]] = {}
-        for group in self._groups(members, self._base):
+        for group in self._chunks(members, self._base):
             keys = [self._base(m) + suffix for m in group for suffix in (b"d", b"c")]
             found = self._call("claim", self._claim, keys=keys, args=[claim, self._claim_ms])
             replies.update(zip(group, found, strict=True))
@@ -879,7 +888,7 @@ class SharedFlusher:
         """Park the keys the source refused: parked set first, then mark -> ``:r``, unindex."""
         self._call("SADD", self._client.sadd, self._parked, *(c.member for c in batch))
         replies: dict[bytes, Any] = {}
-        for group in self._groups(batch, lambda c: c.base):
+        for group in self._chunks(batch, lambda c: c.base):
             wires = [c.base + suffix for c in group for suffix in (b"d", b"c", b"v", b"n", b"r")]
             args: list[Any] = [claim, _VERSION_TTL_MS]
             for c in group:
@@ -909,7 +918,7 @@ class SharedFlusher:
         """Per ``(base, seq)``: clear the mark if ``flushed`` and still ``seq``; unclaim."""
         replies: dict[bytes, Any] = {}
         flag = b"1" if flushed else b"0"
-        for group in self._groups(keys, lambda item: item[0]):
+        for group in self._chunks(keys, lambda item: item[0]):
             wires = [b + suffix for b, _ in group for suffix in (b"d", b"c", b"v", b"n")]
             args = [claim, self._value_px, _VERSION_TTL_MS, flag, *(seq for _, seq in group)]
             found = self._call("settle", self._settle, keys=wires, args=args)
