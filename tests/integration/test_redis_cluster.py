@@ -172,6 +172,7 @@ def test_the_lab_finds_a_cluster_from_its_url(
 def test_shared_write_back_on_the_cluster(redis_cluster_url: str, unique_name: str) -> None:
     from cachewise import WriteBack
     from cachewise.codecs import encode_key
+    from cachewise.writeback._dirty_index import index_keys
 
     source = MappingSource({})
     quiet = {"flush_interval": 3600.0, "max_batch": 10_000}
@@ -199,6 +200,16 @@ def test_shared_write_back_on_the_cluster(redis_cluster_url: str, unique_name: s
         assert source.load(3) == {"id": 3}
         assert source.load(7) is MISSING
         assert {k: source.load(k) for k in range(8, 200)} == {k: {"id": k} for k in range(8, 200)}
+        a.write_many({i: {"id": i, "again": True} for i in range(300)})
+        # The dirty index is spread over slots, hence over every primary, not one hot key.
+        index = index_keys(unique_name, cluster)
+        sizes = {z: int(cluster.zcard(z)) for z, _h in index}
+        assert sum(sizes.values()) == 300 == b.stats.dirty
+        holders = {_owner(cluster, z) for z, n in sizes.items() if n}
+        assert len(holders) == 3
+        assert max(sizes.values()) < 60  # 16 shards: none holds much more than its part
+        assert b.flush() == 300
+        assert sum(int(cluster.zcard(z)) for z, _h in index) == 0
     finally:
         a.close()
         b.close()
