@@ -213,3 +213,17 @@ def test_shared_write_back_on_the_cluster(redis_cluster_url: str, unique_name: s
     finally:
         a.close()
         b.close()
+
+
+def test_get_many_follows_a_redirect_when_the_slot_map_is_stale(store: RedisStore) -> None:
+    keys = [f"r{i}" for i in range(40)]
+    store.set_many({k: k for k in keys})
+    cluster: Any = store.client
+    manager = cluster.nodes_manager
+    for key in keys:  # point every slot at another primary, as after a resharding
+        slot = key_slot(store.wire_key(key))
+        owner = manager.slots_cache[slot][0]
+        other = next(n for n in cluster.get_primaries() if n.name != owner.name)
+        manager.slots_cache[slot] = [other]
+    assert store.get_many([*keys, "absent"]) == {k: k for k in keys}  # MOVED, then right
+    assert store.begin_load_many(keys)[keys[0]].value == keys[0]

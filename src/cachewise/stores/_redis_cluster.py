@@ -104,6 +104,49 @@ def retrying(deadline: float, call: Callable[[], T]) -> T:
         pause = min(pause * 2, 0.5)
 
 
+def mget(client: RedisCluster, keys: Sequence[bytes]) -> list[Any]:
+    """MGET of keys in many slots: one MGET per slot, every node's share sent at once.
+
+    redis-py's ``mget_nonatomic`` sends one node's pipeline after the other, through a
+    cluster pipeline whose per-command bookkeeping is heavy; here every node's MGETs go
+    out before any reply is read, so the round trips overlap (bench/README.md,
+    cluster). Any redirect or error falls back to ``mget_nonatomic``, which follows
+    ``MOVED``/``ASK`` and refreshes the topology.
+    """
+    manager: Any = cast("Any", client).nodes_manager
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(key_slot(key), []).append(i)
+    by_node: dict[str, tuple[Any, list[list[int]]]] = {}
+    taken: list[tuple[Any, Any]] = []
+    out: list[Any] = [None] * len(keys)
+    try:
+        for slot, positions in by_slot.items():
+            node = manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, []))[1].append(positions)
+        sent: list[tuple[Any, list[list[int]]]] = []
+        for node, groups in by_node.values():
+            pool = cast("Any", client).get_redis_connection(node).connection_pool
+            connection = pool.get_connection()
+            taken.append((pool, connection))
+            commands = [("MGET", *(keys[i] for i in positions)) for positions in groups]
+            connection.send_packed_command(connection.pack_commands(commands))
+            sent.append((connection, groups))
+        for connection, groups in sent:
+            for positions in groups:
+                reply = connection.read_response()
+                for i, value in zip(positions, reply, strict=True):
+                    out[i] = value
+    except (RedisError, RedisClusterException, OSError):
+        for _pool, connection in taken:  # replies may be left unread: never reuse it
+            connection.disconnect()
+        return list(cast("Any", client).mget_nonatomic(list(keys)))
+    finally:
+        for pool, connection in taken:
+            pool.release(connection)
+    return out
+
+
 Merge = Literal["one", "sum", "list"]
 
 

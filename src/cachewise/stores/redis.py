@@ -331,7 +331,7 @@ class RedisStore:
     def _mget(self) -> Any:
         """MGET; on a cluster one MGET per slot, in one pipeline (keys in many slots)."""
         if self.cluster:
-            return self.client.mget_nonatomic  # type: ignore[attr-defined]
+            return functools.partial(_cluster.mget, cast("RedisCluster", self.client))
         return self.client.mget
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:
