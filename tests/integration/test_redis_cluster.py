@@ -227,3 +227,11 @@ def test_get_many_follows_a_redirect_when_the_slot_map_is_stale(store: RedisStor
         manager.slots_cache[slot] = [other]
     assert store.get_many([*keys, "absent"]) == {k: k for k in keys}  # MOVED, then right
     assert store.begin_load_many(keys)[keys[0]].value == keys[0]
+    for key in keys:  # and the batch scripts: each slot's script redirected, run once
+        slot = key_slot(store.wire_key(key))
+        owner = manager.slots_cache[slot][0]
+        other = next(n for n in cluster.get_primaries() if n.name != owner.name)
+        manager.slots_cache[slot] = [other]
+    store.set_many({k: k.upper() for k in keys})
+    assert store.delete_many(keys[:10]) == 10
+    assert store.get_many(keys) == {k: k.upper() for k in keys[10:]}

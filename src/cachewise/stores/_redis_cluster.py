@@ -104,46 +104,133 @@ def retrying(deadline: float, call: Callable[[], T]) -> T:
         pause = min(pause * 2, 0.5)
 
 
-def mget(client: RedisCluster, keys: Sequence[bytes]) -> list[Any]:
-    """MGET of keys in many slots: one MGET per slot, every node's share sent at once.
+def fan_out(
+    client: RedisCluster,
+    commands: Sequence[tuple[int, tuple[Any, ...]]],
+    ack: Acknowledgement | None,
+) -> list[Any]:
+    """Run ``(slot, command)`` pairs: every node's share sent before any reply is read.
 
-    redis-py's ``mget_nonatomic`` sends one node's pipeline after the other, through a
-    cluster pipeline whose per-command bookkeeping is heavy; here every node's MGETs go
-    out before any reply is read, so the round trips overlap (bench/README.md,
-    cluster). Any redirect or error falls back to ``mget_nonatomic``, which follows
-    ``MOVED``/``ASK`` and refreshes the topology.
+    redis-py's cluster pipeline sends one node's commands after the other's and keeps
+    heavy per-command bookkeeping; here the round trips to the nodes overlap (see
+    bench/README.md, cluster). A command answered by a redirect or a refusal
+    (``MOVED``, ``ASK``, ``CLUSTERDOWN``, ``TRYAGAIN``) did not run: those alone run
+    again through redis-py's cluster pipeline, which follows redirects and refreshes
+    the topology. A broken connection raises (the caller's ``retrying`` decides).
+    With ``ack``, each node's commands are followed by ``WAIT`` on the same connection.
     """
     manager: Any = cast("Any", client).nodes_manager
-    by_slot: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_slot.setdefault(key_slot(key), []).append(i)
-    by_node: dict[str, tuple[Any, list[list[int]]]] = {}
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for index, (slot, _command) in enumerate(commands):
+        node = manager.get_node_from_slot(slot)
+        by_node.setdefault(node.name, (node, []))[1].append(index)
+    replies: list[Any] = [None] * len(commands)
+    redo: list[int] = []
     taken: list[tuple[Any, Any]] = []
-    out: list[Any] = [None] * len(keys)
     try:
-        for slot, positions in by_slot.items():
-            node = manager.get_node_from_slot(slot)
-            by_node.setdefault(node.name, (node, []))[1].append(positions)
-        sent: list[tuple[Any, list[list[int]]]] = []
-        for node, groups in by_node.values():
-            pool = cast("Any", client).get_redis_connection(node).connection_pool
-            connection = pool.get_connection()
-            taken.append((pool, connection))
-            commands = [("MGET", *(keys[i] for i in positions)) for positions in groups]
-            connection.send_packed_command(connection.pack_commands(commands))
-            sent.append((connection, groups))
-        for connection, groups in sent:
-            for positions in groups:
-                reply = connection.read_response()
-                for i, value in zip(positions, reply, strict=True):
-                    out[i] = value
-    except (RedisError, RedisClusterException, OSError):
+        sent = _send(client, commands, list(by_node.values()), ack, taken)
+        short, unsure = _read(sent, replies, redo, ack)
+    except BaseException:
         for _pool, connection in taken:  # replies may be left unread: never reuse it
             connection.disconnect()
-        return list(cast("Any", client).mget_nonatomic(list(keys)))
+        raise
     finally:
         for pool, connection in taken:
             pool.release(connection)
+    if unsure:
+        manager.initialize()
+        raise MovedOnError("a node was demoted while it ran writes: retrying")
+    if short:
+        raise NotReplicatedError(
+            f"a write was not confirmed by {ack.replicas if ack else 0} replica(s) in time"
+        )
+    if redo:
+        _redo(client, commands, redo, replies, ack)
+    return replies
+
+
+def _send(
+    client: RedisCluster,
+    commands: Sequence[tuple[int, tuple[Any, ...]]],
+    nodes: list[tuple[Any, list[int]]],
+    ack: Acknowledgement | None,
+    taken: list[tuple[Any, Any]],
+) -> list[tuple[Any, list[int]]]:
+    """Send each node its commands (and a WAIT) on a connection taken from its pool."""
+    sent: list[tuple[Any, list[int]]] = []
+    for node, indexes in nodes:
+        pool = cast("Any", client).get_redis_connection(node).connection_pool
+        connection = pool.get_connection()
+        taken.append((pool, connection))
+        packed = [commands[i][1] for i in indexes]
+        if ack is not None:
+            packed.append(("WAIT", ack.replicas, ack.timeout_ms))
+        connection.send_packed_command(connection.pack_commands(packed))
+        sent.append((connection, indexes))
+    return sent
+
+
+def _read(
+    sent: list[tuple[Any, list[int]]],
+    replies: list[Any],
+    redo: list[int],
+    ack: Acknowledgement | None,
+) -> tuple[bool, bool]:
+    """Read every reply; note refused commands in ``redo``.
+
+    Returns (a WAIT fell short, a node refused a WAIT after running writes).
+    """
+    short = unsure = False
+    for connection, indexes in sent:
+        for i in indexes:
+            try:
+                replies[i] = connection.read_response()
+            except ResponseError:
+                redo.append(i)
+        if ack is not None:
+            try:
+                short = short or int(connection.read_response()) < ack.replicas
+            except ResponseError:
+                # A replica now (a failover): fine if it ran none of its commands.
+                unsure = unsure or not set(indexes) <= set(redo)
+    return short, unsure
+
+
+def _redo(
+    client: RedisCluster,
+    commands: Sequence[tuple[int, tuple[Any, ...]]],
+    redo: list[int],
+    replies: list[Any],
+    ack: Acknowledgement | None,
+) -> None:
+    """Run again, through redis-py's cluster pipeline, the commands a node redirected."""
+    cluster: Any = client
+    pipe = cluster.pipeline()
+    for i in redo:
+        pipe.execute_command(*commands[i][1])
+    if ack is None:
+        again = list(pipe.execute())
+    else:
+        nodes = {}
+        for i in redo:
+            node = cluster.nodes_manager.get_node_from_slot(commands[i][0])
+            nodes[node.name] = node
+        strip = _wait_for_replicas(pipe, list(nodes.values()), ack.replicas, ack.timeout_ms)
+        again = strip(_execute(pipe, client))
+    for i, reply in zip(redo, again, strict=True):
+        replies[i] = reply
+
+
+def mget(client: RedisCluster, keys: Sequence[bytes]) -> list[Any]:
+    """MGET of keys in many slots: one MGET per slot, sent by :func:`fan_out`."""
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(key_slot(key), []).append(i)
+    commands = [(slot, ("MGET", *(keys[i] for i in group))) for slot, group in by_slot.items()]
+    out: list[Any] = [None] * len(keys)
+    for group, reply in zip(by_slot.values(), fan_out(client, commands, None), strict=True):
+        for i, value in zip(group, reply, strict=True):
+            out[i] = value
     return out
 
 
@@ -267,26 +354,17 @@ class SlottedScript:
             return self._script(keys=list(keys), args=list(args))
         if not groups:
             return self._script(keys=[], args=list(args))
-        client: Any = self._client  # redis-py leaves RedisCluster.pipeline untyped
-        pipe = client.pipeline()
-        for items in groups.values():
+        commands: list[tuple[int, tuple[Any, ...]]] = []
+        for slot, items in groups.items():
             part_keys: list[bytes] = []
             part_args: list[Any] = list(head)
             for i in items:
                 part_keys += keys[i * lay.stride : (i + 1) * lay.stride]
                 start = lay.head + i * lay.per
                 part_args += args[start : start + lay.per]
-            pipe.execute_command("EVAL", self.text, len(part_keys), *part_keys, *part_args, *tail)
-        if self._ack is None:
-            replies = pipe.execute()
-        else:
-            nodes = {}
-            for items in groups.values():
-                node = client.get_node_from_key(keys[items[0] * lay.stride])
-                nodes[node.name] = node
-            ack = self._ack
-            strip = _wait_for_replicas(pipe, list(nodes.values()), ack.replicas, ack.timeout_ms)
-            replies = strip(_execute(pipe, client))
+            command = ("EVAL", self.text, len(part_keys), *part_keys, *part_args, *tail)
+            commands.append((slot, command))
+        replies = fan_out(self._client, commands, self._ack)
         if lay.merge == "one":
             return 1
         if lay.merge == "sum":
