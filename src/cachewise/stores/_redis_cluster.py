@@ -114,7 +114,7 @@ def fan_out(
     redis-py's cluster pipeline sends one node's commands after the other's and keeps
     heavy per-command bookkeeping; here the round trips to the nodes overlap (see
     bench/README.md, cluster). A command answered by a redirect or a refusal
-    (``MOVED``, ``ASK``, ``CLUSTERDOWN``, ``TRYAGAIN``) did not run: those alone run
+    (``MOVED``, ``ASK``, ``CLUSTERDOWN``, ``TRYAGAIN``, ``NOSCRIPT``) did not run: those alone run
     again through redis-py's cluster pipeline, which follows redirects and refreshes
     the topology. A broken connection raises (the caller's ``retrying`` decides).
     With ``ack``, each node's commands are followed by ``WAIT`` on the same connection.
@@ -207,7 +207,10 @@ def _redo(
     cluster: Any = client
     pipe = cluster.pipeline()
     for i in redo:
-        pipe.execute_command(*commands[i][1])
+        command = commands[i][1]
+        if command[0] == "EVALSHA":  # NOSCRIPT, maybe: EVAL loads it on that node
+            command = ("EVAL", _SCRIPTS[command[1]], *command[2:])
+        pipe.execute_command(*command)
     if ack is None:
         again = list(pipe.execute())
     else:
@@ -235,6 +238,9 @@ def mget(client: RedisCluster, keys: Sequence[bytes]) -> list[Any]:
 
 
 Merge = Literal["one", "sum", "list"]
+
+_SCRIPTS: dict[str, str] = {}
+"""Batch scripts by SHA1: a node that answers NOSCRIPT gets the text (``_redo``)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,8 @@ class SlottedScript:
     ) -> None:
         self._client = client
         self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        _SCRIPTS[self.sha] = text
         self._layout = layout
         self._ack = ack
         self._script = client.register_script(text)
@@ -362,7 +370,7 @@ class SlottedScript:
                 part_keys += keys[i * lay.stride : (i + 1) * lay.stride]
                 start = lay.head + i * lay.per
                 part_args += args[start : start + lay.per]
-            command = ("EVAL", self.text, len(part_keys), *part_keys, *part_args, *tail)
+            command = ("EVALSHA", self.sha, len(part_keys), *part_keys, *part_args, *tail)
             commands.append((slot, command))
         replies = fan_out(self._client, commands, self._ack)
         if lay.merge == "one":
