@@ -160,7 +160,7 @@ def _send(
     sent: list[tuple[Any, list[int]]] = []
     for node, indexes in nodes:
         pool = cast("Any", client).get_redis_connection(node).connection_pool
-        connection = pool.get_connection()
+        connection = _take(pool)
         taken.append((pool, connection))
         packed = [commands[i][1] for i in indexes]
         if ack is not None:
@@ -168,6 +168,14 @@ def _send(
         connection.send_packed_command(connection.pack_commands(packed))
         sent.append((connection, indexes))
     return sent
+
+
+def _take(pool: Any) -> Any:
+    """A connection from ``pool`` (redis-py before 5.3 wants a command name, later warns)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("EVALSHA")
 
 
 def _read(
