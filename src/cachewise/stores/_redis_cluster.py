@@ -6,13 +6,17 @@ redis-py's ``RedisCluster`` routes each by its first key. What changes:
 
 - A *batch* script (``SET_MANY``, ``DELETE``, ``END_MANY``, ``HOLD``, ``RELEASE``) takes
   many cache keys, which hash to many slots. :class:`SlottedScript` splits the batch by
-  slot, runs one script per slot in one cluster pipeline (one round trip per node, not
-  one per key) and puts the replies back in the caller's order. Each slot's part is
-  atomic; the batch as a whole is not (it is not on one Redis either across a crash of
-  the client between two batches, and no caller relies on it).
-- ``MOVED``/``ASK`` are followed by redis-py. ``CLUSTERDOWN``, ``TRYAGAIN``, an
-  unreachable node and a topology being refreshed are retried by :func:`retrying`
-  with backoff until a deadline, then the caller gets one clear ``StoreError``.
+  slot and :func:`fan_out` sends one script per slot, every node's share before any
+  reply is read (one overlapping round trip per node, not one per key); the replies go
+  back in the caller's order. ``get_many`` does the same with one ``MGET`` per slot
+  (:func:`mget`). Each slot's part is atomic; the batch as a whole is not.
+- ``MOVED``/``ASK`` (and ``NOSCRIPT``) answers make just those commands run again
+  through redis-py's cluster pipeline, which follows redirects. ``CLUSTERDOWN``,
+  ``TRYAGAIN``, an unreachable node and a topology being refreshed are retried by
+  :func:`retrying` with backoff until a deadline, then the caller gets one clear
+  ``StoreError``.
+- ``wait_replicas``: each node's writes are followed by ``WAIT`` on the same
+  connection (:class:`Acknowledgement`); a write no replica confirmed in time raises.
 - The epoch (``_redis_epoch``): on one Redis the epoch records that server's
   ``run_id``; on a cluster it records a digest of every primary's ``run_id``, so the
   promotion of a replica (a failover) starts a new epoch and every value written
