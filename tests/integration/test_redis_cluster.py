@@ -235,3 +235,23 @@ def test_get_many_follows_a_redirect_when_the_slot_map_is_stale(store: RedisStor
     store.set_many({k: k.upper() for k in keys})
     assert store.delete_many(keys[:10]) == 10
     assert store.get_many(keys) == {k: k.upper() for k in keys[10:]}
+
+
+def test_stats_reads_a_shared_write_back_backlog_on_the_cluster(
+    redis_cluster_url: str, unique_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from cachewise import WriteBack
+    from cachewise.cli import main
+
+    store = RedisStore(redis_cluster_url, namespace=unique_name, cluster=True)
+    policy = WriteBack(journal="redis", flush_interval=3600.0, max_batch=10_000)
+    with Cache(store, MappingSource({}), write=policy) as cache:
+        cache.write_many({i: {"id": i} for i in range(50)})
+        assert (
+            main(["stats", "--redis", redis_cluster_url, "--namespace", unique_name, "--json"]) == 0
+        )
+        seen = json.loads(capsys.readouterr().out)["write_back"]
+        assert (seen["dirty"], seen["claimed"], seen["sampled"]) == (50, 0, 50)
+        assert seen["oldest_dirty_age"] > 0.0
