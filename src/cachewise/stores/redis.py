@@ -57,6 +57,7 @@ from cachewise.stats import Counter
 from cachewise.stores import _redis_cluster as _cluster
 from cachewise.stores import _redis_epoch as _epoch
 from cachewise.stores import _redis_scripts as scripts
+from cachewise.stores import _redis_slots as _slots
 from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.base import LoadTicket, PreparedWrite
 
@@ -112,7 +113,7 @@ def check_redis_url(url: object) -> None:
 
 def _cluster_settings(
     client: object, cluster: bool, retry_for: float, replicas: int, wait: float
-) -> tuple[float, _cluster.Acknowledgement | None]:
+) -> tuple[float, _slots.Acknowledgement | None]:
     """Check the Redis Cluster options; return the retry deadline and the WAIT to send.
 
     With ``replicas`` every write is acknowledged only once that many replicas have it.
@@ -126,7 +127,7 @@ def _cluster_settings(
         raise ConfigurationError("cluster=True takes a redis.cluster.RedisCluster client")
     if replicas and not (cluster or on_cluster):
         raise ConfigurationError("wait_replicas is for a Redis Cluster (cluster=True)")
-    ack = _cluster.Acknowledgement(replicas, _px(wait)) if replicas else None
+    ack = _slots.Acknowledgement(replicas, _px(wait)) if replicas else None
     return float(retry_for), ack
 
 
@@ -205,13 +206,13 @@ class RedisStore:
         _epoch.watch(client, self._epoch, asynchronous=self._asynchronous)
         self._set = client.register_script(scripts.SET)
         self._default_px = _px(self._ttl)
-        self._set_many = self._batch_script(scripts.SET_MANY, _cluster.Layout(2, 2, 1, 1, "one"))
-        self._delete = self._batch_script(scripts.DELETE, _cluster.Layout(2, 1, 0, 0, "sum"))
+        self._set_many = self._batch_script(scripts.SET_MANY, _slots.Layout(2, 2, 1, 1, "one"))
+        self._delete = self._batch_script(scripts.DELETE, _slots.Layout(2, 1, 0, 0, "sum"))
         self._begin = client.register_script(scripts.BEGIN)
         self._end = client.register_script(scripts.END)
-        self._end_many = self._batch_script(scripts.END_MANY, _cluster.Layout(2, 1, 2, 1, "list"))
-        self._hold = self._batch_script(scripts.HOLD, _cluster.Layout(3, 2, 0, 0, "list"))
-        self._release = self._batch_script(scripts.RELEASE, _cluster.Layout(3, 2, 3, 1, "list"))
+        self._end_many = self._batch_script(scripts.END_MANY, _slots.Layout(2, 1, 2, 1, "list"))
+        self._hold = self._batch_script(scripts.HOLD, _slots.Layout(3, 2, 0, 0, "list"))
+        self._release = self._batch_script(scripts.RELEASE, _slots.Layout(3, 2, 3, 1, "list"))
         self._cas = client.register_script(scripts.CAS)
         self._add = client.register_script(scripts.ADD)
         self._closed = False
@@ -221,11 +222,11 @@ class RedisStore:
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY
 
-    def _batch_script(self, text: str, layout: _cluster.Layout) -> Any:
-        """A script over many cache keys: split by slot on a cluster (``_redis_cluster``)."""
+    def _batch_script(self, text: str, layout: _slots.Layout) -> Any:
+        """A script over many cache keys: split by slot on a cluster (``_redis_slots``)."""
         if self.cluster:
             client = cast("RedisCluster", self.client)
-            return _cluster.SlottedScript(client, text, layout, self._ack)
+            return _slots.SlottedScript(client, text, layout, self._ack)
         return self.client.register_script(text)
 
     def _connect(self, url: str, timeout: float) -> redis.Redis:
@@ -304,7 +305,7 @@ class RedisStore:
             # A write the caller will take as acknowledged: WAIT for the replicas first.
             client = cast("RedisCluster", self.client)
             call = functools.partial(
-                _cluster.run_script,
+                _slots.run_script,
                 client,
                 cast("str", fn.script),  # every script here is registered as text
                 kwargs["keys"],
@@ -331,7 +332,7 @@ class RedisStore:
     def _mget(self) -> Any:
         """MGET; on a cluster one MGET per slot, in one pipeline (keys in many slots)."""
         if self.cluster:
-            return functools.partial(_cluster.mget, cast("RedisCluster", self.client))
+            return functools.partial(_slots.mget, cast("RedisCluster", self.client))
         return self.client.mget
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:

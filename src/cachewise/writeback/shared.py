@@ -92,7 +92,7 @@ from cachewise.errors import (
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
-from cachewise.stores._redis_cluster import Layout
+from cachewise.stores._redis_slots import Layout
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
 from cachewise.writeback._dirty_index import DirtyIndex, index_keys
@@ -434,7 +434,7 @@ class SharedFlusher:
         self._mark = register(_MARK)
         self._remark = register(_REMARK)
         # The flush's scripts take a batch of keys: on a cluster, one script per slot in
-        # one pipeline per node (``_redis_cluster.SlottedScript``), not one call per slot.
+        # one pipeline per node (``_redis_slots.SlottedScript``), not one call per slot.
         self._claim = store._batch_script(_CLAIM, Layout(2, 2, 0, 0, "list"))
         self._settle = store._batch_script(_SETTLE, Layout(4, 4, 1, 0, "list"))
         self._park_script = store._batch_script(_PARK, Layout(5, 2, 2, 1, "list"))
