@@ -433,8 +433,8 @@ class SharedFlusher:
         self._index = DirtyIndex(store.namespace, self._client, self._call, scripts)
         self._mark = register(_MARK)
         self._remark = register(_REMARK)
-        # The flush's scripts take a batch of keys: on a cluster, one script per slot in
-        # one pipeline per node (``_redis_slots.SlottedScript``), not one call per slot.
+        # The flush's scripts take a batch of keys: on a cluster, one script per slot, sent
+        # to every node at once (``_redis_slots.SlottedScript``), not one call per slot.
         self._claim = store._batch_script(_CLAIM, Layout(2, 2, 0, 0, "list"))
         self._settle = store._batch_script(_SETTLE, Layout(4, 4, 1, 0, "list"))
         self._park_script = store._batch_script(_PARK, Layout(5, 2, 2, 1, "list"))
