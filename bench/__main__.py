@@ -30,6 +30,7 @@ BENCHMARKS = {
     "aio": "bench.aio",
     "sqlmiss": "bench.sqlmiss",
     "metrics": "bench.metrics_overhead",
+    "cluster": "bench.cluster",
 }
 RESULTS = Path(__file__).parent / "results"
 

@@ -150,6 +150,25 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of our own for the session: 3 primaries + 3 replicas.
+
+    Tests share it: each uses a namespace of its own (``unique_name``).
+    """
+    from tests.redis_cluster import RedisClusterServers
+
+    try:
+        cluster = RedisClusterServers()
+        cluster.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        cannot_run(f"cannot start a Redis cluster: {err}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
 def mysql_url() -> str:
     return need_server("MariaDB", "MYSQL_URL", DEFAULT_MYSQL)
 
@@ -171,8 +190,9 @@ _SERVER_FIXTURES = {
     "mysql_url": "mysql",
     "memcached_url": "memcached",
     "pgpool_url": "pgpool",
+    "redis_cluster_url": "cluster",
 }
-_MUST_RUN_IN_CI = ("postgres", "redis", "memcached", "pgpool")
+_MUST_RUN_IN_CI = ("postgres", "redis", "memcached", "pgpool", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -227,6 +227,18 @@ def test_a_case_with_redis_as_the_store(redis_url: str) -> None:
 
 
 @pytest.mark.slow
+def test_the_lab_runs_on_a_redis_cluster(
+    redis_cluster_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "lab.json"
+    args = ["lab", "--quick", "--case", "ehr", "--redis", redis_cluster_url, "--json", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.read_text())
+    assert doc["store"] == "redis"
+    assert "ehr" in capsys.readouterr().out.lower()
+
+
+@pytest.mark.slow
 def test_a_case_with_memcached_as_the_store(
     memcached_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

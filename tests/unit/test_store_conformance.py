@@ -90,6 +90,22 @@ def tiered_store(request: pytest.FixtureRequest) -> StoreUnderTest:
     return StoreUnderTest(store, time.sleep, ttl_unit=0.2)
 
 
+def cluster_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    from cachewise import RedisStore
+
+    url: str = request.getfixturevalue("redis_cluster_url")
+    namespace: str = request.getfixturevalue("unique_name")
+    return StoreUnderTest(RedisStore(url, namespace=namespace, cluster=True), time.sleep, 0.2)
+
+
+def cluster_tiered_store(request: pytest.FixtureRequest) -> StoreUnderTest:
+    from cachewise import RedisStore, TieredStore
+
+    url: str = request.getfixturevalue("redis_cluster_url")
+    l2 = RedisStore(url, namespace=request.getfixturevalue("unique_name"), cluster=True)
+    return StoreUnderTest(TieredStore(MemoryStore(max_entries=1000), l2), time.sleep, 0.2)
+
+
 def memcached_store(request: pytest.FixtureRequest) -> StoreUnderTest:
     from cachewise import MemcachedStore
 
@@ -105,6 +121,8 @@ STORE_FACTORIES: list[Callable[[pytest.FixtureRequest], StoreUnderTest]] = [
     redis_store,
     tiered_store,
     memcached_store,
+    cluster_store,
+    cluster_tiered_store,
 ]
 
 
@@ -112,6 +130,8 @@ _SERVER_MARKS = {
     "redis_store": pytest.mark.redis,
     "tiered_store": pytest.mark.redis,
     "memcached_store": pytest.mark.memcached,
+    "cluster_store": pytest.mark.cluster,
+    "cluster_tiered_store": pytest.mark.cluster,
 }
 """Marks for the factories that need a server: ``-m memcached`` selects them, and under
 CI=true their skips count as failures (tests/conftest.py)."""

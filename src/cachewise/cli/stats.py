@@ -75,9 +75,11 @@ class _Watch:
 
     def open(self) -> None:
         if self.args.redis:
+            from cachewise.stores._redis_cluster import cluster_enabled  # noqa: PLC0415
             from cachewise.stores.redis import RedisStore  # noqa: PLC0415 - redis-py is optional
 
-            store = RedisStore(self.args.redis, namespace=self.args.namespace)
+            cluster = cluster_enabled(self.args.redis)  # a cluster node: its index is spread
+            store = RedisStore(self.args.redis, namespace=self.args.namespace, cluster=cluster)
             self.redis = store.client
         if self.args.url:
             self.engine = connect(self.args.url, pool_size=1)

@@ -83,17 +83,23 @@ class _CountingRemote:
             super().close()  # type: ignore[misc]
 
 
-def _remote_store(module: str, name: str, url: str, namespace: str) -> Any:
+def _remote_store(module: str, name: str, url: str, namespace: str, **options: Any) -> Any:
     base: type[Any] = getattr(importlib.import_module(module), name)
     counting = type(f"Lab{name}", (_CountingRemote, base), {})
-    store = counting(url, namespace=namespace)
+    store = counting(url, namespace=namespace, **options)
     store.ops = Counter()
     return store
 
 
 def redis_store(url: str, namespace: str) -> Any:
-    """A counting RedisStore in ``namespace`` (ImportError if RedisStore is not there)."""
-    return _remote_store("cachewise.stores.redis", "RedisStore", url, namespace)
+    """A counting RedisStore in ``namespace`` (ImportError if RedisStore is not there).
+
+    A URL of a Redis Cluster node (``cluster_enabled:1``) gives a store on the cluster.
+    """
+    from cachewise.stores._redis_cluster import cluster_enabled  # noqa: PLC0415 - optional
+
+    cluster = cluster_enabled(url)
+    return _remote_store("cachewise.stores.redis", "RedisStore", url, namespace, cluster=cluster)
 
 
 def memcached_store(url: str, namespace: str) -> Any:

@@ -31,6 +31,7 @@ from typing import Any, Final
 from redis.exceptions import ResponseError
 
 from cachewise._flow import Flow, arun, run
+from cachewise.stores import _redis_cluster as _cluster
 
 logger = logging.getLogger("cachewise")
 
@@ -71,13 +72,19 @@ class Epoch:
         """How many times this process saw the epoch change (a Redis restart or failover)."""
         self._lock = threading.Lock()
         self._warned = False
+        self._last: bytes | None = None
 
     def adopt(self, epoch: bytes) -> None:
         stamp = MARK + epoch
         with self._lock:
-            if self.stamp is not None and self.stamp != stamp:
+            if self._last is not None and self._last != stamp:
                 self.changes += 1
-            self.stamp = stamp
+            self.stamp = self._last = stamp
+
+    def expire(self) -> None:
+        """Forget the stamp: the next use checks the epoch again (a cluster reconnected)."""
+        with self._lock:
+            self.stamp = None
 
     def _blind(self, exc: ResponseError) -> bytes:
         if not self._warned:
@@ -90,11 +97,18 @@ class Epoch:
         return b""
 
     def check_flow(self, client: Any) -> Flow[bytes]:
-        """Check the epoch through ``client`` (normal commands); return the stamp."""
-        try:
-            run_id = _run_id((yield client.info, ("server",)))
-        except ResponseError as exc:
-            run_id = self._blind(exc)
+        """Check the epoch through ``client`` (normal commands); return the stamp.
+
+        On a Redis Cluster the epoch follows a digest of every primary's ``run_id``
+        (``_redis_cluster``): a promoted replica starts a new epoch.
+        """
+        if _cluster.is_cluster(client):
+            run_id = yield _cluster.topology_digest, (client,)
+        else:
+            try:
+                run_id = _run_id((yield client.info, ("server",)))
+            except ResponseError as exc:
+                run_id = self._blind(exc)
         epoch = yield client.eval, (_EPOCH, 1, self.key, run_id, os.urandom(8))
         self.adopt(bytes(epoch))
         assert self.stamp is not None
@@ -146,8 +160,16 @@ class ConnectHooks:
             await arun(epoch.on_connect_flow(connection))
 
 
-def watch(pool_kwargs: dict[str, Any], epoch: Epoch, *, asynchronous: bool = False) -> None:
-    """Make every connection the pool opens from now on check ``epoch``."""
+def watch(client: Any, epoch: Epoch, *, asynchronous: bool = False) -> None:
+    """Make every connection ``client`` opens from now on check ``epoch``.
+
+    On a cluster a new connection only makes the epoch be checked again at its next
+    use: the hook runs on one node, and the check asks every primary.
+    """
+    if _cluster.is_cluster(client):
+        _cluster.watch(client, epoch)
+        return
+    pool_kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
     installed = pool_kwargs.get("redis_connect_func")
     hooks = getattr(installed, "__self__", installed)  # acall is a bound method
     if not isinstance(hooks, ConnectHooks):

@@ -40,9 +40,11 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from cachewise._events import event
@@ -52,8 +54,10 @@ from cachewise._types import MISSING, Key, check_seconds, check_ttl
 from cachewise.codecs import Codec, default_codec, encode_key
 from cachewise.errors import ClosedError, CodecError, ConfigurationError, StoreError
 from cachewise.stats import Counter
+from cachewise.stores import _redis_cluster as _cluster
 from cachewise.stores import _redis_epoch as _epoch
 from cachewise.stores import _redis_scripts as scripts
+from cachewise.stores import _redis_slots as _slots
 from cachewise.stores._redis_claim import RedisClaim
 from cachewise.stores.base import LoadTicket, PreparedWrite
 
@@ -107,6 +111,26 @@ def check_redis_url(url: object) -> None:
         )
 
 
+def _cluster_settings(
+    client: object, cluster: bool, retry_for: float, replicas: int, wait: float
+) -> tuple[float, _slots.Acknowledgement | None]:
+    """Check the Redis Cluster options; return the retry deadline and the WAIT to send.
+
+    With ``replicas`` every write is acknowledged only once that many replicas have it.
+    """
+    check_seconds(retry_for, "cluster_retry_for")
+    check_seconds(wait, "wait_timeout")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ConfigurationError(f"wait_replicas must be an int >= 0, got {replicas!r}")
+    on_cluster = _cluster.is_cluster(client)
+    if cluster and client is not None and not on_cluster:
+        raise ConfigurationError("cluster=True takes a redis.cluster.RedisCluster client")
+    if replicas and not (cluster or on_cluster):
+        raise ConfigurationError("wait_replicas is for a Redis Cluster (cluster=True)")
+    ack = _slots.Acknowledgement(replicas, _px(wait)) if replicas else None
+    return float(retry_for), ack
+
+
 def _px(ttl: float | None) -> int:
     """Milliseconds for Redis PX (0 = no expiry); never rounds a TTL down to zero."""
     return 0 if ttl is None else max(1, math.ceil(ttl * 1000))
@@ -137,11 +161,15 @@ class RedisStore:
         codec: Codec | None = None,
         *,
         fail_open: bool = False,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         lease_ttl: float = 5.0,
         lease_wait: float | None = None,
         timeout: float = 5.0,
         write_hold: float = 30.0,
+        cluster: bool = False,
+        cluster_retry_for: float = 10.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
             raise ConfigurationError(
@@ -152,6 +180,9 @@ class RedisStore:
         check_seconds(timeout, "timeout")
         check_seconds(lease_wait, "lease_wait", optional=True)
         check_seconds(write_hold, "write_hold")
+        self._retry_for, self._ack = _cluster_settings(
+            client, cluster, cluster_retry_for, wait_replicas, wait_timeout
+        )
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "decode")):
             raise ConfigurationError(f"codec must have encode() and decode(), got {codec!r}")
         check_redis_url(url)
@@ -166,21 +197,22 @@ class RedisStore:
         self._prefix = f"{namespace}:{{"
         self._owns_client = client is None
         if client is None:
-            client = self._connect(url, timeout)
-        self.client: redis.Redis = client
+            client = _cluster.connect(url, timeout) if cluster else self._connect(url, timeout)
+        self.cluster = _cluster.is_cluster(client)
+        """Whether this store runs on a Redis Cluster (``cluster=True`` or a cluster client)."""
+        # RedisCluster has the same command surface for everything the store calls.
+        self.client: redis.Redis = cast("redis.Redis", client)
         self._epoch = _epoch.Epoch(namespace)
-        _epoch.watch(
-            client.connection_pool.connection_kwargs, self._epoch, asynchronous=self._asynchronous
-        )
+        _epoch.watch(client, self._epoch, asynchronous=self._asynchronous)
         self._set = client.register_script(scripts.SET)
         self._default_px = _px(self._ttl)
-        self._set_many = client.register_script(scripts.SET_MANY)
-        self._delete = client.register_script(scripts.DELETE)
+        self._set_many = self._batch_script(scripts.SET_MANY, _slots.Layout(2, 2, 1, 1, "one"))
+        self._delete = self._batch_script(scripts.DELETE, _slots.Layout(2, 1, 0, 0, "sum"))
         self._begin = client.register_script(scripts.BEGIN)
         self._end = client.register_script(scripts.END)
-        self._end_many = client.register_script(scripts.END_MANY)
-        self._hold = client.register_script(scripts.HOLD)
-        self._release = client.register_script(scripts.RELEASE)
+        self._end_many = self._batch_script(scripts.END_MANY, _slots.Layout(2, 1, 2, 1, "list"))
+        self._hold = self._batch_script(scripts.HOLD, _slots.Layout(3, 2, 0, 0, "list"))
+        self._release = self._batch_script(scripts.RELEASE, _slots.Layout(3, 2, 3, 1, "list"))
         self._cas = client.register_script(scripts.CAS)
         self._add = client.register_script(scripts.ADD)
         self._closed = False
@@ -189,6 +221,13 @@ class RedisStore:
         self._failed_reads = Counter()
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY
+
+    def _batch_script(self, text: str, layout: _slots.Layout) -> Any:
+        """A script over many cache keys: split by slot on a cluster (``_redis_slots``)."""
+        if self.cluster:
+            client = cast("RedisCluster", self.client)
+            return _slots.SlottedScript(client, text, layout, self._ack)
+        return self.client.register_script(text)
 
     def _connect(self, url: str, timeout: float) -> redis.Redis:
         try:
@@ -262,13 +301,39 @@ class RedisStore:
         Raised outside the ``except`` so a cause that named a secret is not even
         attached as implicit context.
         """
+        if self._ack is not None and isinstance(fn, Script) and "keys" in kwargs:
+            # A write the caller will take as acknowledged: WAIT for the replicas first.
+            client = cast("RedisCluster", self.client)
+            call = functools.partial(
+                _slots.run_script,
+                client,
+                cast("str", fn.script),  # every script here is registered as text
+                kwargs["keys"],
+                kwargs["args"],
+                self._ack,
+            )
+        else:
+            call = functools.partial(fn, *args, **kwargs)
         try:
-            result = yield functools.partial(fn, *args, **kwargs), ()
+            result = yield self._wrap(call), ()
         except RedisError as exc:
             failure = exc
         else:
             return result
         raise self._translate(op, failure)
+
+    def _wrap(self, call: Any) -> Any:
+        """On a cluster, a call retried while the cluster fails over or reshards."""
+        if self.cluster:
+            return functools.partial(_cluster.retrying, self._retry_for, call)
+        return call
+
+    @property
+    def _mget(self) -> Any:
+        """MGET; on a cluster one MGET per slot, in one pipeline (keys in many slots)."""
+        if self.cluster:
+            return functools.partial(_slots.mget, cast("RedisCluster", self.client))
+        return self.client.mget
 
     def _log_failed_read(self, op: str, exc: RedisError) -> None:
         # While Redis is down every read fails: one warning per interval, not per read.
@@ -289,7 +354,7 @@ class RedisStore:
     def _read_flow(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Flow[Any]:
         """Like :meth:`_call_flow` for reads: with ``fail_open`` a failure returns _FAILED."""
         try:
-            result = yield functools.partial(fn, *args, **kwargs), ()
+            result = yield self._wrap(functools.partial(fn, *args, **kwargs)), ()
         except RedisError as exc:
             if self.fail_open:
                 self._failed_reads.add()
@@ -316,7 +381,11 @@ class RedisStore:
         if stamp is not None:
             return stamp
         try:
-            stamp = yield from self._epoch.check_flow(self.client)
+            if self.cluster:
+                check = functools.partial(run, self._epoch.check_flow(self.client))
+                stamp = yield self._wrap(check), ()
+            else:
+                stamp = yield from self._epoch.check_flow(self.client)
         except RedisError as exc:
             failure = exc
         else:
@@ -396,7 +465,7 @@ class RedisStore:
         if not wanted:
             return {}
         wires = [self.wire_key(k) for k in wanted]
-        datas = yield from self._read_flow("MGET", self.client.mget, wires)
+        datas = yield from self._read_flow("MGET", self._mget, wires)
         if datas is _FAILED:
             return {}
         found: dict[Key, Any] = {}
@@ -474,6 +543,9 @@ class RedisStore:
     def _clear_flow(self) -> Flow[None]:
         self._check_open()
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self.namespace) + ":{*}:v"
+        if self.cluster:
+            yield from self._call_flow("SCAN", self._clear_cluster, pattern)
+            return
         cursor = 0
         while True:
             cursor, batch = yield from self._call_flow(
@@ -483,6 +555,17 @@ class RedisStore:
                 yield from self._call_flow("UNLINK", self.client.unlink, *batch)
             if cursor == 0:
                 return
+
+    def _clear_cluster(self, pattern: str) -> None:
+        """SCAN every primary of the cluster and UNLINK what matches, node by node."""
+        batch: list[bytes] = []
+        for wire in self.client.scan_iter(match=pattern, count=1000):  # every primary
+            batch.append(wire)
+            if len(batch) >= 1000:
+                self.client.unlink(*batch)  # redis-py splits it by slot
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
 
     def ttl_left(self, key: Key) -> float | None:
         """Seconds until ``key`` expires in Redis (``None``: no expiry or absent)."""
@@ -637,7 +720,7 @@ class RedisStore:
             wires += (*self._keys(key), self.wire_key(key, "w"))
         if not wanted:
             return {}
-        replies = yield from self._read_flow("MGET", self.client.mget, wires)
+        replies = yield from self._read_flow("MGET", self._mget, wires)
         if replies is _FAILED:
             return {key: LoadTicket(token=None) for key in wanted}
         tickets: dict[Key, LoadTicket] = {}
@@ -788,8 +871,9 @@ class RedisStore:
                 return
             self._closed = True
         if self._owns_client:
-            self.client.close()
-            self.client.connection_pool.disconnect()
+            self.client.close()  # a RedisCluster closes every node's pool here
+            if not self.cluster:
+                self.client.connection_pool.disconnect()
 
 
 def _encoded(prepared: PreparedWrite) -> _Encoded:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cachewise._flow import Flow, run
 from cachewise._types import MISSING, Key, check_seconds
@@ -28,6 +28,9 @@ from cachewise.stats import Histogram
 from cachewise.stores.base import Claim, HitPath, LoadTicket, PreparedWrite
 from cachewise.stores.memory import MemoryStore
 from cachewise.stores.redis import RedisStore
+
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
 
 
 def _always_missing(_key: Key) -> Any:
@@ -87,7 +90,20 @@ class TieredStore:
         """Keys (or "everything" messages) dropped from L1 because another process said so."""
 
     def _default_bus(self, l2: RedisStore, ready_timeout: float) -> InvalidationBus:
-        """Redis pub/sub on L2's own Redis, channel ``<namespace>:invalidations``."""
+        """Redis pub/sub on L2's own Redis, channel ``<namespace>:invalidations``.
+
+        On a Redis Cluster: sharded pub/sub (``SSUBSCRIBE``) on the channel
+        ``<namespace>:{~invalidations}``, which follows its slot through failovers and
+        resharding (``_cluster_bus``).
+        """
+        if l2.cluster:
+            from cachewise._cluster_bus import ShardedRedisBus  # noqa: PLC0415 - cluster only
+
+            return ShardedRedisBus(
+                cast("RedisCluster", l2.client),
+                f"{l2.namespace}:{{~invalidations}}",
+                ready_timeout=ready_timeout,
+            )
         return RedisBus(
             channel=f"{l2.namespace}:invalidations", client=l2.client, ready_timeout=ready_timeout
         )

@@ -20,6 +20,10 @@ Layout. A cache key encoded as ``e`` (``codecs.encode_key``) in namespace ``ns``
     ns:{~dirty}:h  the index tokens: encoded key -> token of its latest write
     ns:{~dirty}:r  the parked keys (a set of encoded keys)
 
+On a Redis Cluster the index (``z`` and ``h``) is cut into 16 shards with hash tags of
+their own, ``ns:{~dirty:0}`` ... ``ns:{~dirty:15}``, spread over the primaries; a key's
+entry is always in the same shard (``_dirty_index``).
+
 The per-key keys share the hash tag ``{e}`` (one Redis Cluster slot: one Lua script
 changes value, version and mark atomically); the index has its own tag, so it is never
 changed in the same script as a mark. Hence the order of the steps:
@@ -63,6 +67,7 @@ can never be the last one the source sees.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -87,8 +92,10 @@ from cachewise.errors import (
 from cachewise.policies import WriteBack
 from cachewise.sources.base import Source, ValidatingSource
 from cachewise.stats import Counter
+from cachewise.stores._redis_slots import Layout
 from cachewise.stores.base import Store
 from cachewise.stores.redis import RedisStore
+from cachewise.writeback._dirty_index import DirtyIndex, index_keys
 from cachewise.writeback.background import BatchTimes, FlushLoop, close_at_exit, closed
 from cachewise.writeback.dirty import TOMBSTONE, DirtyEntry, Rejected
 from cachewise.writeback.lag import LagSummary, LagWindow
@@ -327,11 +334,16 @@ def read_backlog(client: Any, namespace: str, *, sample: int = 1000) -> Backlog:
     Claims are counted over the ``sample`` oldest dirty keys (a flusher takes keys oldest
     first), so the cost stays bounded however large the backlog.
     """
-    index = f"{namespace}:{{~dirty}}:z".encode()
+    shards = index_keys(namespace, client)  # one on one Redis, spread on a cluster
     with client.pipeline(transaction=False) as pipe:
-        pipe.zcard(index)
-        pipe.zrange(index, 0, sample - 1, withscores=True)
-        dirty, oldest = pipe.execute()
+        for z, _h in shards:
+            pipe.zcard(z)
+            pipe.zrange(z, 0, sample - 1, withscores=True)
+        replies = pipe.execute()
+    dirty = sum(int(n) for n in replies[0::2])
+    oldest = heapq.nsmallest(
+        sample, (item for reply in replies[1::2] for item in reply), key=lambda i: float(i[1])
+    )
     prefix = f"{namespace}:{{"
     claims = [f"{prefix}{m.decode()}}}:c".encode() for m, _ in oldest]
     claimed = 0
@@ -409,10 +421,6 @@ class SharedFlusher:
         self._codec = store.codec
         self._client = store.client
         self._prefix = f"{store.namespace}:{{"
-        self._index = (
-            f"{store.namespace}:{{~dirty}}:z".encode(),
-            f"{store.namespace}:{{~dirty}}:h".encode(),
-        )
         self._parked = f"{store.namespace}:{{~dirty}}:r".encode()
         self._validate = source.validate if implements(source, ValidatingSource) else None
         self._claim_ms = max(1, math.ceil(claim_ttl * 1000))
@@ -421,14 +429,15 @@ class SharedFlusher:
         keyslot = getattr(self._client, "keyslot", None)  # RedisCluster has one
         self._slot: Callable[[bytes], int] | None = keyslot if callable(keyslot) else None
         register = self._client.register_script
-        self._reserve = register(_RESERVE)
-        self._reindex = register(_REINDEX)
-        self._unindex = register(_UNINDEX)
+        scripts = (register(_RESERVE), register(_REINDEX), register(_UNINDEX))
+        self._index = DirtyIndex(store.namespace, self._client, self._call, scripts)
         self._mark = register(_MARK)
         self._remark = register(_REMARK)
-        self._claim = register(_CLAIM)
-        self._settle = register(_SETTLE)
-        self._park_script = register(_PARK)
+        # The flush's scripts take a batch of keys: on a cluster, one script per slot, sent
+        # to every node at once (``_redis_slots.SlottedScript``), not one call per slot.
+        self._claim = store._batch_script(_CLAIM, Layout(2, 2, 0, 0, "list"))
+        self._settle = store._batch_script(_SETTLE, Layout(4, 4, 1, 0, "list"))
+        self._park_script = store._batch_script(_PARK, Layout(5, 2, 2, 1, "list"))
         self._closed = False
         self._lag = LagWindow()
         self._lag_lock = threading.Lock()
@@ -463,6 +472,12 @@ class SharedFlusher:
     def _call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One Redis call; a failure becomes StoreError (chained, password never shown)."""
         return self._store._call(op, fn, *args, **kwargs)
+
+    @staticmethod
+    def _chunks(items: list[T], _wire: Callable[[T], bytes]) -> Iterator[list[T]]:
+        """``items`` in chunks one (slot-splitting) batch script call takes, in order."""
+        for i in range(0, len(items), _CHUNK):
+            yield items[i : i + _CHUNK]
 
     def _groups(self, items: list[T], wire: Callable[[T], bytes]) -> Iterator[list[T]]:
         """``items`` in chunks one script may take, in order.
@@ -509,7 +524,7 @@ class SharedFlusher:
     @property
     def dirty_count(self) -> int:
         """Keys in the shared dirty index: the backlog of every process."""
-        return int(self._call("ZCARD", self._client.zcard, self._index[0]))
+        return self._index.count()
 
     def _reject(self, base: bytes, key: str, exc: Exception) -> None:
         """Count a dirty row that cannot be decoded; log it once per key, not per flush.
@@ -561,14 +576,14 @@ class SharedFlusher:
         A key written while it was being flushed counts from its first write after the
         flush claimed it (the settle script moves its index score there).
         """
-        first = self._call("ZRANGE", self._client.zrange, self._index[0], 0, 0, withscores=True)
-        if not first:
+        first = self._index.oldest()
+        if first is None:
             return 0.0
-        return max(0.0, time.time() - float(first[0][1]) / 1000.0)
+        return max(0.0, time.time() - first / 1000.0)
 
     def dirty_keys(self) -> list[Key]:
         """The dirty keys, oldest first."""
-        members = self._call("ZRANGE", self._client.zrange, self._index[0], 0, -1)
+        members = self._index.members()
         keys = []
         for member in members:
             try:
@@ -690,9 +705,7 @@ class SharedFlusher:
                 self._call("SREM", self._client.srem, self._parked, *gone)
         if (time.monotonic() - started) * 1000 > self._grace_ms / 2:
             # So slow that a flusher may have taken our index entry for an orphan.
-            self._call(
-                "index", self._reindex, keys=list(self._index), args=[_now_ms(), token, *members]
-            )
+            self._index.reindex(_now_ms(), token, members)
         if backlog >= self.policy.max_batch:
             self._loop.wake.set()
         return list(items)
@@ -705,9 +718,7 @@ class SharedFlusher:
         deadline = time.monotonic() + self.policy.block_timeout
         pause = 0.005
         while True:
-            added, size = self._call(
-                "index", self._reserve, keys=list(self._index), args=[limit, now, token, *members]
-            )
+            added, size = self._index.reserve(limit, now, token, members)
             if added:
                 return int(size)
             self._loop.wake.set()
@@ -748,33 +759,23 @@ class SharedFlusher:
             )
         # Keys indexed after this flush began are the next flush's, so a flush ends under a
         # stream of new keys. The newest score, not our clock: writers' clocks differ.
-        newest = self._call("ZRANGE", self._client.zrange, self._index[0], -1, -1, withscores=True)
-        if not newest:
+        upto = self._index.newest()
+        if upto is None:
             return 0
-        upto = float(newest[0][1])
         written = 0
         seen: set[bytes] = set()
         while True:
-            window = self._call(
-                "ZRANGEBYSCORE",
-                self._client.zrangebyscore,
-                self._index[0],
-                "-inf",
-                upto,
-                start=0,
-                num=len(seen) + size,
-            )
-            members = [m for m in window if m not in seen][:size]
+            members = self._index.window(upto, seen, size)
             if not members:
                 return written
             seen.update(members)
             written += self._flush_batch(members, refused)
 
     def _flush_batch(self, members: list[bytes], refused: dict[Key, str]) -> int:
-        tokens = self._call("HMGET", self._client.hmget, self._index[1], members)
+        tokens = self._index.tokens(members)
         claim = os.urandom(16).hex().encode()
         replies: dict[bytes, list[Any]] = {}
-        for group in self._groups(members, self._base):
+        for group in self._chunks(members, self._base):
             keys = [self._base(m) + suffix for m in group for suffix in (b"d", b"c")]
             found = self._call("claim", self._claim, keys=keys, args=[claim, self._claim_ms])
             replies.update(zip(group, found, strict=True))
@@ -797,7 +798,7 @@ class SharedFlusher:
             else:
                 batch.append(claimed)
         if orphans:
-            self._call("unindex", self._unindex, keys=list(self._index), args=orphans)
+            self._index.unindex(orphans)
         if undecodable:
             self._settle_all(undecodable, claim, flushed=False)
         if not batch:
@@ -879,7 +880,7 @@ class SharedFlusher:
         """Park the keys the source refused: parked set first, then mark -> ``:r``, unindex."""
         self._call("SADD", self._client.sadd, self._parked, *(c.member for c in batch))
         replies: dict[bytes, Any] = {}
-        for group in self._groups(batch, lambda c: c.base):
+        for group in self._chunks(batch, lambda c: c.base):
             wires = [c.base + suffix for c in group for suffix in (b"d", b"c", b"v", b"n", b"r")]
             args: list[Any] = [claim, _VERSION_TTL_MS]
             for c in group:
@@ -898,7 +899,7 @@ class SharedFlusher:
             else:
                 stale.append(c.member)  # written again since: the newer write goes next
         if unindex:
-            self._call("unindex", self._unindex, keys=list(self._index), args=unindex)
+            self._index.unindex(unindex)
         if stale:
             self._call("SREM", self._client.srem, self._parked, *stale)
         log_parked(parked, self._name)
@@ -909,7 +910,7 @@ class SharedFlusher:
         """Per ``(base, seq)``: clear the mark if ``flushed`` and still ``seq``; unclaim."""
         replies: dict[bytes, Any] = {}
         flag = b"1" if flushed else b"0"
-        for group in self._groups(keys, lambda item: item[0]):
+        for group in self._chunks(keys, lambda item: item[0]):
             wires = [b + suffix for b, _ in group for suffix in (b"d", b"c", b"v", b"n")]
             args = [claim, self._value_px, _VERSION_TTL_MS, flag, *(seq for _, seq in group)]
             found = self._call("settle", self._settle, keys=wires, args=args)
@@ -932,9 +933,9 @@ class SharedFlusher:
             if since:
                 resumed[c.member] = float(since)
         if cleared:
-            self._call("unindex", self._unindex, keys=list(self._index), args=cleared)
+            self._index.unindex(cleared)
         if resumed:  # written during the flush: their age restarts at the first such write
-            self._call("ZADD", self._client.zadd, self._index[0], resumed, xx=True)
+            self._index.rescore(resumed)
         if lost:
             self._mark_again(lost)
 
@@ -946,7 +947,7 @@ class SharedFlusher:
         now = _now_ms()
         token = _token(now)
         members = [c.member for c in lost]
-        self._call("index", self._reindex, keys=list(self._index), args=[now, token, *members])
+        self._index.reindex(now, token, members)
         for c in lost:
             b = c.base
             done = self._call(
