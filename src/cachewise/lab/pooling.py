@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
 from cachewise._djangopool import django_requests
 from cachewise._pgbouncer import PgBouncer
@@ -135,7 +135,15 @@ def _poolers(
 
 
 def _engines(env: Environment, poolers: dict[str, str]) -> dict[str, Engine]:
-    url = str(env.database.url)
+    # The in-process contenders talk to the database itself, as Django's does: given a
+    # URL through PgBouncer or Pgpool-II (``?direct=`` says where the server is), an
+    # extra hop for some contenders only would decide the case. The poolers are rows of
+    # their own, each in front of the same server.
+    url: str | URL
+    try:
+        url = direct_url(str(env.database.url))
+    except ConfigurationError:  # a PgBouncer URL without ?direct=: through it, as given
+        url = str(env.database.url)
     # On PostgreSQL every connection is opened in autocommit, as Django's are: the
     # request is one statement, and no contender switches modes per request.
     kw: dict[str, Any] = {}
@@ -275,7 +283,11 @@ def _interleaved(
 
 def _django_contender(env: Environment, table: str, notes: list[str]) -> _Contender | None:
     """Django's persistent connection (its defaults: autocommit, ``CONN_MAX_AGE=None``)."""
-    url = direct_url(str(env.database.url))
+    try:
+        url = direct_url(str(env.database.url))
+    except ConfigurationError:
+        notes.append("django-persistent: skipped (a PgBouncer URL without ?direct=)")
+        return None
     if url.get_backend_name() != "postgresql":
         notes.append("django-persistent: skipped (measured on PostgreSQL)")
         return None
