@@ -34,12 +34,25 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` ports p, each with p and p + 10000 free (the node and its cluster bus)."""
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_ports(count: int, taken: tuple[int, ...] = ()) -> list[int]:
+    """``count`` ports p, each with p and p + 10000 free (the node and its cluster bus).
+
+    Both below the ephemeral range: a port in it can be taken by any outgoing connection
+    (a busy test run makes thousands) between this check and the node's bind.
+    """
+    top = max(10001, _ephemeral_low() - 10000)
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 45000)
-        if port not in ports and _bindable(port) and _bindable(port + 10000):
+        port = random.randint(10000, top - 1)
+        if port not in ports and port not in taken and _bindable(port) and _bindable(port + 10000):
             ports.append(port)
     return ports
 
@@ -84,8 +97,8 @@ class RedisClusterServers:
     def start(self) -> None:
         assert self.cli is not None
         try:
-            for port in self.ports:
-                self.start_node(port)
+            for index in range(len(self.ports)):
+                self._start_first_time(index)
             addresses = [f"127.0.0.1:{port}" for port in self.ports]
             subprocess.run(
                 [self.cli, "--cluster", "create", *addresses,
@@ -96,6 +109,22 @@ class RedisClusterServers:
         except BaseException:
             self.close()
             raise
+
+    def _start_first_time(self, index: int, tries: int = 3) -> None:
+        """Start node ``index``; a port someone took since it was picked gives way to another."""
+        for attempt in range(tries):
+            try:
+                self.start_node(self.ports[index])
+            except RuntimeError:
+                process = self.processes.pop(self.ports[index], None)
+                if process is not None:
+                    process.kill()
+                    process.wait()
+                if attempt == tries - 1:
+                    raise
+                self.ports[index] = _free_ports(1, tuple(self.ports))[0]
+            else:
+                return
 
     def cli_run(self, *args: str, port: int | None = None, timeout: float = 120) -> str:
         """Run ``redis-cli`` against one node (the first by default); return its stdout."""
