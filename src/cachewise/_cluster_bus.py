@@ -20,17 +20,15 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from cachewise._types import Key, check_seconds
 from cachewise.errors import ClosedError, ConfigurationError, StoreError
-from cachewise.invalidation import _ListenerBus, encode_message
+from cachewise.invalidation import _Heartbeat, _ListenerBus, _wire_text, encode_message
 from cachewise.stores import _redis_cluster as _cluster
-
-_PING_AFTER: Final = 5.0  # seconds of silence before the listener checks its peer
 
 
 class SlotMovedError(ConnectionError):
@@ -98,30 +96,18 @@ class ShardedRedisBus(_ListenerBus):
             pubsub.close()
 
     def _loop(self, pubsub: Any) -> None:
-        last_heard = time.monotonic()
-        pinged = False
+        heartbeat = _Heartbeat(pubsub, "sharded pub/sub")
         while not self._stop.is_set():
             message = pubsub.get_message(timeout=0.2)
-            now = time.monotonic()
-            if message is None:
-                # A silent peer may be a half-open TCP connection: ping it, and give up on
-                # it (reconnect, clearing L1s) if even the ping goes unanswered.
-                if now - last_heard > _PING_AFTER and not pinged:
-                    pubsub.ping()
-                    pinged = True
-                elif now - last_heard > 2 * _PING_AFTER:
-                    raise TimeoutError("no reply to PING on the sharded pub/sub connection")
+            if not heartbeat.beat(message):
                 continue
-            last_heard, pinged = now, False
             kind = message["type"]
             if kind == "ssubscribe":
                 self._came_up()
             elif kind == "sunsubscribe":
                 raise SlotMovedError(f"{self.channel!r} was unsubscribed (its slot moved)")
             elif kind == "smessage":
-                data = message["data"]
-                text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-                self._subscribers.deliver_wire(text)
+                self._subscribers.deliver_wire(_wire_text(message["data"]))
 
     def publish(self, keys: Sequence[Key] | None, origin: str = "") -> None:
         if self._stop.is_set():

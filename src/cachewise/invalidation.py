@@ -59,6 +59,42 @@ __all__ = [
 
 _EVERYTHING: Final = "*"
 _PING_AFTER: Final = 5.0  # seconds of silence before the Redis listener checks its peer
+
+
+class _Heartbeat:
+    """When a silent pub/sub connection gets a PING, and when silence means it is dead.
+
+    A silent peer may be a half-open TCP connection: ping it, and give up on it
+    (reconnect, clearing L1s) if even the ping goes unanswered.
+    """
+
+    __slots__ = ("_last_heard", "_pinged", "_pubsub", "_what")
+
+    def __init__(self, pubsub: Any, what: str) -> None:
+        self._pubsub = pubsub
+        self._what = what
+        self._last_heard = time.monotonic()
+        self._pinged = False
+
+    def beat(self, message: Any) -> bool:
+        """Note ``message`` (None: nothing came); True if there is one to handle."""
+        now = time.monotonic()
+        if message is not None:
+            self._last_heard, self._pinged = now, False
+            return True
+        if now - self._last_heard > _PING_AFTER and not self._pinged:
+            self._pubsub.ping()
+            self._pinged = True
+        elif now - self._last_heard > 2 * _PING_AFTER:
+            raise TimeoutError(f"no reply to PING on the {self._what} connection")
+        return False
+
+
+def _wire_text(data: Any) -> str:
+    """A pub/sub message's payload as text (redis-py gives bytes unless decoding)."""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
 _PG_NOTIFY_LIMIT: Final = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 _PG_IDENT: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -384,28 +420,16 @@ class RedisBus(_ListenerBus):
             connection = _pubsub_connection(pubsub)
             if connection is not None:
                 connection.register_connect_callback(self._on_reconnect)
-            last_heard = time.monotonic()
-            pinged = False
+            heartbeat = _Heartbeat(pubsub, "pub/sub")
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.2)
-                now = time.monotonic()
-                if message is None:
-                    # A silent peer may be a half-open TCP connection: ping it, and give
-                    # up on it (reconnect, clearing L1s) if even the ping goes unanswered.
-                    if now - last_heard > _PING_AFTER and not pinged:
-                        pubsub.ping()
-                        pinged = True
-                    elif now - last_heard > 2 * _PING_AFTER:
-                        raise TimeoutError("no reply to PING on the pub/sub connection")
+                if not heartbeat.beat(message):
                     continue
-                last_heard, pinged = now, False
                 kind = message["type"]
                 if kind == "subscribe":
                     self._came_up()
                 elif kind == "message":
-                    data = message["data"]
-                    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-                    self._subscribers.deliver_wire(text)
+                    self._subscribers.deliver_wire(_wire_text(message["data"]))
         finally:
             self._pubsub = None
             connection = _pubsub_connection(pubsub)
