@@ -91,8 +91,18 @@ class RedisClusterServers:
         self.processes[port] = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if not wait_for_port(port):
+        process = self.processes[port]
+        if not wait_for_port(port) or not self._answers_as(port, process.pid):
             raise RuntimeError(f"redis-server did not listen on {port}")
+
+    def _answers_as(self, port: int, pid: int) -> bool:
+        """Whether the Redis on ``port`` is process ``pid``: a node that could not bind finds
+        another's listening there (a cluster of another test), and must not join it."""
+        try:
+            info = self.cli_run("info", "server", port=port, timeout=5)
+        except (subprocess.SubprocessError, OSError):
+            return False
+        return f"process_id:{pid}\r\n" in info or f"process_id:{pid}\n" in info
 
     def start(self) -> None:
         assert self.cli is not None
@@ -199,6 +209,18 @@ class RedisClusterServers:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"no replica took over from {victim} in {timeout}s")
+
+    def wait_demoted(self, port: int, timeout: float = 30.0) -> None:
+        """Wait until the node on ``port``, restarted after a failover, serves as a replica.
+
+        It comes back believing it is a primary (its nodes.conf says so) until the
+        cluster tells it otherwise: a moment, longer on a loaded machine.
+        """
+        deadline = time.monotonic() + timeout
+        while port in self.primaries():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{port} still counts as a primary after {timeout}s")
+            time.sleep(0.1)
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         """Stop the node on ``port`` by its pid (SIGKILL by default: a crash)."""

@@ -192,7 +192,7 @@ def _fail_over(cluster: RedisClusterServers, traffic: Traffic) -> tuple[int, int
     print(f"failover took {took:.1f}s; {traffic.writes - before} writes acknowledged meanwhile")
     cluster.start_node(victim)  # back as a replica of the promoted node
     cluster.wait_ok()
-    assert victim not in cluster.primaries()
+    cluster.wait_demoted(victim)
     return before, traffic.writes
 
 
@@ -314,4 +314,4 @@ def _a_primary_and_its_replica(nodes: str, avoid: int) -> tuple[int, int]:
     for node_id, replica in replicas.items():
         if ids[node_id] != avoid and replica != avoid:
             return ids[node_id], replica
-    raise AssertionError("no primary with a replica")
+    raise AssertionError(f"no primary with a replica (avoiding {avoid}):\n{nodes}")
