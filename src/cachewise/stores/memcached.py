@@ -60,6 +60,7 @@ _EXPIRY: Final = struct.Struct(">d")
 _HEAD: Final = 1 + _EXPIRY.size
 _ITEM_OVERHEAD: Final = 64
 """Bytes an item needs beyond key and value in memcached's slabs (header, CAS, suffix)."""
+_CLEAR_PASSES: Final = 5  # crawls clear() makes at most, until one finds none of ours
 _NAMESPACE: Final = re.compile(r"[!-9;-~]{1,150}")  # printable ASCII, no space, no ':'
 _NON_ASCII: Final = re.compile(r"[^\x00-\x7f]")
 
@@ -326,8 +327,15 @@ class MemcachedStore:
         applications may share the server.
         """
         prefix = f"{self.namespace}:".encode("ascii")
-        for wire in self._dump_keys():
-            if wire.startswith(prefix):
+        # One crawl can miss an item: the crawler walks memcached's LRU segments while
+        # items move between them (seen under load: a just-cached page survived clear()).
+        # Crawl again until a pass finds nothing of ours (an item found and deleted twice
+        # costs a delete).
+        for _ in range(_CLEAR_PASSES):
+            ours = [wire for wire in self._dump_keys() if wire.startswith(prefix)]
+            if not ours:
+                return
+            for wire in ours:
                 self._call("delete", self.client.delete, wire)
 
     def _dump_keys(self) -> list[bytes]:
