@@ -10,6 +10,7 @@ journal but none with a journal fsynced on every write.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +252,18 @@ def test_a_case_with_memcached_as_the_store(
     assert any("memcached" in note for note in case["notes"])
     assert main(["lab", "--quick", "--case", "ehr", "--store", "ftp://x"]) == 2
     assert "--store takes" in capsys.readouterr().err
+
+
+def test_the_journal_repairs_after_the_labs_own_kills_are_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The lab SIGKILLs its crash children on purpose; trimming their preallocated
+    # segments on recovery is expected, and must not fill the reader's terminal.
+    database = Database()
+    try:
+        with caplog.at_level(logging.WARNING, logger="cachewise"):
+            result = run_case(CASES[4], Environment(database), quick=True)
+    finally:
+        database.cleanup()
+    assert result.kinds[0].journal_lost  # a journaled write-back was killed and recovered
+    assert [r.getMessage() for r in caplog.records if r.name == "cachewise.journal"] == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import select
 import shutil
@@ -20,6 +21,7 @@ import time
 import uuid
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from cachewise._types import MISSING
@@ -138,11 +140,12 @@ class Pending:
             counted = make_sources(engine, self.names, self.scenario, self.plan)
             if self.journal:
                 # The restarted application: opening the journal replays it, closing flushes.
-                store = make_store(self.env, self.scenario)
-                apps = build_apps(self.scenario, self.plan, store, counted, self.journal_path)
-                for app in apps.values():
-                    app.close()
-                store.shutdown()
+                with _quiet_journal():
+                    store = make_store(self.env, self.scenario)
+                    apps = build_apps(self.scenario, self.plan, store, counted, self.journal_path)
+                    for app in apps.values():
+                        app.close()
+                    store.shutdown()
             lost = 0
             for (table, key), versions in acked.items():
                 found = counted[table].inner.load(key)
@@ -223,3 +226,19 @@ class Pending:
                 table, key, version = line.decode().split("\t")
                 acked[(table, key)].append(int(version))
         return acked
+
+
+@contextlib.contextmanager
+def _quiet_journal() -> Iterator[None]:
+    """The journal's notes on repairing a killed writer's segments, held back.
+
+    The lab killed that writer on purpose; "trimming N zero bytes" is expected here, not
+    news for the reader of the lab's tables. Errors still get through.
+    """
+    journal_log = logging.getLogger("cachewise.journal")
+    level = journal_log.level
+    journal_log.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        journal_log.setLevel(level)
