@@ -255,3 +255,28 @@ def test_stats_reads_a_shared_write_back_backlog_on_the_cluster(
         seen = json.loads(capsys.readouterr().out)["write_back"]
         assert (seen["dirty"], seen["claimed"], seen["sampled"]) == (50, 0, 50)
         assert seen["oldest_dirty_age"] > 0.0
+
+
+def test_a_batch_within_max_dirty_is_taken_though_it_crowds_one_shard(
+    redis_cluster_url: str, unique_name: str
+) -> None:
+    # max_dirty=16 over the index's 16 shards is one entry a shard. A batch of 8 keys that
+    # all fall in one shard fits max_dirty: it must be taken, not refused as "full" forever.
+    import zlib
+
+    from cachewise import WriteBack
+    from cachewise.codecs import encode_key
+    from cachewise.writeback._dirty_index import CLUSTER_SHARDS
+
+    def shard(key: int) -> int:  # where the index files a key (crc32 of its encoding)
+        return zlib.crc32(encode_key(key).encode()) % CLUSTER_SHARDS
+
+    crowded = [k for k in range(10_000) if shard(k) == 0][:8]
+    store = RedisStore(redis_cluster_url, namespace=unique_name, cluster=True)
+    policy = WriteBack(journal="redis", flush_interval=3600.0, max_dirty=16, on_full="raise")
+    source = MappingSource({})
+    with Cache(store, source, write=policy) as cache:
+        cache.write_many({k: {"id": k} for k in crowded})
+        assert cache.stats.dirty == 8
+        cache.flush()
+        assert sorted(source.data) == crowded

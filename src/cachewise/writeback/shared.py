@@ -115,14 +115,16 @@ _VERSION_TTL_MS: Final = 24 * 3600 * 1000
 """A clean key's version expires as RedisStore's do; a dirty key's never does."""
 
 # KEYS: z, h. ARGV: max_dirty, now ms, token, member... Adds the members to the index
-# unless that would take it past max_dirty. Returns {added (1/0), index size}.
+# unless that would take it past max_dirty (a shard's part of it on a cluster; an empty
+# shard takes any group, so a batch within max_dirty is never refused for its spread).
+# Returns {added (1/0), index size}.
 _RESERVE: Final = """
 local new = 0
 for i = 4, #ARGV do
   if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then new = new + 1 end
 end
 local size = redis.call('ZCARD', KEYS[1])
-if new > 0 and size + new > tonumber(ARGV[1]) then return {0, size} end
+if new > 0 and size > 0 and size + new > tonumber(ARGV[1]) then return {0, size} end
 for i = 4, #ARGV do
   redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[i])
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[3])
