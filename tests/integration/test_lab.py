@@ -185,8 +185,15 @@ def test_pooling_on_postgresql_opens_one_connection_with_the_pool(postgres_url: 
     assert kr.results["new-connection"]["connections_opened"] == kr.results["pool"]["source_reads"]
     assert kr.results["pool"]["connections_opened"] <= 5
     # Every contender reads in autocommit (one round trip), so the pool no longer pays a
-    # BEGIN and a ROLLBACK that Django's persistent connection does not: it wins again.
-    assert kr.decision.winner == "pool", kr.decision.reasons
+    # BEGIN and a ROLLBACK that Django's persistent connection does not. The two are then
+    # both pools, a checkout apart (tens of µs): which of them wins on p50 is the shared
+    # machine's noise (CI saw each win), so the test asserts what is not noise: a pool
+    # wins, far ahead of a connection per request and of every external pooler.
+    assert kr.decision.winner in {"pool", "django-persistent"}, kr.decision.reasons
+    p50 = {name: r["read_p50_us"] for name, r in kr.results.items()}
+    for slower in ("new-connection", "pgbouncer", "pgpool"):
+        if slower in p50:
+            assert p50["pool"] < p50[slower], (slower, p50)
     # Django's implicit pooling: one persistent connection for the (one) thread.
     assert kr.results["django-persistent"]["connections_opened"] == 1
     # The poolers are measured when the lab could start them, and said so either way.
